@@ -1,0 +1,1 @@
+"""The bkcore LLB model and Python SDK."""

@@ -1,0 +1,24 @@
+"""Built-in plugin registering the core ``bkcore`` commands (no imports beyond the marker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bkcore.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from bkcore.registry import Registry
+
+
+@hookimpl
+def bkcore_register_commands(registry: Registry) -> None:
+    registry.add(
+        "plugins",
+        "bkcore.cli.plugins_cmd",
+        description="list loaded plugins and what each registered",
+    )
+    registry.add(
+        "debug dump-llb",
+        "bkcore.cli.main:dump_llb_command",
+        description="print an LLB definition (from a file or stdin) in readable form",
+    )

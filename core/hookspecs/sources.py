@@ -1,0 +1,31 @@
+"""Hook specification of the sources family."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bkcore.hookspecs import hookspec
+
+if TYPE_CHECKING:
+    from bkcore.registry import Registry
+
+
+@hookspec
+def bkcore_register_sources(registry: Registry) -> None:
+    """Register source implementations, one per identifier scheme.
+
+    **When called:** the first time the ``sources`` registry is needed
+    (``BkPluginManager.registry("sources")``), once per plugin, in load order: built-ins,
+    then entry points of group ``bkcore``, then ``--plugin`` modules. Each plugin's
+    implementation is called on its own, so the registry records which plugin (and which
+    distribution) added which key.
+
+    **Params:** ``registry`` -- the :class:`bkcore.registry.Registry` of this family. Call
+    ``registry.add(key, "module.path:attr", description="...")`` where ``key`` is the scheme
+    (``local``, ``docker-image``, ``git``, ``https``, ``oci-layout``). The target is imported
+    only when first used (``registry.load(key)``), so this function stays import-free. A
+    duplicate key raises :class:`bkcore.errors.PluginConflictError` naming both plugins; pass
+    ``replace=True`` to take over a key on purpose (recorded in the entry).
+
+    **Return:** nothing (ignored). Must be synchronous and free of I/O.
+    """

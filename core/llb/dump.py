@@ -1,0 +1,439 @@
+"""Load a serialized LLB Definition strictly, and print it like ``buildctl debug dump-llb``.
+
+* :func:`load_definition` checks the bytes against the schema before betterproto sees them
+  (betterproto's parser silently accepts truncated and mistyped input), then checks the graph
+  (every input digest present, terminal op last) and raises one-line
+  :class:`~bkcore.errors.DefinitionError`\\ s that name the input.
+* :func:`dump_ops` gives, per op, the object ``buildctl debug dump-llb`` prints: keys ``Op``,
+  ``Digest``, ``OpMetadata`` with the Go JSON names and omitempty rules of BuildKit v0.11.6's
+  gogo types. :func:`go_json` encodes one such object byte for byte like Go's json.Encoder.
+* :func:`dump_dot` gives the ``--dot`` Graphviz text, in buildctl's layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from typing import Any, Final, cast
+
+import betterproto
+from bkcore.errors import DefinitionError
+from bkcore.llb import pb
+from bkcore.llb.digest import marshal, op_digest
+from bkcore.llb.pb.names import PROTO_NAMES
+
+__all__ = ["dump_dot", "dump_ops", "go_json", "load_definition"]
+
+JSONValue = Any
+
+_VARINT_TYPES: Final = frozenset(
+    {"enum", "bool", "int32", "int64", "uint32", "uint64", "sint32", "sint64"}
+)
+_FIXED_SIZES: Final = {
+    "fixed32": 4,
+    "sfixed32": 4,
+    "float": 4,
+    "fixed64": 8,
+    "sfixed64": 8,
+    "double": 8,
+}
+_WIRE_OF_SIZE: Final = {4: 5, 8: 1}
+_WIRE_NAMES: Final = {0: "varint", 1: "fixed64", 2: "length-delimited", 5: "fixed32"}
+
+# ---------------------------------------------------------------------------------------------
+# Strict loading
+
+
+class _WireError(Exception):
+    """A malformed protobuf encoding; str() is the one-line reason."""
+
+
+def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    for shift in range(0, 70, 7):
+        if pos >= end:
+            raise _WireError("varint runs past the end of the data")
+        byte = data[pos]
+        pos += 1
+        if shift == 63 and byte > 1:
+            raise _WireError("varint overflows 64 bits")
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+    raise _WireError("varint longer than 10 bytes")
+
+
+def _expected_wire(proto_type: str) -> int:
+    if proto_type in _VARINT_TYPES:
+        return 0
+    if proto_type in _FIXED_SIZES:
+        return _WIRE_OF_SIZE[_FIXED_SIZES[proto_type]]
+    return 2
+
+
+def _check_packed(data: bytes, start: int, end: int, proto_type: str) -> None:
+    if proto_type in _FIXED_SIZES:
+        if (end - start) % _FIXED_SIZES[proto_type]:
+            raise _WireError(f"packed {proto_type} data has a partial element")
+        return
+    pos = start
+    while pos < end:
+        _, pos = _read_varint(data, pos, end)
+
+
+@functools.cache
+def _repeated_fields(cls: type[betterproto.Message]) -> frozenset[str]:
+    meta = cast(Any, cls)._betterproto
+    return frozenset(
+        name
+        for name, field in meta.meta_by_field_name.items()
+        if field.proto_type not in ("message", "map") and isinstance(meta.default_gen[name](), list)
+    )
+
+
+def _check_message(data: bytes, start: int, end: int, cls: type[betterproto.Message]) -> None:
+    """Validate data[start:end] as an encoding of ``cls``; raise _WireError if malformed."""
+    meta = cast(Any, cls)._betterproto
+    repeated_scalars = _repeated_fields(cls)
+    pos = start
+    while pos < end:
+        key, pos = _read_varint(data, pos, end)
+        number, wire = key >> 3, key & 7
+        name = meta.field_name_by_number.get(number)
+        where = (
+            f"{cls.__name__}.{name} (field {number})" if name else f"{cls.__name__} field {number}"
+        )
+        if number == 0:
+            raise _WireError(f"{cls.__name__}: field number 0")
+        value_start = pos
+        if wire == 0:
+            _, pos = _read_varint(data, pos, end)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, value_start = _read_varint(data, pos, end)
+            pos = value_start + length
+        else:
+            raise _WireError(f"{where} uses unsupported wire type {wire}")
+        if pos > end:
+            raise _WireError(f"{where} runs past the end of the data")
+        if name is None:
+            continue  # unknown field (for example from a newer BuildKit): skipped, as Go does
+        field = meta.meta_by_field_name[name]
+        ptype = field.proto_type
+        expected = _expected_wire(ptype)
+        packed = wire == 2 and expected != 2 and name in repeated_scalars
+        if wire != expected and not packed:
+            raise _WireError(
+                f"{where} has wire type {_WIRE_NAMES.get(wire, wire)}, "
+                f"expected {_WIRE_NAMES[expected]}"
+            )
+        if packed:
+            _check_packed(data, value_start, pos, ptype)
+        elif ptype in ("message", "map"):
+            _check_message(data, value_start, pos, meta.cls_by_field[name])
+        elif ptype == "string":
+            try:
+                data[value_start:pos].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _WireError(f"{where} is not valid UTF-8") from None
+
+
+def _parse_strict(data: bytes, cls: type[betterproto.Message], what: str) -> Any:
+    try:
+        _check_message(data, 0, len(data), cls)
+    except _WireError as exc:
+        raise _WireError(f"{what}{exc}") from None
+    try:
+        return cls().parse(data)
+    except Exception as exc:  # betterproto raises assorted types on bad input
+        raise _WireError(f"{what}{cls.__name__}: {type(exc).__name__}: {exc}") from exc
+
+
+def _oneof(msg: betterproto.Message, group: str) -> tuple[str, Any]:
+    """(selected member name or "", its value) of a oneof group."""
+    return cast(tuple[str, Any], betterproto.which_one_of(msg, group))
+
+
+def _kind(op: pb.Op) -> str:
+    return _oneof(op, "op")[0]
+
+
+def load_definition(data: bytes, source: str) -> pb.Definition:
+    """Decode a serialized ``pb.Definition`` strictly.
+
+    ``source`` names the input in error messages (a path or ``<stdin>``). Raises
+    :class:`DefinitionError` (one line) for truncated or corrupt bytes, a definition without
+    ops, an input digest that names no op of the definition, or a last op that is not a
+    terminal op (no op body, at least one input), which is what truncation leaves behind.
+    """
+    try:
+        defn: pb.Definition = _parse_strict(bytes(data), pb.Definition, "")
+        ops = [_parse_strict(raw, pb.Op, f"op {i}: ") for i, raw in enumerate(defn.def_)]
+    except _WireError as exc:
+        raise DefinitionError(f"{source}: truncated or corrupt LLB definition: {exc}") from None
+    if not ops:
+        raise DefinitionError(f"{source}: invalid LLB definition: it contains no ops")
+    digests = {op_digest(raw) for raw in defn.def_}
+    for i, op in enumerate(ops):
+        for j, inp in enumerate(op.inputs):
+            if inp.digest not in digests:
+                raise DefinitionError(
+                    f"{source}: invalid LLB definition: op {i} input {j} refers to "
+                    f"missing op {inp.digest or '(empty digest)'}",
+                    op_digest(defn.def_[i]),
+                )
+    last = ops[-1]
+    if _kind(last) or not last.inputs:
+        body = f"has a {_kind(last)} body" if _kind(last) else "has no inputs"
+        raise DefinitionError(
+            f"{source}: invalid LLB definition: the last op {body}, so it is not a terminal "
+            "op (truncated definition?)",
+            op_digest(defn.def_[-1]),
+        )
+    return defn
+
+
+# ---------------------------------------------------------------------------------------------
+# dump-llb JSON
+
+# Fields whose Go type is non-nullable (gogoproto customtype / nullable=false): their JSON tag
+# has no omitempty, so zero values print (0, "", {} or null for an empty map).
+_NO_OMITEMPTY: Final = frozenset(
+    {
+        ("Input", "digest"),
+        ("Input", "index"),
+        ("Mount", "input"),
+        ("Mount", "output"),
+        ("BuildOp", "builder"),
+        ("BuildInput", "input"),
+        ("OpMetadata", "caps"),
+        ("Range", "start"),
+        ("Range", "end"),
+        ("Definition", "metadata"),
+        ("FileAction", "input"),
+        ("FileAction", "secondaryInput"),
+        ("FileAction", "output"),
+        ("NamedUserOpt", "input"),
+        ("MergeInput", "input"),
+        ("LowerDiffInput", "input"),
+        ("UpperDiffInput", "input"),
+    }
+)
+
+
+def _go_field_name(proto_name: str) -> str:
+    """Go's CamelCase of a proto name, as used for oneof interface fields."""
+    parts = proto_name.split("_")
+    return "".join(p[:1].upper() + p[1:] for p in parts if p)
+
+
+def _is_present(msg: betterproto.Message) -> bool:
+    return bool(msg._serialized_on_wire) or bool(marshal(msg))
+
+
+def _scalar_json(proto_type: str, value: Any) -> JSONValue:
+    if proto_type == "bytes":
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if proto_type == "bool":
+        return bool(value)
+    if proto_type == "string":
+        return str(value)
+    if proto_type in ("float", "double"):
+        return float(value)
+    return int(value)
+
+
+def _is_empty_scalar(proto_type: str, value: Any) -> bool:
+    if proto_type in ("string", "bytes"):
+        return len(value) == 0
+    return not value
+
+
+def _value_json(proto_type: str, value: Any) -> JSONValue:
+    if proto_type == "message":
+        return _message_json(value)
+    return _scalar_json(proto_type, value)
+
+
+def _message_json(msg: betterproto.Message) -> dict[str, JSONValue]:
+    cls_name = type(msg).__name__
+    names = PROTO_NAMES[cls_name]
+    meta = cast(Any, msg)._betterproto
+    out: dict[str, JSONValue] = {}
+    for fname in meta.sorted_field_names:
+        field = meta.meta_by_field_name[fname]
+        if field.group:
+            key = _go_field_name(field.group)
+            if key in out:
+                continue
+            selected, value = _oneof(msg, field.group)
+            if not selected:
+                out[key] = None
+                continue
+            member = meta.meta_by_field_name[selected]
+            wrapper: dict[str, JSONValue] = {}
+            if member.proto_type == "message" or not _is_empty_scalar(member.proto_type, value):
+                wrapper[names[member.number]] = _value_json(member.proto_type, value)
+            out[key] = wrapper
+            continue
+        jname = names[field.number]
+        always = (cls_name, jname) in _NO_OMITEMPTY
+        value = getattr(msg, fname)
+        ptype = field.proto_type
+        if ptype == "map":
+            assert field.map_types is not None
+            if value:
+                vtype = field.map_types[1]
+                out[jname] = {str(k): _value_json(vtype, value[k]) for k in sorted(value)}
+            elif always:
+                out[jname] = None
+        elif isinstance(value, list):
+            if value:
+                out[jname] = [_value_json(ptype, v) for v in value]
+            elif always:
+                out[jname] = None
+        elif ptype == "message":
+            if always or _is_present(value):
+                out[jname] = _message_json(value)
+        elif always or not _is_empty_scalar(ptype, value):
+            out[jname] = _scalar_json(ptype, value)
+    return out
+
+
+def dump_ops(defn: pb.Definition) -> list[dict[str, JSONValue]]:
+    """Per op of ``defn.def``, the object ``buildctl debug dump-llb`` prints for it."""
+    result = []
+    for raw in defn.def_:
+        dgst = op_digest(raw)
+        op = pb.Op().parse(raw)
+        metadata = defn.metadata.get(dgst) or pb.OpMetadata()
+        result.append(
+            {"Op": _message_json(op), "Digest": dgst, "OpMetadata": _message_json(metadata)}
+        )
+    return result
+
+
+def _json_escape_table() -> dict[int, str]:
+    table = {c: f"\\u{c:04x}" for c in range(0x20)}
+    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+    table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+    # Go's json.Encoder escapes HTML characters and JS line separators by default.
+    for ch in "<>&\u2028\u2029":
+        table[ord(ch)] = f"\\u{ord(ch):04x}"
+    return table
+
+
+_JSON_ESCAPES: Final = _json_escape_table()
+
+
+def go_json(value: JSONValue) -> str:
+    """Encode like Go's ``json.Encoder.Encode`` (compact, HTML-escaped), without the newline.
+
+    Dict keys keep their order (callers sort map keys, as Go does for maps).
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if value != int(value) else str(int(value))
+    if isinstance(value, str):
+        return '"' + value.translate(_JSON_ESCAPES) + '"'
+    if isinstance(value, dict):
+        items = (go_json(str(k)) + ":" + go_json(v) for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(go_json(v) for v in value) + "]"
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+# ---------------------------------------------------------------------------------------------
+# dump-llb --dot
+
+_GO_SHORT_ESCAPES: Final = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    "\\": "\\\\",
+    '"': '\\"',
+}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote`` (the ``%q`` verb) for a valid UTF-8 string."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _GO_SHORT_ESCAPES:
+            out.append(_GO_SHORT_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _file_action_label(action: pb.FileAction) -> str:
+    kind, body = _oneof(action, "action")
+    if kind == "copy":
+        return f"copy{{src={body.src}, dest={body.dest}}}"
+    if kind in ("mkfile", "mkdir", "rm"):
+        return f"{kind}{{path={body.path}}}"
+    return ""
+
+
+def _node(dgst: str, op: pb.Op) -> tuple[str, str]:
+    """(label, shape) of one op: the shape shows the kind, as in buildctl."""
+    kind, body = _oneof(op, "op")
+    if kind == "source":
+        return body.identifier, "ellipse"
+    if kind == "exec":
+        return " ".join(body.meta.args), "box"
+    if kind == "file":
+        return ",".join(_file_action_label(a) for a in body.actions), "note"
+    if kind == "build":
+        return "build", "box3d"
+    if kind == "merge":
+        return "merge", "invtriangle"
+    if kind == "diff":
+        return "diff", "doublecircle"
+    return dgst, "plaintext"
+
+
+def dump_dot(defn: pb.Definition) -> str:
+    """Graphviz digraph of ``defn``, laid out like ``buildctl debug dump-llb --dot``.
+
+    Nodes are ops (label: source identifier, exec argv, file actions, ``merge``/``diff``/
+    ``build``, or the digest of the terminal op; shape: the op kind). Edges go from each input
+    to the op; exec edges are labelled with the mount destination of that input.
+    """
+    ops = [(op_digest(raw), pb.Op().parse(raw)) for raw in defn.def_]
+    lines = ["digraph {"]
+    for dgst, op in ops:
+        label, shape = _node(dgst, op)
+        lines.append(f"  {go_quote(dgst)} [label={go_quote(label)} shape={go_quote(shape)}];")
+    for dgst, op in ops:
+        kind, body = _oneof(op, "op")
+        for i, inp in enumerate(op.inputs):
+            label = ""
+            if kind == "exec":
+                for mount in body.mounts:
+                    if mount.input == i and mount.dest != "/":
+                        label = mount.dest
+            lines.append(f"  {go_quote(inp.digest)} -> {go_quote(dgst)} [label={go_quote(label)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,71 @@
+"""The receiver's content index: what it knows about each file it wrote.
+
+One JSON document per destination, kept beside it (never inside the synced tree), replaced
+atomically at the end of each sync. A record maps a path to:
+
+* ``token``: the sender's change token for the file when it was last verified (see
+  :func:`bkcore.sessions.filesync.walker.change_token`), ``""`` when none was trusted;
+* ``sha256``: the content digest, computed while receiving or when verified by hash;
+* ``ino``/``ctime``: the destination file's inode and ctime right after it was written or
+  verified. A record whose destination file no longer has them is ignored: the file was
+  changed behind the receiver's back, or a crash lost the index update. The index therefore
+  never needs to be in sync with the tree to be safe, only to be fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+__all__ = ["Record", "load_index", "save_index"]
+
+_VERSION = 1
+
+
+@dataclass(slots=True)
+class Record:
+    token: str
+    sha256: str
+    ino: int
+    ctime: int
+
+    def valid_for(self, s: os.stat_result) -> bool:
+        return self.ino == s.st_ino and self.ctime == s.st_ctime_ns
+
+
+def load_index(path: str) -> dict[str, Record]:
+    """Records from ``path``; a missing, unreadable or foreign file gives an empty index."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("version") != _VERSION:
+        return {}
+    out: dict[str, Record] = {}
+    for rel, rec in doc.get("files", {}).items():
+        try:
+            token, digest, ino, ctime = rec
+            out[rel] = Record(str(token), str(digest), int(ino), int(ctime))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def save_index(path: str, records: dict[str, Record]) -> None:
+    """Write ``records`` to ``path`` atomically (temp file + rename)."""
+    doc = {
+        "version": _VERSION,
+        "files": {k: [r.token, r.sha256, r.ino, r.ctime] for k, r in records.items()},
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bkindex-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -424,7 +424,8 @@ class SnapshotStore:
     # -- removal and recovery ------------------------------------------------------------
 
     def delete(self, snapshot_id: str) -> None:
-        """Remove a committed snapshot that nothing depends on (no lease check here)."""
+        """Remove a snapshot that nothing depends on (no lease check here)."""
+        self.get(snapshot_id)
         rows = self.db.query("SELECT 1 FROM snapshot_deps WHERE dep=?", (snapshot_id,))
         if rows:
             raise CacheError(f"snapshot {snapshot_id} is still used by another snapshot")

@@ -1,0 +1,182 @@
+"""Marshalling a graph into a ``Definition``, and the ``Definition`` wrapper itself."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from typing import BinaryIO
+
+from bkcore.errors import DefinitionError
+from bkcore.llb import _wire, pb
+from bkcore.llb.platforms import Platform
+from bkcore.llb.vertex import MarshalContext, OpMeta, Output, Vertex
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_unique_id() -> str:
+    """A random 25-character base-36 id, like the Go client's ``identity.NewID``."""
+    n = secrets.randbits(128)
+    out = []
+    for _ in range(25):
+        n, r = divmod(n, 36)
+        out.append(_BASE36[r])
+    return "".join(reversed(out))
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Definition:
+    """A marshalled LLB graph: op bytes (terminal op last), per-op metadata, source map.
+
+    ``bytes(defn)`` / ``defn.to_bytes()`` give the exact bytes the Go client would send.
+    """
+
+    __slots__ = ("_bytes", "_ops", "_pb")
+
+    def __init__(self, message: pb.Definition) -> None:
+        self._pb = message
+        self._ops = tuple(bytes(b) for b in message.def_)
+        self._bytes = _wire.definition_bytes(message)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Definition:
+        try:
+            msg = pb.Definition().parse(data)
+        except Exception as exc:
+            raise DefinitionError(f"corrupt LLB definition: {exc}") from exc
+        return cls(msg)
+
+    def to_bytes(self) -> bytes:
+        return self._bytes
+
+    def __bytes__(self) -> bytes:
+        return self._bytes
+
+    def to_pb(self) -> pb.Definition:
+        """A fresh ``pb.Definition`` (safe to modify)."""
+        return pb.Definition().parse(self._bytes)
+
+    def write(self, stream: BinaryIO) -> None:
+        """Write the bytes, e.g. ``defn.write(sys.stdout.buffer)`` for ``buildctl build``."""
+        stream.write(self._bytes)
+        stream.flush()
+
+    @property
+    def ops(self) -> tuple[bytes, ...]:
+        """Serialized ops in ``def`` order."""
+        return self._ops
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """Digest of every op in ``def`` order (the terminal op last)."""
+        return tuple(_digest(b) for b in self._ops)
+
+    def op(self, digest: str) -> pb.Op:
+        for b in self._ops:
+            if _digest(b) == digest:
+                return pb.Op().parse(b)
+        raise KeyError(digest)
+
+    @property
+    def metadata(self) -> Mapping[str, pb.OpMetadata]:
+        return dict(self._pb.metadata)
+
+    @property
+    def terminal(self) -> str | None:
+        """Digest of the terminal op, or None for an empty (scratch) definition."""
+        return _digest(self._ops[-1]) if self._ops else None
+
+    @property
+    def head(self) -> str | None:
+        """Digest of the op whose output is the build result (Go's ``Definition.Head``)."""
+        if not self._ops:
+            return None
+        term = pb.Op().parse(self._ops[-1])
+        return term.inputs[0].digest if term.inputs else None
+
+    @property
+    def head_index(self) -> int:
+        if not self._ops:
+            return 0
+        term = pb.Op().parse(self._ops[-1])
+        return term.inputs[0].index if term.inputs else 0
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __repr__(self) -> str:
+        return f"<Definition {len(self._ops)} ops, head {self.head}>"
+
+
+def marshal(
+    output: Output | None,
+    *,
+    platform: Platform | None = None,
+    local_unique_id: str | None = None,
+    meta: OpMeta | None = None,
+) -> Definition:
+    """Serialize the graph producing ``output`` like the Go client's ``State.Marshal``."""
+    msg = pb.Definition()
+    if output is None:
+        return Definition(msg)
+    digests: dict[int, str] = {}
+    keepalive: list[Vertex] = []
+
+    def input_of(out: Output) -> pb.Input:
+        try:
+            return pb.Input(digest=digests[id(out.vertex)], index=out.index)
+        except KeyError:
+            raise DefinitionError(f"input {out.vertex.describe()} not marshalled yet") from None
+
+    ctx = MarshalContext(
+        platform=platform or Platform.host(),
+        local_unique_id=local_unique_id or new_unique_id(),
+        meta=meta or OpMeta(),
+        input_of=input_of,
+    )
+    ops: list[bytes] = []
+    emitted: set[str] = set()
+    metas: dict[str, OpMeta] = {}
+    caps: dict[str, set[str]] = {}
+
+    stack: list[tuple[Vertex, bool]] = [(output.vertex, False)]
+    while stack:
+        vertex, expanded = stack.pop()
+        if id(vertex) in digests:
+            continue
+        if not expanded:
+            stack.append((vertex, True))
+            stack.extend((o.vertex, False) for o in reversed(vertex.inputs()))
+            continue
+        done = vertex.marshal(ctx)
+        data = bytes(done.op)
+        dgst = _digest(data)
+        digests[id(vertex)] = dgst
+        keepalive.append(vertex)
+        op_meta = ctx.meta.merged(done.meta)
+        metas[dgst] = metas[dgst].merged(op_meta) if dgst in metas else op_meta
+        caps.setdefault(dgst, set()).update(done.caps)
+        if dgst not in emitted:
+            emitted.add(dgst)
+            ops.append(data)
+
+    terminal = bytes(pb.Op(inputs=[input_of(output)]))
+    term_dgst = _digest(terminal)
+    term_caps = {"constraints", "platform"}
+    for m in metas.values():
+        if m.ignore_cache:
+            term_caps.add("meta.ignorecache")
+        if m.description:
+            term_caps.add("meta.description")
+        if m.export_cache is not None:
+            term_caps.add("meta.exportcache")
+    msg.def_ = [*ops, terminal]
+    metadata = {d: metas[d].to_pb(caps[d]) for d in metas}
+    metadata[term_dgst] = OpMeta().to_pb(term_caps)
+    msg.metadata = metadata
+    msg.source = pb.Source(locations={_digest(b): pb.Locations(locations=[]) for b in ops})
+    return Definition(msg)

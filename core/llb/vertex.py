@@ -1,0 +1,138 @@
+"""The graph core of the SDK: vertices, their outputs, per-op metadata and marshal context."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from bkcore.llb import pb
+from bkcore.llb.platforms import Platform
+
+CUSTOM_NAME = "llb.customname"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressGroup:
+    """Groups vertices under one progress line (``OpMetadata.progress_group``)."""
+
+    id: str
+    name: str
+    weak: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OpMeta:
+    """Per-op options that are not part of the op body.
+
+    ``description``, ``ignore_cache``, ``export_cache`` and ``progress_group`` go to
+    ``Definition.metadata`` (not hashed); ``worker_filters`` go to ``Op.constraints`` (hashed).
+    """
+
+    description: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ignore_cache: bool = False
+    export_cache: bool | None = None
+    progress_group: ProgressGroup | None = None
+    worker_filters: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "description", MappingProxyType(dict(self.description)))
+        object.__setattr__(self, "worker_filters", tuple(self.worker_filters))
+
+    @classmethod
+    def build(
+        cls, meta: OpMeta | None, custom_name: str | None, ignore_cache: bool = False
+    ) -> OpMeta:
+        """Combine the ``meta=``, ``custom_name=`` and ``ignore_cache=`` builder arguments."""
+        base = meta or cls()
+        if custom_name is None and not ignore_cache:
+            return base
+        desc = dict(base.description)
+        if custom_name is not None:
+            desc[CUSTOM_NAME] = custom_name
+        return cls(
+            description=desc,
+            ignore_cache=base.ignore_cache or ignore_cache,
+            export_cache=base.export_cache,
+            progress_group=base.progress_group,
+            worker_filters=base.worker_filters,
+        )
+
+    def merged(self, other: OpMeta) -> OpMeta:
+        """``self`` overlaid with ``other`` (Go's ``mergeMetadata``; filters concatenate)."""
+        return OpMeta(
+            description={**self.description, **other.description},
+            ignore_cache=self.ignore_cache or other.ignore_cache,
+            export_cache=other.export_cache
+            if other.export_cache is not None
+            else self.export_cache,
+            progress_group=other.progress_group or self.progress_group,
+            worker_filters=self.worker_filters + other.worker_filters,
+        )
+
+    def to_pb(self, caps: Iterable[str]) -> pb.OpMetadata:
+        md = pb.OpMetadata(ignore_cache=self.ignore_cache, description=dict(self.description))
+        if self.export_cache is not None:
+            md.export_cache = pb.ExportCache(value=self.export_cache)
+        md.caps = dict.fromkeys(sorted(set(caps)), True)
+        if self.progress_group is not None:
+            g = self.progress_group
+            md.progress_group = pb.ProgressGroup(id=g.id, name=g.name, weak=g.weak)
+        return md
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Output:
+    """Output ``index`` of ``vertex``. Compared by identity; the marshaller dedups by digest."""
+
+    vertex: Vertex
+    index: int
+    platform: Platform | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarshalContext:
+    """What a vertex needs while it is marshalled."""
+
+    platform: Platform
+    local_unique_id: str
+    meta: OpMeta
+    input_of: Callable[[Output], pb.Input]
+
+    def op(self, own_platform: Platform | None, meta: OpMeta, *, platform: bool) -> pb.Op:
+        """An ``Op`` with platform (if ``platform``) and the always-present constraints."""
+        op = pb.Op()
+        if platform:
+            p = own_platform or self.platform
+            op.platform = pb.Platform(architecture=p.architecture, os=p.os, variant=p.variant)
+        filters = list(self.meta.worker_filters + meta.worker_filters)
+        op.constraints = pb.WorkerConstraints(filter=filters)
+        return op
+
+
+@dataclass(frozen=True, slots=True)
+class Marshalled:
+    """One vertex as pb: the op body and its metadata (caps included)."""
+
+    op: pb.Op
+    meta: OpMeta
+    caps: frozenset[str]
+
+
+class Vertex(abc.ABC):
+    """One operation of the graph. Immutable after construction."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def inputs(self) -> tuple[Output, ...]:
+        """The outputs this vertex reads, in the order the marshal walk visits them."""
+
+    @abc.abstractmethod
+    def marshal(self, ctx: MarshalContext) -> Marshalled:
+        """Build the pb op; inputs are already marshalled (``ctx.input_of`` knows them)."""
+
+    def describe(self) -> str:
+        """A short human description (used in error messages)."""
+        return type(self).__name__

@@ -124,16 +124,22 @@ class ProgressReader:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._limit = stream.max_buffered
+        self._log_bytes = 0
         self.dropped_log_bytes = 0
 
     def _push(self, event: Event) -> None:
         buf = self._buf
         buf.append(event)
-        if len(buf) > self._limit:
-            self._buf, dropped = _compact(buf, self._stream.max_log_bytes)
+        stream = self._stream
+        if type(event) is LogEvent:
+            self._log_bytes += len(event.data)
+        if len(buf) > self._limit or self._log_bytes > stream.max_log_bytes:
+            # Keep half the log budget so that dropping stays amortised O(1) per event.
+            self._buf, dropped = _compact(buf, stream.max_log_bytes // 2)
             self.dropped_log_bytes += dropped
+            self._log_bytes -= dropped
             # Distinct keys cannot be coalesced: grow geometrically to keep pushes O(1).
-            self._limit = max(self._stream.max_buffered, 2 * len(self._buf))
+            self._limit = max(stream.max_buffered, 2 * len(self._buf))
         self._wakeup.set()
 
     def _close(self) -> None:
@@ -144,6 +150,7 @@ class ProgressReader:
         """Every buffered event, oldest first (possibly empty)."""
         batch, self._buf = self._buf, []
         self._limit = self._stream.max_buffered
+        self._log_bytes = 0
         self._wakeup.clear()
         return batch
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Mapping
 from typing import BinaryIO
 
 from bkcore.errors import DefinitionError
-from bkcore.llb import _wire, pb
+from bkcore.llb import pb
+from bkcore.llb.digest import marshal as go_marshal
+from bkcore.llb.digest import op_digest
 from bkcore.llb.platforms import Platform
 from bkcore.llb.vertex import MarshalContext, OpMeta, Output, Vertex
 
@@ -25,10 +26,6 @@ def new_unique_id() -> str:
     return "".join(reversed(out))
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 class Definition:
     """A marshalled LLB graph: op bytes (terminal op last), per-op metadata, source map.
 
@@ -40,15 +37,19 @@ class Definition:
     def __init__(self, message: pb.Definition) -> None:
         self._pb = message
         self._ops = tuple(bytes(b) for b in message.def_)
-        self._bytes = _wire.definition_bytes(message)
+        self._bytes = go_marshal(message)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Definition:
-        try:
-            msg = pb.Definition().parse(data)
-        except Exception as exc:
-            raise DefinitionError(f"corrupt LLB definition: {exc}") from exc
-        return cls(msg)
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Definition:
+        """Decode strictly (``DefinitionError`` naming ``source`` on corrupt input).
+
+        Empty input is the empty Definition (what marshalling scratch gives).
+        """
+        if not data:
+            return cls(pb.Definition())
+        from bkcore.llb.dump import load_definition
+
+        return cls(load_definition(data, source))
 
     def to_bytes(self) -> bytes:
         return self._bytes
@@ -73,11 +74,11 @@ class Definition:
     @property
     def digests(self) -> tuple[str, ...]:
         """Digest of every op in ``def`` order (the terminal op last)."""
-        return tuple(_digest(b) for b in self._ops)
+        return tuple(op_digest(b) for b in self._ops)
 
     def op(self, digest: str) -> pb.Op:
         for b in self._ops:
-            if _digest(b) == digest:
+            if op_digest(b) == digest:
                 return pb.Op().parse(b)
         raise KeyError(digest)
 
@@ -88,7 +89,7 @@ class Definition:
     @property
     def terminal(self) -> str | None:
         """Digest of the terminal op, or None for an empty (scratch) definition."""
-        return _digest(self._ops[-1]) if self._ops else None
+        return op_digest(self._ops[-1]) if self._ops else None
 
     @property
     def head(self) -> str | None:
@@ -153,8 +154,8 @@ def marshal(
             stack.extend((o.vertex, False) for o in reversed(vertex.inputs()))
             continue
         done = vertex.marshal(ctx)
-        data = bytes(done.op)
-        dgst = _digest(data)
+        data = go_marshal(done.op)
+        dgst = op_digest(data)
         digests[id(vertex)] = dgst
         keepalive.append(vertex)
         op_meta = ctx.meta.merged(done.meta)
@@ -164,8 +165,8 @@ def marshal(
             emitted.add(dgst)
             ops.append(data)
 
-    terminal = bytes(pb.Op(inputs=[input_of(output)]))
-    term_dgst = _digest(terminal)
+    terminal = go_marshal(pb.Op(inputs=[input_of(output)]))
+    term_dgst = op_digest(terminal)
     term_caps = {"constraints", "platform"}
     for m in metas.values():
         if m.ignore_cache:
@@ -178,5 +179,5 @@ def marshal(
     metadata = {d: metas[d].to_pb(caps[d]) for d in metas}
     metadata[term_dgst] = OpMeta().to_pb(term_caps)
     msg.metadata = metadata
-    msg.source = pb.Source(locations={_digest(b): pb.Locations(locations=[]) for b in ops})
+    msg.source = pb.Source(locations={op_digest(b): pb.Locations(locations=[]) for b in ops})
     return Definition(msg)

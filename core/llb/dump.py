@@ -100,8 +100,9 @@ def _check_message(data: bytes, start: int, end: int, cls: type[betterproto.Mess
         key, pos = _read_varint(data, pos, end)
         number, wire = key >> 3, key & 7
         name = meta.field_name_by_number.get(number)
+        label = PROTO_NAMES.get(cls.__name__, {}).get(number, name)
         where = (
-            f"{cls.__name__}.{name} (field {number})" if name else f"{cls.__name__} field {number}"
+            f"{cls.__name__}.{label} (field {number})" if name else f"{cls.__name__} field {number}"
         )
         if number == 0:
             raise _WireError(f"{cls.__name__}: field number 0")

@@ -155,7 +155,7 @@ def _copy_one(
     head, tail = posixpath.split(dest)
     ensure = head if tail not in ("", ".") else dest
     ensure_comps = resolve_components(dest_root, ensure, follow_final=True)
-    mkdir_all(dest_root, ensure_comps, 0o755, copier.owner, copier.ns, action="copy")
+    created = mkdir_all(dest_root, ensure_comps, 0o755, copier.owner, copier.ns, action="copy")
     dst = os.path.join(dest_root, *resolve_components(dest_root, dest, follow_final=True))
 
     src_host = resolve(src_root, src, follow_final=follow_symlink)
@@ -173,9 +173,11 @@ def _copy_one(
     ):
         base = posixpath.basename(posixpath.normpath(src))
         dst = os.path.join(dst, base) if base else dst
-    target_dir = dst if src_is_dir and not dir_copy_contents else os.path.dirname(dst)
+    # A source directory's own target is made like a created parent (0755, owner, time);
+    # BuildKit v0.11 never copies the top directory's metadata (conformance case 007).
+    target_dir = dst if src_is_dir else os.path.dirname(dst)
     rel = os.path.relpath(target_dir, dest_root)
-    mkdir_all(
+    created += mkdir_all(
         dest_root,
         [] if rel == "." else rel.split("/"),
         0o755,
@@ -184,6 +186,9 @@ def _copy_one(
         action="copy",
     )
     copier.copy(src_host, "", dst, False)
+    if copier.ns is not None:  # entries written into new parents bumped their mtimes
+        for path in reversed(created):
+            set_times(path, copier.ns)
 
 
 def copy(

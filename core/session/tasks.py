@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["run_together"]
+__all__ = ["run_together", "run_with"]
+
+T = TypeVar("T")
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -27,3 +29,22 @@ async def run_together(*coros: Coroutine[Any, Any, Any]) -> list[Any]:
     except BaseExceptionGroup as eg:
         raise _first(eg) from None
     return [t.result() for t in tasks]
+
+
+async def run_with(main: Coroutine[Any, Any, T], background: Coroutine[Any, Any, Any]) -> T:
+    """Run ``background`` while ``main`` runs; cancel it when ``main`` ends. Errors of either
+    are raised unwrapped."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            bg = tg.create_task(background)
+
+            async def primary() -> T:
+                try:
+                    return await main
+                finally:
+                    bg.cancel()
+
+            task = tg.create_task(primary())
+    except BaseExceptionGroup as eg:
+        raise _first(eg) from None
+    return task.result()

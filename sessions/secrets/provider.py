@@ -1,0 +1,148 @@
+"""Secrets: the client serves secret values by id; the daemon fetches them (session.md §6).
+
+Values are never put in exceptions, reprs or logs; errors name only the secret id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import betterproto
+from bkcore.errors import SessionError
+from bkcore.session.transport import Caller, CallError, Handler, Metadata, Status
+
+__all__ = [
+    "GETSECRET",
+    "MAX_SECRET_SIZE",
+    "GetSecretRequest",
+    "GetSecretResponse",
+    "SecretNotFoundError",
+    "SecretSource",
+    "SecretsProvider",
+    "get_secret",
+    "parse_secret_spec",
+]
+
+GETSECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+MAX_SECRET_SIZE = 500 * 1024
+
+
+@dataclass(eq=False, repr=False)
+class GetSecretRequest(betterproto.Message):
+    id: str = betterproto.string_field(1)
+    annotations: dict[str, str] = betterproto.map_field(  # noqa: RUF009
+        2, betterproto.TYPE_STRING, betterproto.TYPE_STRING
+    )
+
+
+@dataclass(eq=False, repr=False)
+class GetSecretResponse(betterproto.Message):
+    data: bytes = betterproto.bytes_field(1)
+
+    def __repr__(self) -> str:  # never show the value
+        return f"GetSecretResponse(<{len(self.data)} bytes>)"
+
+
+class SecretNotFoundError(SessionError):
+    """The client does not provide the requested secret."""
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret comes from: a file or an environment variable of the client."""
+
+    id: str
+    file: str | None = None
+    env: str | None = None
+
+    def read(self) -> bytes:
+        if self.file is not None:
+            with open(self.file, "rb") as f:
+                data = f.read(MAX_SECRET_SIZE + 1)
+        elif self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise CallError(Status.NOT_FOUND, "not found")
+            data = os.fsencode(value)
+        else:
+            raise CallError(Status.NOT_FOUND, "not found")
+        if len(data) > MAX_SECRET_SIZE:
+            raise CallError(Status.INVALID_ARGUMENT, f"secret {self.id} is over 500 KiB")
+        return data
+
+
+def parse_secret_spec(spec: str) -> SecretSource:
+    """Parse ``id=ID,src=FILE`` or ``id=ID,env=VAR`` (``source``, ``type=file|env`` too).
+
+    Without ``src``/``env`` the secret comes from the environment variable named like the id
+    when it is set, else from a file named like the id (buildx behaviour).
+    """
+    fields: dict[str, str] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            raise SessionError(f"invalid secret spec {spec!r}: expected key=value pairs")
+        fields[key] = value.strip()
+    unknown = set(fields) - {"id", "src", "source", "env", "type"}
+    if unknown:
+        raise SessionError(f"invalid secret spec {spec!r}: unknown key {sorted(unknown)[0]!r}")
+    sid = fields.get("id", "")
+    if not sid:
+        raise SessionError(f"invalid secret spec {spec!r}: id is required")
+    src = fields.get("src", fields.get("source"))
+    env = fields.get("env")
+    kind = fields.get("type")
+    if kind not in (None, "file", "env"):
+        raise SessionError(f"invalid secret spec {spec!r}: type must be file or env")
+    if src is not None and env is not None:
+        raise SessionError(f"invalid secret spec {spec!r}: give src or env, not both")
+    if kind == "env" and env is None:
+        env, src = src or sid, None
+    if src is None and env is None:
+        if kind == "file" or sid not in os.environ:
+            src = sid
+        else:
+            env = sid
+    return SecretSource(sid, file=os.path.abspath(src) if src is not None else None, env=env)
+
+
+@dataclass
+class SecretsProvider:
+    """Client-side attachable serving ``Secrets.GetSecret``."""
+
+    secrets: Mapping[str, bytes | SecretSource] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"SecretsProvider(ids={sorted(self.secrets)!r})"
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {GETSECRET: Handler("unary", self._get, GetSecretRequest, GetSecretResponse)}
+
+    async def _get(self, request: GetSecretRequest, metadata: Metadata) -> GetSecretResponse:
+        source = self.secrets.get(request.id)
+        if source is None:
+            raise CallError(Status.NOT_FOUND, "not found")
+        if isinstance(source, bytes):
+            return GetSecretResponse(data=source)
+        try:
+            data = await asyncio.to_thread(source.read)
+        except OSError as exc:
+            raise CallError(Status.NOT_FOUND, f"secret {request.id}: {exc.strerror}") from None
+        return GetSecretResponse(data=data)
+
+
+async def get_secret(caller: Caller, secret_id: str) -> bytes:
+    """Fetch secret ``secret_id`` from the client; :class:`SecretNotFoundError` when absent."""
+    try:
+        response = await caller.call_unary(
+            GETSECRET, GetSecretRequest(id=secret_id), GetSecretResponse
+        )
+    except CallError as exc:
+        if exc.code in (Status.NOT_FOUND, Status.UNIMPLEMENTED):
+            raise SecretNotFoundError(f"secret {secret_id} not found") from None
+        raise SessionError(f"secret {secret_id}: {exc.message}") from None
+    return response.data

@@ -79,9 +79,7 @@ def test_v3_fileop_chain() -> None:
 
 
 def test_v3_unique_id_given_on_the_source() -> None:
-    ctx = llb.local(
-        "ctx", include_patterns=["hello.txt"], shared_key_hint="ctx", unique_id=UNIQUE
-    )
+    ctx = llb.local("ctx", include_patterns=["hello.txt"], shared_key_hint="ctx", unique_id=UNIQUE)
     actions = (
         llb.mkdir("/a/b", 0o755, parents=True)
         .copy(ctx, "hello.txt", "/a/b/", create_dest_path=True)
@@ -152,9 +150,7 @@ def test_v6_dockerfile_ops_match() -> None:
     knows the daemon's caps (inside a frontend). Descriptions are reproduced via ``meta``.
     """
     data, side = _vector("v6_dockerfile")
-    ref = (
-        f"{BUSYBOX}@sha256:19d8ea11e2406270ad7f026c84d875d4178da57f645543ed5617232693aec620"
-    )
+    ref = f"{BUSYBOX}@sha256:19d8ea11e2406270ad7f026c84d875d4178da57f645543ed5617232693aec620"
     base = llb.image(ref)
     work = base.file(llb.mkdir("/app", 0o755, parents=True)).with_cwd("/app")
     ctx = llb.local(

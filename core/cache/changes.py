@@ -165,7 +165,7 @@ def apply_changes(changes: Iterable[Change], target: Path, *, whiteouts: bool = 
         if change.kind == "delete":
             fsutil.remove(dst)
             if whiteouts:
-                _ensure_parent(dst, target)
+                _ensure_parent(dst, target, None)
                 os.mknod(dst, stat.S_IFCHR | 0o000, 0)
             continue
         assert change.source is not None
@@ -177,7 +177,8 @@ def apply_changes(changes: Iterable[Change], target: Path, *, whiteouts: bool = 
         ):
             fsutil.remove(dst)
             existing = None
-        _ensure_parent(dst, target)
+        for made, made_src in _ensure_parent(dst, target, change.source):
+            dirs.append((made, str(made_src), os.lstat(made_src)))
         if existing is None:
             fsutil.copy_entry(src, dst, st, links)
         if stat.S_ISDIR(st.st_mode):
@@ -186,7 +187,17 @@ def apply_changes(changes: Iterable[Change], target: Path, *, whiteouts: bool = 
         fsutil.copy_metadata(src, dst, st)
 
 
-def _ensure_parent(dst: Path, target: Path) -> None:
-    parent = dst.parent
-    if parent != target and not parent.is_dir():
-        parent.mkdir(parents=True, mode=0o755)
+def _ensure_parent(dst: Path, target: Path, source: Path | None) -> list[tuple[Path, Path]]:
+    """Create missing parents of ``dst``; returns (made dir, matching source dir) pairs."""
+    missing: list[tuple[Path, Path | None]] = []
+    parent, src_parent = dst.parent, source.parent if source is not None else None
+    while parent != target and not parent.is_dir():
+        missing.append((parent, src_parent))
+        parent = parent.parent
+        src_parent = src_parent.parent if src_parent is not None else None
+    made: list[tuple[Path, Path]] = []
+    for path, src in reversed(missing):
+        path.mkdir(mode=0o755)
+        if src is not None and src.is_dir():
+            made.append((path, src))
+    return made

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bkcore.cache import fsutil, procs
-from bkcore.cache.changes import Change, apply_changes, is_whiteout, overlay_changes, tree_changes
+from bkcore.cache.changes import Change, apply_changes, overlay_changes, tree_changes
 from bkcore.cache.db import Database
 from bkcore.cache.mount import (
     MAX_OPTIONS,
@@ -248,7 +248,9 @@ class SnapshotStore:
         """A snapshot stacking the given snapshots in order (later ones on top)."""
         infos = [self._committed(i) for i in ids]
         chain = [m for info in infos for m in info.chain]
-        if self.driver == OVERLAY:
+        if self.driver == OVERLAY and not self._has_deletions(chain):
+            # Stacking is exact only for layers whose whiteouts the kernel wrote: a diff
+            # snapshot's deletions refer to a tree that is not in the stack, so replay those.
             layers = _dedupe_top([layer for info in infos for layer in info.layers])
             if len(layers) <= MAX_LAYERS and self._fits(layers):
                 sid, _ = self._insert(
@@ -263,6 +265,14 @@ class SnapshotStore:
                 )
                 return sid
         return self._materialize_merge(infos, chain, description)
+
+    def _has_deletions(self, chain: list[str]) -> bool:
+        marks = ",".join("?" * len(chain))
+        rows = self.db.query(
+            f"SELECT 1 FROM snapshots WHERE id IN ({marks}) AND kind='diff' AND deletions!='[]'",
+            chain,
+        )
+        return bool(rows)
 
     def _materialize_merge(self, infos: list[SnapshotInfo], chain: list[str], desc: str) -> str:
         """Merge by copying the first input and replaying each later input's layer changes."""
@@ -295,30 +305,13 @@ class SnapshotStore:
     def diff_snapshot(self, lower: str | None, upper: str, description: str = "") -> str:
         """A snapshot holding what changed from ``lower`` (None: scratch) to ``upper``.
 
-        Viewed alone it shows added and modified entries; merged on top of another snapshot
-        its deletions apply too.
+        Viewed alone it shows the added and modified entries; its deletions (kept in the row)
+        apply when it is merged on top of another snapshot. Callers hold leases on both
+        inputs while this runs.
         """
-        up = self._committed(upper)
-        low = self._committed(lower) if lower is not None else None
-        low_layers = list(low.layers) if low else []
-        low_chain = list(low.chain) if low else []
-        if (
-            self.driver == OVERLAY
-            and list(up.layers[: len(low_layers)]) == low_layers
-            and list(up.chain[: len(low_chain)]) == low_chain
-        ):
-            # lower is below upper in its stack: the diff is just the layers above it.
-            sid, _ = self._insert(
-                kind="diff",
-                state="committed",
-                parent=None,
-                layers=list(up.layers[len(low_layers) :]),
-                base=low_layers,
-                chain=list(up.chain[len(low_chain) :]),
-                deps=[upper],
-                description=description,
-            )
-            return sid
+        self._committed(upper)
+        if lower is not None:
+            self._committed(lower)
         sid, num = self._insert(
             kind="diff",
             state="active",
@@ -336,9 +329,8 @@ class SnapshotStore:
                 low_view = stack.enter_context(self.view(lower)) if lower is not None else None
                 up_view = stack.enter_context(self.view(upper))
                 changes = tree_changes(low_view, up_view)
-                whiteouts = self.driver == OVERLAY
-                apply_changes(changes, target, whiteouts=whiteouts)
-            deletions = [] if whiteouts else [c.path for c in changes if c.kind == "delete"]
+                apply_changes([c for c in changes if c.kind != "delete"], target)
+            deletions = [c.path for c in changes if c.kind == "delete"]
             self._finish(
                 sid,
                 num,
@@ -405,12 +397,8 @@ class SnapshotStore:
         info = self._committed(snapshot_id)
         own = self.dir / str(info.num) / "fs"
         with ExitStack() as stack:
-            if info.kind == "diff" and info.layers == (f"{info.num}/fs",):
+            if info.kind == "diff":
                 changes = _layer_dir_changes(own, info.deletions)
-            elif info.kind == "diff":
-                low = stack.enter_context(self._view_layers(list(info.base)))
-                up = stack.enter_context(self._view_layers([*info.base, *info.layers]))
-                changes = tree_changes(low, up)
             elif info.kind == "merge":
                 changes = tree_changes(None, stack.enter_context(self.view(snapshot_id)))
             elif self.driver == OVERLAY:
@@ -565,16 +553,10 @@ class MutableSnapshot:
 
 
 def _layer_dir_changes(fs: Path, deletions: tuple[str, ...]) -> list[Change]:
-    """Everything a stand-alone layer dir carries: its entries as adds, whiteouts as deletes."""
-    changes = [Change("delete", p) for p in deletions]
-    for c in tree_changes(None, fs):
-        changes.append(Change("delete", c.path) if _whiteout(c) else c)
+    """What a diff snapshot carries: its entries as adds, its recorded deletions."""
+    changes = tree_changes(None, fs) + [Change("delete", p) for p in deletions]
     changes.sort(key=lambda c: c.path.split("/"))
     return changes
-
-
-def _whiteout(change: Change) -> bool:
-    return change.source is not None and is_whiteout(os.lstat(change.source))
 
 
 def _info(row: sqlite3.Row) -> SnapshotInfo:

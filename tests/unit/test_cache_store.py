@@ -127,13 +127,15 @@ def test_crash_mid_prepare_is_recovered(tmp_path: Path) -> None:
         time.sleep(60)
         """
     )
-    assert child.stdout is not None
-    line = child.stdout.readline().decode().split()
-    active_id, active_num = line[0], line[1]
-    # The child is mid-way: its active snapshot exists on disk.
-    assert (tmp_path / "snapshots" / active_num / "fs" / "half").exists()
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().decode().split()
+        active_id, active_num = line[0], line[1]
+        # The child is mid-way: its active snapshot exists on disk.
+        assert (tmp_path / "snapshots" / active_num / "fs" / "half").exists()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
     (tmp_path / "ingest" / f"{child.pid}-1-deadbeef").write_bytes(b"partial blob")
     with CacheStore.open(tmp_path, COPY) as store:
         ids = {s.id for s in store.snapshots.all()}

@@ -39,7 +39,11 @@ ORIGIN_DIRECT = "direct"
 
 @dataclass(frozen=True, slots=True)
 class PluginInfo:
-    """One loaded plugin and everything it registered, per family."""
+    """One loaded plugin and everything it registered, per family.
+
+    ``registered`` holds every entry the plugin added, including ones another plugin later
+    replaced (``replace=True``); ``replaced_by[(family, key)]`` names that other plugin.
+    """
 
     name: str
     module: str
@@ -47,6 +51,7 @@ class PluginInfo:
     distribution: str | None
     hooks: tuple[str, ...]
     registered: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
+    replaced_by: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -103,6 +108,10 @@ class BkPluginManager(pluggy.PluginManager):
         for attr in dir(plugin):
             opts = self.parse_hookimpl_opts(plugin, attr)
             if opts is None:
+                if attr.startswith("bkcore_") and callable(getattr(plugin, attr, None)):
+                    raise PluginError(
+                        f"{who}: {attr} is not marked with @bkcore.hookspecs.hookimpl"
+                    )
                 continue
             hook_name = opts.get("specname") or attr
             function = getattr(plugin, attr)
@@ -212,21 +221,33 @@ class BkPluginManager(pluggy.PluginManager):
 
     def plugins(self) -> list[PluginInfo]:
         """Every loaded plugin in load order, with its hooks and registrations per family."""
-        registries = [self.registry(family) for family in FAMILIES]
+        added: dict[str, dict[str, list[Entry]]] = {}  # plugin -> family -> entries
+        replaced_by: dict[str, dict[tuple[str, str], str]] = {}
+        for family in FAMILIES:
+            for active in self.registry(family).entries():
+                entry: Entry | None = active
+                winner: str | None = None
+                while entry is not None:
+                    added.setdefault(entry.plugin, {}).setdefault(family, []).append(entry)
+                    if winner is not None:
+                        replaced_by.setdefault(entry.plugin, {})[(family, entry.key)] = winner
+                    winner, entry = entry.plugin, entry.replaces
         infos = []
         for plugin_name, plugin in self.list_name_plugin():
             if plugin is None:
                 continue
             meta = self._meta[plugin_name]
             hooks = tuple(sorted(caller.name for caller in self.get_hookcallers(plugin) or ()))
-            registered = {
-                registry.family: entries
-                for registry in registries
-                if (entries := tuple(e for e in registry.entries() if e.plugin == plugin_name))
-            }
+            registered = {f: tuple(e) for f, e in added.get(plugin_name, {}).items()}
             infos.append(
                 PluginInfo(
-                    plugin_name, meta.module, meta.origin, meta.distribution, hooks, registered
+                    name=plugin_name,
+                    module=meta.module,
+                    origin=meta.origin,
+                    distribution=meta.distribution,
+                    hooks=hooks,
+                    registered=registered,
+                    replaced_by=replaced_by.get(plugin_name, {}),
                 )
             )
         return infos

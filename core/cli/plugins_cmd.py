@@ -31,12 +31,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _entry_json(entry: Entry) -> dict[str, Any]:
+def _entry_json(entry: Entry, replaced_by: str | None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "key": entry.key,
         "target": entry.target,
         "description": entry.description,
     }
+    if replaced_by is not None:
+        data["replaced_by"] = replaced_by
     if entry.replaces is not None:
         data["replaces"] = {
             "plugin": entry.replaces.plugin,
@@ -57,7 +59,10 @@ def to_json(infos: list[PluginInfo]) -> dict[str, Any]:
                 "distribution": info.distribution,
                 "hooks": list(info.hooks),
                 "registered": {
-                    family: [_entry_json(e) for e in info.registered[family]]
+                    family: [
+                        _entry_json(e, info.replaced_by.get((family, e.key)))
+                        for e in info.registered[family]
+                    ]
                     for family in FAMILIES
                     if family in info.registered
                 },
@@ -65,6 +70,16 @@ def to_json(infos: list[PluginInfo]) -> dict[str, Any]:
             for info in infos
         ]
     }
+
+
+def _entry_text(info: PluginInfo, family: str, entry: Entry) -> str:
+    notes = []
+    if entry.replaces is not None:
+        notes.append(f"replaces {entry.replaces.plugin}")
+    winner = info.replaced_by.get((family, entry.key))
+    if winner is not None:
+        notes.append(f"replaced by {winner}")
+    return entry.key + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def to_text(infos: list[PluginInfo]) -> str:
@@ -76,10 +91,7 @@ def to_text(infos: list[PluginInfo]) -> str:
         for family in FAMILIES:
             entries = info.registered.get(family, ())
             if entries:
-                keys = ", ".join(
-                    e.key + (f" (replaces {e.replaces.plugin})" if e.replaces else "")
-                    for e in entries
-                )
+                keys = ", ".join(_entry_text(info, family, e) for e in entries)
                 lines.append(f"  {family}: {keys}")
         other = [h for h in info.hooks if not h.startswith("bkcore_register_")]
         if other:

@@ -358,3 +358,15 @@ def test_select_worker_is_firstresult() -> None:
     manager.register(PickNothing(), "nothing")
     assert manager.select_worker("linux/arm64", ["w1", "w2"]) == "w2"
     assert manager.select_worker("linux/amd64", ["w1", "w2"]) is None
+
+
+class Unmarked:
+    def bkcore_register_sources(self, registry: Registry) -> None:
+        registry.add("silently-ignored", "json:dumps")
+
+
+def test_hook_function_without_marker_is_refused() -> None:
+    manager = BkPluginManager()
+    with pytest.raises(PluginError, match=r"'forgot'.*bkcore_register_sources is not marked"):
+        manager.register(Unmarked(), "forgot")
+    assert manager.get_plugin("forgot") is None

@@ -100,8 +100,16 @@ class BkPluginManager(pluggy.PluginManager):
             self.unregister(name=plugin_name)
             del self._meta[plugin_name]
             raise PluginError(f"{who} has an invalid hook: {_first_line(exc)}") from exc
-        for family, registry in self._registries.items():
-            self._call_registration(plugin_name, family, registry)
+        snapshots = {family: r.snapshot() for family, r in self._registries.items()}
+        try:
+            for family, registry in self._registries.items():
+                self._call_registration(plugin_name, family, registry)
+        except BaseException:  # undo: the plugin is either fully registered or not at all
+            for family, registry in self._registries.items():
+                registry.restore(snapshots[family])
+            self.unregister(name=plugin_name)
+            del self._meta[plugin_name]
+            raise
         return plugin_name
 
     def _check_hookimpls(self, plugin: Any, who: str) -> None:

@@ -102,6 +102,15 @@ class Registry:
         self._loaded.pop(key, None)
         return entry
 
+    def snapshot(self) -> dict[str, Entry]:
+        """The current entries, for :meth:`restore` (the manager undoes a failed plugin)."""
+        return dict(self._entries)
+
+    def restore(self, snapshot: dict[str, Entry]) -> None:
+        """Go back to the entries of an earlier :meth:`snapshot`."""
+        self._entries = dict(snapshot)
+        self._loaded = {k: v for k, v in self._loaded.items() if k in snapshot}
+
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)
 

@@ -114,8 +114,22 @@ def test_plugin_registered_after_the_registry_is_built_still_registers() -> None
     manager.register(SourcesA(), "late")
     assert manager.registry("sources") is registry
     assert registry.keys() == ["example"]
+    manager.registry("exporters")
     with pytest.raises(PluginConflictError):
-        manager.register(SourcesB(), "later")
+        manager.register(SourcesAndExporter(), "later")
+    assert manager.get_plugin("later") is None  # rolled back: not half registered
+    assert manager.registry("exporters").keys() == []
+    assert registry.get("example").plugin == "late"  # type: ignore[union-attr]
+
+
+class SourcesAndExporter:
+    @hookimpl
+    def bkcore_register_exporters(self, registry: Registry) -> None:
+        registry.add("tar", "json:dumps")
+
+    @hookimpl
+    def bkcore_register_sources(self, registry: Registry) -> None:
+        registry.add("example", "json:loads")
 
 
 class AsyncHook:
@@ -370,3 +384,15 @@ def test_hook_function_without_marker_is_refused() -> None:
     with pytest.raises(PluginError, match=r"'forgot'.*bkcore_register_sources is not marked"):
         manager.register(Unmarked(), "forgot")
     assert manager.get_plugin("forgot") is None
+
+
+def test_failed_late_registration_rolls_back_every_registry() -> None:
+    manager = BkPluginManager()
+    exporters = manager.registry("exporters")  # built (and so called) before sources
+    manager.registry("sources")
+    manager.register(SourcesA(), "first")
+    with pytest.raises(PluginConflictError):
+        manager.register(SourcesAndExporter(), "second")
+    assert exporters.keys() == []
+    assert manager.get_plugin("second") is None
+    assert manager.registry("sources").get("example").plugin == "first"  # type: ignore[union-attr]

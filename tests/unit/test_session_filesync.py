@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from bkcore.errors import SessionError
 from bkcore.session import CallError, Session, Status
 from bkcore.sessions.filesync import (

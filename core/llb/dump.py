@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections.abc import Iterator
 from typing import Any, Final, cast
 
 import betterproto
@@ -140,24 +141,51 @@ def _check_message(data: bytes, start: int, end: int, cls: type[betterproto.Mess
                 raise _WireError(f"{where} is not valid UTF-8") from None
 
 
-def _parse_strict(data: bytes, cls: type[betterproto.Message], what: str) -> Any:
+def _check(data: bytes, cls: type[betterproto.Message], what: str) -> None:
     try:
         _check_message(data, 0, len(data), cls)
     except _WireError as exc:
         raise _WireError(f"{what}{exc}") from None
-    try:
-        return cls().parse(data)
-    except Exception as exc:  # betterproto raises assorted types on bad input
-        raise _WireError(f"{what}{cls.__name__}: {type(exc).__name__}: {exc}") from exc
+
+
+def _length_delimited(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, value) of the length-delimited fields of already-validated bytes."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _read_varint(data, pos, end)
+        wire = key & 7
+        if wire == 0:
+            _, pos = _read_varint(data, pos, end)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            length, pos = _read_varint(data, pos, end)
+            yield key >> 3, data[pos : pos + length]
+            pos += length
+
+
+_OP_KINDS: Final = {n: name for n, name in PROTO_NAMES["Op"].items() if 2 <= n <= 7}
+
+
+def _op_edges(raw: bytes) -> tuple[list[str], str]:
+    """Input digests and body kind ("" for none) of validated op bytes, without betterproto."""
+    inputs: list[str] = []
+    kind = ""
+    for number, value in _length_delimited(raw):
+        if number == 1:
+            digest = ""
+            for inner, text in _length_delimited(value):
+                if inner == 1:
+                    digest = text.decode("utf-8")
+            inputs.append(digest)
+        elif number in _OP_KINDS:
+            kind = _OP_KINDS[number]
+    return inputs, kind
 
 
 def _oneof(msg: betterproto.Message, group: str) -> tuple[str, Any]:
     """(selected member name or "", its value) of a oneof group."""
     return cast(tuple[str, Any], betterproto.which_one_of(msg, group))
-
-
-def _kind(op: pb.Op) -> str:
-    return _oneof(op, "op")[0]
 
 
 def load_definition(data: bytes, source: str) -> pb.Definition:
@@ -167,30 +195,39 @@ def load_definition(data: bytes, source: str) -> pb.Definition:
     :class:`DefinitionError` (one line) for truncated or corrupt bytes, a definition without
     ops, an input digest that names no op of the definition, or a last op that is not a
     terminal op (no op body, at least one input), which is what truncation leaves behind.
+    Ops are checked against the ``pb.Op`` schema but returned as bytes (``defn.def_``).
     """
+    data = bytes(data)
     try:
-        defn: pb.Definition = _parse_strict(bytes(data), pb.Definition, "")
-        ops = [_parse_strict(raw, pb.Op, f"op {i}: ") for i, raw in enumerate(defn.def_)]
+        _check(data, pb.Definition, "")
+        try:
+            defn = pb.Definition().parse(data)
+        except Exception as exc:  # betterproto raises assorted types on bad input
+            raise _WireError(f"Definition: {type(exc).__name__}: {exc}") from exc
+        for i, raw in enumerate(defn.def_):
+            _check(raw, pb.Op, f"op {i}: ")
     except _WireError as exc:
         raise DefinitionError(f"{source}: truncated or corrupt LLB definition: {exc}") from None
-    if not ops:
+    if not defn.def_:
         raise DefinitionError(f"{source}: invalid LLB definition: it contains no ops")
-    digests = {op_digest(raw) for raw in defn.def_}
-    for i, op in enumerate(ops):
-        for j, inp in enumerate(op.inputs):
-            if inp.digest not in digests:
+    digests = [op_digest(raw) for raw in defn.def_]
+    known = set(digests)
+    edges = [_op_edges(raw) for raw in defn.def_]
+    for i, (inputs, _) in enumerate(edges):
+        for j, digest in enumerate(inputs):
+            if digest not in known:
                 raise DefinitionError(
                     f"{source}: invalid LLB definition: op {i} input {j} refers to "
-                    f"missing op {inp.digest or '(empty digest)'}",
-                    op_digest(defn.def_[i]),
+                    f"missing op {digest or '(empty digest)'}",
+                    digests[i],
                 )
-    last = ops[-1]
-    if _kind(last) or not last.inputs:
-        body = f"has a {_kind(last)} body" if _kind(last) else "has no inputs"
+    inputs, kind = edges[-1]
+    if kind or not inputs:
+        body = f"has a {kind} body" if kind else "has no inputs"
         raise DefinitionError(
             f"{source}: invalid LLB definition: the last op {body}, so it is not a terminal "
             "op (truncated definition?)",
-            op_digest(defn.def_[-1]),
+            digests[-1],
         )
     return defn
 

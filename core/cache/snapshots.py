@@ -97,11 +97,36 @@ class SnapshotStore:
         self.empty = root / "empty"
         for d in (self.dir, self.views_dir, self.empty):
             d.mkdir(parents=True, exist_ok=True)
-        if driver is None:
-            driver = detect_driver(root)
-        if driver not in (OVERLAY, COPY):
+        if driver not in (None, OVERLAY, COPY):
             raise CacheError(f"unknown snapshot driver {driver!r} (want overlayfs or copy)")
-        self.driver = driver
+        self.driver = self._settle_driver(driver)
+
+    def _settle_driver(self, wanted: str | None) -> str:
+        """The driver is fixed when the first snapshot is made: layers of one driver mean
+        nothing to the other, so reopening with another driver is refused."""
+        rows = self.db.query("SELECT value FROM meta WHERE name='driver'")
+        stored = str(rows[0][0]) if rows else None
+        has_snapshots = bool(self.db.query("SELECT 1 FROM snapshots LIMIT 1"))
+        if stored is not None and has_snapshots:
+            if wanted is not None and wanted != stored:
+                raise CacheError(
+                    f"cache store {self.root} holds {stored} snapshots;"
+                    f" cannot open it with {wanted}"
+                )
+            if stored == OVERLAY and detect_driver(self.root) != OVERLAY:
+                raise CacheError(
+                    f"cache store {self.root} holds overlayfs snapshots but overlay mounts do not"
+                    " work here (not root, or the file system does not support overlay)"
+                )
+            return stored
+        driver = wanted or detect_driver(self.root)
+        with self.db.tx() as c:
+            c.execute(
+                "INSERT INTO meta(name, value) VALUES ('driver', ?)"
+                " ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                (driver,),
+            )
+        return driver
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -198,9 +223,7 @@ class SnapshotStore:
         own = f"{num}/fs"
         flat = False
         if self.driver == OVERLAY:
-            flat = len(parent_layers) + 1 > MAX_LAYERS or not self._fits(
-                [*parent_layers, own], with_upper=True
-            )
+            flat = len(parent_layers) + 1 > MAX_LAYERS or not self._fits(parent_layers, num)
         base = [f"{num}/flat"] if flat else parent_layers
         layers = [*base, own] if self.driver == OVERLAY else [own]
         if self.driver == COPY:
@@ -238,11 +261,16 @@ class SnapshotStore:
             raise
         return MutableSnapshot(self, snapshot_id, num, parent, base)
 
-    def _fits(self, layers: list[str], with_upper: bool = False) -> bool:
-        paths = [str(self.dir / layer) for layer in layers]
-        if not with_upper:
-            paths.append(str(self.empty))
-        return len(",".join(overlay_options(paths, "u" * 40, "w" * 40))) <= MAX_OPTIONS
+    def _fits(self, layers: list[str], num: int | None = None) -> bool:
+        """True when an overlay of ``layers`` (with snapshot ``num``'s upper and work dirs, or
+        read-only with the empty dir) stays within the kernel's one page of options."""
+        lowers = [str(self.dir / layer) for layer in layers]
+        if num is None:
+            opts = overlay_options([str(self.empty), *lowers])
+        else:
+            sdir = self.dir / str(num)
+            opts = overlay_options(lowers, str(sdir / "fs"), str(sdir / "work"))
+        return len(",".join(opts)) <= MAX_OPTIONS
 
     def merge(self, ids: list[str], description: str = "") -> str:
         """A snapshot stacking the given snapshots in order (later ones on top)."""

@@ -50,7 +50,7 @@ def _no_mounts(root: Path) -> None:
     assert mount_points_under(root) == []
 
 
-def _build(st: SnapshotStore, parent: str | None, edit: Callable[[Path], None]) -> str:
+def _build(st: SnapshotStore, parent: str | None, edit: Callable[[Path], object]) -> str:
     with st.prepare(parent) as m:
         edit(m.mount())
         return m.commit()
@@ -104,14 +104,14 @@ def test_auto_selects_overlay(tmp_path: Path) -> None:
 
 def test_upper_holds_only_changes_and_drivers_agree(tmp_path: Path) -> None:
     ov, cp = _stores(tmp_path)
-    results = {}
+    results: dict[str, object] = {}
     for st in (ov, cp):
         s1 = _build(st, None, _base)
         s2 = _build(st, s1, _edit)
         with st.diff(s2) as changes:
             results[st.driver] = [(c.kind, c.path, c.oci_path) for c in changes]
         with st.view(s2) as v:
-            results[st.driver + "-view"] = _tree(v)  # type: ignore[assignment]
+            results[st.driver + "-view"] = _tree(v)
     assert results[OVERLAY] == results[COPY]
     assert results[OVERLAY + "-view"] == results[COPY + "-view"]
     assert results[COPY] == [

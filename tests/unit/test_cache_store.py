@@ -189,3 +189,12 @@ def test_cache_mount_in_du_and_prune(tmp_path: Path) -> None:
         assert store.prune(all_unused=False) == 0
         assert store.prune() >= 10000
         assert store.du() == []
+
+
+def test_driver_is_fixed_once_snapshots_exist(tmp_path: Path) -> None:
+    with CacheStore.open(tmp_path, COPY) as store:
+        _snap(store, None, "x", 10)
+    with pytest.raises(CacheError, match="holds copy snapshots"):
+        CacheStore.open(tmp_path, "overlayfs")
+    with CacheStore.open(tmp_path) as store:  # no choice given: the stored driver is used
+        assert store.driver == COPY

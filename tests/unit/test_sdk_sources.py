@@ -8,8 +8,8 @@ from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 
 
-def _source(st: llb.State, **kw: str) -> tuple[pb.Op, pb.OpMetadata]:
-    d = st.marshal(platform="linux/amd64", **kw)
+def _source(st: llb.State, local_unique_id: str | None = None) -> tuple[pb.Op, pb.OpMetadata]:
+    d = st.marshal(platform="linux/amd64", local_unique_id=local_unique_id)
     assert d.head is not None
     return d.op(d.head), d.metadata[d.head]
 

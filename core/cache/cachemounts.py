@@ -112,8 +112,15 @@ class CacheMounts:
         """The host directory for ``cache_id`` while the block runs."""
         if sharing not in ("shared", "private", "locked"):
             raise CacheError(f"unknown cache mount sharing mode {sharing!r}")
+        loop = asyncio.get_running_loop()
         while True:
-            got = await asyncio.to_thread(self._grab, cache_id, sharing)
+            fut = loop.run_in_executor(None, self._grab, cache_id, sharing)
+            try:
+                got = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                # The thread may still take the lock: release it when it is done.
+                fut.add_done_callback(_close_lock)
+                raise
             if got is not None:
                 break
             await asyncio.sleep(_POLL)
@@ -193,3 +200,10 @@ class CacheMounts:
         for name in on_disk:
             if name not in known:
                 self._remove_if_idle(int(name))
+
+
+def _close_lock(fut: asyncio.Future[tuple[int, int] | None]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        got = fut.result()
+        if got is not None:
+            os.close(got[1])

@@ -160,8 +160,15 @@ def apply_changes(changes: Iterable[Change], target: Path, *, whiteouts: bool = 
     """
     dirs: list[tuple[Path, str, os.stat_result]] = []
     links: dict[tuple[int, int], str] = {}
+    # Replacing an entry touches its directory; a directory that is not itself changed
+    # gets its times back at the end (as it had them in the tree the changes came from).
+    parents: dict[Path, tuple[int, int]] = {}
     for change in changes:
         dst = target / change.path
+        if dst.parent not in parents:
+            pst = _lstat(str(dst.parent))
+            if pst is not None:
+                parents[dst.parent] = (pst.st_atime_ns, pst.st_mtime_ns)
         if change.kind == "delete":
             fsutil.remove(dst)
             if whiteouts:
@@ -183,6 +190,10 @@ def apply_changes(changes: Iterable[Change], target: Path, *, whiteouts: bool = 
             fsutil.copy_entry(src, dst, st, links)
         if stat.S_ISDIR(st.st_mode):
             dirs.append((dst, src, st))
+    changed_dirs = {d for d, _, _ in dirs}
+    for parent, times in parents.items():
+        if parent not in changed_dirs and parent.is_dir():
+            os.utime(parent, ns=times, follow_symlinks=False)
     for dst, src, st in reversed(dirs):
         fsutil.copy_metadata(src, dst, st)
 

@@ -294,3 +294,25 @@ def test_prune_on_overlay_removes_chains_and_keeps_leased(tmp_path: Path) -> Non
         assert store.keys.results("k-merged") == []
         assert list((tmp_path / "snapshots").iterdir()) == []
     _no_mounts(tmp_path)
+
+
+@pytest.mark.parametrize("driver", [OVERLAY, COPY])
+def test_replaying_the_diff_rebuilds_the_child(tmp_path: Path, driver: str) -> None:
+    from bkcore.cache.changes import apply_changes
+    from bkcore.cache.fsutil import copy_tree
+
+    st = SnapshotStore(tmp_path, Database(tmp_path / "m.db"), driver)
+    s1 = _build(st, None, _base)
+    s2 = _build(st, s1, _edit)
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    with st.view(s1) as v:
+        copy_tree(v, replay)
+    with st.diff(s2) as changes:
+        apply_changes(changes, replay)
+    with st.view(s2) as v:
+        assert _tree(replay) == _tree(v)
+        for rel in ("dir", "keep", "mode", "b"):
+            a, b = os.lstat(replay / rel), os.lstat(v / rel)
+            assert (a.st_mode, a.st_uid, a.st_mtime_ns) == (b.st_mode, b.st_uid, b.st_mtime_ns)
+    _no_mounts(tmp_path)

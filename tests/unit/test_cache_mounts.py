@@ -156,3 +156,26 @@ def test_bad_sharing_mode(tmp_path: Path) -> None:
 
     with pytest.raises(CacheError):
         asyncio.run(main())
+
+
+def test_cancelled_wait_leaves_no_lock(tmp_path: Path) -> None:
+    cm = _mounts(tmp_path)
+
+    async def main() -> None:
+        async with cm.acquire("c", "locked"):
+            waiter = asyncio.create_task(_enter_c(cm))
+            await asyncio.sleep(0.1)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        # Neither the holder nor the cancelled waiter keeps the directory.
+        await asyncio.sleep(0.05)
+        assert not cm.in_use(cm.all()[0].num)
+        assert await asyncio.wait_for(_enter_c(cm), 5) == cm.all()[0].path
+
+    asyncio.run(main())
+
+
+async def _enter_c(cm: CacheMounts) -> Path:
+    async with cm.acquire("c", "locked") as d:
+        return d

@@ -150,7 +150,7 @@ def _select(tree: _Node, words: Sequence[str]) -> _Node | None:
 def run(argv: Sequence[str]) -> int:
     """Parse ``argv`` (without the program name) and run the chosen command."""
     from bkcore import config
-    from bkcore.pluginmanager import get_plugin_manager
+    from bkcore.pluginmanager import get_plugin_manager, split_modules
 
     options = prescan(argv)
     if options.root:
@@ -170,7 +170,7 @@ def run(argv: Sequence[str]) -> int:
         target = parsers[chosen] if chosen is not None else parser
         target.print_help(sys.stderr)
         return EXIT_USAGE
-    args.plugins = tuple(options.plugins)
+    args.plugins = split_modules(options.plugins)
     args.debug = options.debug
     args.root = options.root
     args.plugin_manager = manager

@@ -132,7 +132,7 @@ def test_plugins_json_with_a_cli_plugin(capsys: pytest.CaptureFixture[str]) -> N
     [
         ["--plugin", "kernel_cli_hello", "hello", "--name", "ada"],
         ["hello", "--name", "ada", "--plugin=kernel_cli_hello"],
-        ["hello", "--plugin", "kernel_cli_hello", "--name=ada"],
+        ["hello", "--plugin", "kernel_cli_hello,", "--name=ada", "--plugin", "kernel_cli_hello"],
     ],
 )
 def test_plugin_option_before_or_after_the_command(

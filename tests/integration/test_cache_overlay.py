@@ -316,3 +316,46 @@ def test_replaying_the_diff_rebuilds_the_child(tmp_path: Path, driver: str) -> N
             a, b = os.lstat(replay / rel), os.lstat(v / rel)
             assert (a.st_mode, a.st_uid, a.st_mtime_ns) == (b.st_mode, b.st_uid, b.st_mtime_ns)
     _no_mounts(tmp_path)
+
+
+def _types_base(d: Path) -> None:
+    (d / "f2d").write_text("file becomes dir")
+    (d / "d2f").mkdir()
+    (d / "d2f" / "inner").write_text("i")
+    (d / "x").write_text("x")
+    (d / "h").write_text("h")
+    (d / "sub").mkdir()
+    (d / "sub" / "deep").mkdir()
+    (d / "sub" / "deep" / "leaf").write_text("l")
+
+
+def _types_edit(d: Path) -> None:
+    (d / "f2d").unlink()
+    (d / "f2d").mkdir()
+    (d / "f2d" / "child").write_text("c")
+    shutil.rmtree(d / "d2f")
+    (d / "d2f").write_text("now a file")
+    os.setxattr(d / "x", "user.note", b"v1")  # metadata-only: xattr
+    os.link(d / "h", d / "h2")
+    (d / "sub" / "deep" / "leaf").write_text("L")  # deep copy-up, parents unchanged
+
+
+@pytest.mark.parametrize("driver", [OVERLAY, COPY])
+def test_type_changes_xattrs_and_hardlinks(tmp_path: Path, driver: str) -> None:
+    st = SnapshotStore(tmp_path, Database(tmp_path / "m.db"), driver)
+    s1 = _build(st, None, _types_base)
+    s2 = _build(st, s1, _types_edit)
+    with st.diff(s2) as changes:
+        got = [(c.kind, c.path) for c in changes]
+    assert got == [
+        ("modify", "d2f"),
+        ("modify", "f2d"),
+        ("add", "f2d/child"),
+        ("add", "h2"),
+        ("modify", "sub/deep/leaf"),
+        ("modify", "x"),
+    ]
+    with st.view(s2) as v:
+        assert os.getxattr(v / "x", "user.note") == b"v1"
+        assert (v / "d2f").read_text() == "now a file"
+    _no_mounts(tmp_path)

@@ -36,7 +36,14 @@ from bkcore.llb.mergediff import diff, merge
 from bkcore.llb.platforms import LINUX_AMD64, LINUX_ARM64, LINUX_ARMHF, Platform
 from bkcore.llb.sourceop import git, http, image, local, oci_layout, scratch
 from bkcore.llb.state import ExecState, HostIP, NetMode, SecurityMode, State, Ulimit
-from bkcore.llb.vertex import CUSTOM_NAME, OpMeta, ProgressGroup
+from bkcore.llb.vertex import (
+    CUSTOM_NAME,
+    OpMeta,
+    ProgressGroup,
+    Range,
+    SourceLocation,
+    SourceMap,
+)
 
 __all__ = [
     "CUSTOM_NAME",
@@ -58,9 +65,12 @@ __all__ = [
     "Platform",
     "ProgressGroup",
     "ProxyEnv",
+    "Range",
     "Secret",
     "SecretEnv",
     "SecurityMode",
+    "SourceLocation",
+    "SourceMap",
     "State",
     "Tmpfs",
     "Ulimit",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import BinaryIO
 
 from bkcore.errors import DefinitionError
@@ -11,7 +11,7 @@ from bkcore.llb import pb
 from bkcore.llb.digest import marshal as go_marshal
 from bkcore.llb.digest import op_digest
 from bkcore.llb.platforms import Platform
-from bkcore.llb.vertex import MarshalContext, OpMeta, Output, Vertex
+from bkcore.llb.vertex import MarshalContext, OpMeta, Output, SourceMap, Vertex
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -119,8 +119,13 @@ def marshal(
     platform: Platform | None = None,
     local_unique_id: str | None = None,
     meta: OpMeta | None = None,
+    daemon_caps: Collection[str] | None = None,
 ) -> Definition:
-    """Serialize the graph producing ``output`` like the Go client's ``State.Marshal``."""
+    """Serialize the graph producing ``output`` like the Go client's ``State.Marshal``.
+
+    ``daemon_caps`` are the LLB caps of the daemon when known (inside a frontend); execs then
+    declare ``exec.meta.setsdefaultpath`` or, if unsupported, get a default ``PATH``.
+    """
     msg = pb.Definition()
     if output is None:
         return Definition(msg)
@@ -138,11 +143,14 @@ def marshal(
         local_unique_id=local_unique_id or new_unique_id(),
         meta=meta or OpMeta(),
         input_of=input_of,
+        daemon_caps=None if daemon_caps is None else frozenset(daemon_caps),
     )
     ops: list[bytes] = []
     emitted: set[str] = set()
     metas: dict[str, OpMeta] = {}
     caps: dict[str, set[str]] = {}
+    maps: list[SourceMap] = []
+    locations: dict[str, list[pb.Location]] = {}
 
     stack: list[tuple[Vertex, bool]] = [(output.vertex, False)]
     while stack:
@@ -164,6 +172,13 @@ def marshal(
         if dgst not in emitted:
             emitted.add(dgst)
             ops.append(data)
+            locs = locations.setdefault(dgst, [])
+            for loc in op_meta.source_locations:
+                idx = next((i for i, m in enumerate(maps) if m is loc.source_map), len(maps))
+                if idx == len(maps):
+                    maps.append(loc.source_map)
+                ranges = [r.to_pb() for r in loc.ranges]
+                locs.append(pb.Location(source_index=idx, ranges=ranges))
 
     terminal = go_marshal(pb.Op(inputs=[input_of(output)]))
     term_dgst = op_digest(terminal)
@@ -179,5 +194,20 @@ def marshal(
     metadata = {d: metas[d].to_pb(caps[d]) for d in metas}
     metadata[term_dgst] = OpMeta().to_pb(term_caps)
     msg.metadata = metadata
-    msg.source = pb.Source(locations={op_digest(b): pb.Locations(locations=[]) for b in ops})
+    infos = []
+    for smap in maps:
+        info = pb.SourceInfo(filename=smap.filename, data=smap.data)
+        if smap.state is not None and smap.state.output is not None:
+            sub = marshal(
+                smap.state.output,
+                platform=platform,
+                local_unique_id=ctx.local_unique_id,
+                daemon_caps=daemon_caps,
+            )
+            info.definition = sub.to_pb()
+        infos.append(info)
+    msg.source = pb.Source(
+        locations={d: pb.Locations(locations=locs) for d, locs in locations.items()},
+        infos=infos,
+    )
     return Definition(msg)

@@ -13,6 +13,7 @@ from bkcore.llb.state import State
 from bkcore.llb.vertex import MarshalContext, Marshalled, OpMeta, Output, Vertex
 
 SSH_AUTH_SOCK = "SSH_AUTH_SOCK"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # pb enum members are typed as int by betterproto; construct them for precise types.
 _BIND = pb.MountType(0)
@@ -360,9 +361,15 @@ class ExecOp(Vertex):
             mounts.append(pb.Mount(dest=h.dest, mount_type=_SSH, ssh_opt=sopt))
             caps.add("exec.mount.ssh")
 
+        env = list(self._env)
+        if ctx.daemon_caps is not None:
+            if "exec.meta.setsdefaultpath" in ctx.daemon_caps:
+                caps.add("exec.meta.setsdefaultpath")
+            elif not any(e.startswith("PATH=") for e in env):
+                env.append("PATH=" + DEFAULT_PATH)
         meta = pb.Meta(
             args=list(self._args),
-            env=list(self._env),
+            env=env,
             cwd=base.cwd,
             user=base.get_user(),
             hostname=base.get_hostname(),

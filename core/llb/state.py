@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -272,12 +272,14 @@ class State:
         local_unique_id: str | None = None,
         meta: OpMeta | None = None,
         ignore_cache: bool = False,
+        daemon_caps: Collection[str] | None = None,
     ) -> Definition:
         """Serialize the graph that produces this state.
 
         ``platform`` is the default for ops that have none (Go client: the host's);
         ``local_unique_id`` fills ``local.unique`` of local sources without a session
-        (random by default, as in the Go client); ``meta``/``ignore_cache`` apply to every op.
+        (random by default, as in the Go client); ``meta``/``ignore_cache`` apply to every op;
+        ``daemon_caps`` (the daemon's LLB caps, when known) enable cap-dependent defaults.
         """
         from bkcore.llb.definition import marshal
 
@@ -287,6 +289,7 @@ class State:
             platform=p,
             local_unique_id=local_unique_id,
             meta=OpMeta.build(meta, None, ignore_cache),
+            daemon_caps=daemon_caps,
         )
 
 

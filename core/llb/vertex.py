@@ -6,9 +6,13 @@ import abc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from bkcore.llb import pb
 from bkcore.llb.platforms import Platform
+
+if TYPE_CHECKING:
+    from bkcore.llb.state import State
 
 CUSTOM_NAME = "llb.customname"
 
@@ -20,6 +24,46 @@ class ProgressGroup:
     id: str
     name: str
     weak: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A range of lines/characters in a source file (1-based lines, like BuildKit)."""
+
+    start_line: int
+    start_character: int = 0
+    end_line: int | None = None
+    end_character: int = 0
+
+    def to_pb(self) -> pb.Range:
+        end = self.start_line if self.end_line is None else self.end_line
+        return pb.Range(
+            start=pb.Position(line=self.start_line, character=self.start_character),
+            end=pb.Position(line=end, character=self.end_character),
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SourceMap:
+    """A source file (e.g. a Dockerfile) that ops can point into for error reporting.
+
+    ``state``, if given, is the graph that loads the file; it is marshalled into the
+    Definition's source info. Compared by identity: one object = one ``Source.infos`` entry.
+    """
+
+    filename: str
+    data: bytes
+    state: State | None = None
+
+    def location(self, *ranges: Range) -> SourceLocation:
+        """Where an op comes from, for ``OpMeta(source_locations=...)``."""
+        return SourceLocation(self, tuple(ranges))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLocation:
+    source_map: SourceMap
+    ranges: tuple[Range, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +79,12 @@ class OpMeta:
     export_cache: bool | None = None
     progress_group: ProgressGroup | None = None
     worker_filters: tuple[str, ...] = ()
+    source_locations: tuple[SourceLocation, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "description", MappingProxyType(dict(self.description)))
         object.__setattr__(self, "worker_filters", tuple(self.worker_filters))
+        object.__setattr__(self, "source_locations", tuple(self.source_locations))
 
     @classmethod
     def build(
@@ -57,6 +103,7 @@ class OpMeta:
             export_cache=base.export_cache,
             progress_group=base.progress_group,
             worker_filters=base.worker_filters,
+            source_locations=base.source_locations,
         )
 
     def merged(self, other: OpMeta) -> OpMeta:
@@ -69,6 +116,7 @@ class OpMeta:
             else self.export_cache,
             progress_group=other.progress_group or self.progress_group,
             worker_filters=self.worker_filters + other.worker_filters,
+            source_locations=self.source_locations + other.source_locations,
         )
 
     def to_pb(self, caps: Iterable[str]) -> pb.OpMetadata:
@@ -99,6 +147,7 @@ class MarshalContext:
     local_unique_id: str
     meta: OpMeta
     input_of: Callable[[Output], pb.Input]
+    daemon_caps: frozenset[str] | None = None
 
     def op(self, own_platform: Platform | None, meta: OpMeta, *, platform: bool) -> pb.Op:
         """An ``Op`` with platform (if ``platform``) and the always-present constraints."""
@@ -113,7 +162,7 @@ class MarshalContext:
 
 @dataclass(frozen=True, slots=True)
 class Marshalled:
-    """One vertex as pb: the op body and its metadata (caps included)."""
+    """One vertex as pb: the op body, its metadata and caps."""
 
     op: pb.Op
     meta: OpMeta

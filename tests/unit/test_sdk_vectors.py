@@ -141,18 +141,25 @@ def test_v5_sources() -> None:
     _assert_same("v5_sources", llb.merge([g, h, o, loc, e]).marshal(platform=PLATFORM))
 
 
-def test_v6_dockerfile_ops_match() -> None:
-    """v6 came from the Dockerfile converter: every op (and so every digest) matches.
+def test_v6_dockerfile() -> None:
+    """v6 came from the Dockerfile converter: descriptions, a source map with line ranges
+    and the ``exec.meta.setsdefaultpath`` cap (the converter knows the daemon's caps)."""
+    dockerfile = (
+        b"FROM 127.0.0.1:5000/busybox:latest\nWORKDIR /app\nCOPY hello.txt .\n"
+        b"RUN --mount=type=cache,target=/cache echo built > /app/built.txt\n"
+    )
+    sm = llb.SourceMap("Dockerfile", dockerfile)
+    cmd = "com.docker.dockerfile.v1.command"
 
-    The Definition bytes cannot match: the converter also wrote a source map
-    (``Source.infos`` with the Dockerfile text and line ranges, which the SDK does not
-    build) and the ``exec.meta.setsdefaultpath`` cap, which the Go client adds only when it
-    knows the daemon's caps (inside a frontend). Descriptions are reproduced via ``meta``.
-    """
-    data, side = _vector("v6_dockerfile")
+    def at(line: int, name: str, command: str | None = None) -> llb.OpMeta:
+        desc = {llb.CUSTOM_NAME: name, **({cmd: command} if command else {})}
+        return llb.OpMeta(description=desc, source_locations=(sm.location(llb.Range(line)),))
+
     ref = f"{BUSYBOX}@sha256:19d8ea11e2406270ad7f026c84d875d4178da57f645543ed5617232693aec620"
-    base = llb.image(ref)
-    work = base.file(llb.mkdir("/app", 0o755, parents=True)).with_cwd("/app")
+    base = llb.image(ref, meta=at(1, f"[stage-0 1/4] FROM {ref}", f"FROM {BUSYBOX}"))
+    work = base.file(
+        llb.mkdir("/app", 0o755, parents=True), meta=at(2, "[stage-0 2/4] WORKDIR /app")
+    ).with_cwd("/app")
     ctx = llb.local(
         "context",
         session_id="vectorsession00000000000000",
@@ -170,24 +177,54 @@ def test_v6_dockerfile_ops_match() -> None:
             create_dest_path=True,
             allow_wildcard=True,
             allow_empty_wildcard=True,
-        )
+        ),
+        meta=at(3, "[stage-0 3/4] COPY hello.txt ."),
     )
+    run_cmd = "RUN --mount=type=cache,target=/cache echo built > /app/built.txt"
     run = copied.with_env(
         "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    ).sh("echo built > /app/built.txt", mounts=[llb.cache("/cache", "//cache")])
-    defn = run.marshal(platform=PLATFORM)
-    ops = side["ops"]
-    assert isinstance(ops, list)
-    assert [op.hex() for op in defn.ops] == [o["hex"] for o in ops]
-    assert defn.head == side["head"]["digest"]  # type: ignore[index]
-    md = defn.metadata
-    assert md[ops[2]["digest"]].description == {"llb.customname": "[internal] load build context"}
-    assert md[defn.terminal or ""].caps == {
-        "constraints": True,
-        "meta.description": True,
-        "platform": True,
-    }
-    assert defn.to_bytes() != data
+    ).sh(
+        "echo built > /app/built.txt",
+        mounts=[llb.cache("/cache", "//cache")],
+        meta=at(4, "[stage-0 4/4] " + run_cmd, run_cmd),
+    )
+    defn = run.marshal(platform=PLATFORM, daemon_caps={"exec.meta.setsdefaultpath"})
+    _assert_same("v6_dockerfile", defn)
+
+
+def test_daemon_caps_without_default_path_support_adds_path() -> None:
+    st = llb.image(BUSYBOX).sh("true")
+    plain = st.marshal(platform=PLATFORM)
+    old = st.marshal(platform=PLATFORM, daemon_caps=set())
+    new = st.marshal(platform=PLATFORM, daemon_caps={"exec.meta.setsdefaultpath"})
+    assert plain.op(plain.head or "").exec.meta.env == []
+    assert old.op(old.head or "").exec.meta.env == [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    ]
+    assert new.op(new.head or "").exec.meta.env == []
+    assert "exec.meta.setsdefaultpath" in new.metadata[new.head or ""].caps
+
+
+def test_source_map_with_its_own_graph() -> None:
+    src = llb.local("dockerfile", unique_id="u1")
+    sm = llb.SourceMap("build.py", b"x = 1\n", state=src)
+    other = llb.SourceMap("other.txt", b"")
+    st = llb.image(BUSYBOX, meta=llb.OpMeta(source_locations=(sm.location(llb.Range(1, 2, 3, 4)),)))
+    st = st.sh(
+        "true",
+        meta=llb.OpMeta(source_locations=(other.location(llb.Range(5)), sm.location(llb.Range(6)))),
+    )
+    defn = st.marshal(platform=PLATFORM)
+    source = defn.to_pb().source
+    assert [i.filename for i in source.infos] == ["build.py", "other.txt"]
+    sub = llb.Definition.from_bytes(bytes(source.infos[0].definition))
+    assert sub.op(sub.head or "").source.identifier == "local://dockerfile"
+    image_locs = source.locations[defn.digests[0]].locations
+    assert [(loc.source_index, loc.ranges[0].start.line) for loc in image_locs] == [(0, 1)]
+    r = image_locs[0].ranges[0]
+    assert (r.start.character, r.end.line, r.end.character) == (2, 3, 4)
+    exec_locs = source.locations[defn.digests[1]].locations
+    assert [(loc.source_index, loc.ranges[0].start.line) for loc in exec_locs] == [(1, 5), (0, 6)]
 
 
 def test_marshal_is_repeatable_and_order_is_dependency_first() -> None:

@@ -58,7 +58,10 @@ class Platform:
     @classmethod
     def host(cls) -> Platform:
         """The platform of this machine (the Go client's default platform), always Linux."""
-        return cls("linux", _stdlib_platform.machine() or "amd64")
+        machine = _stdlib_platform.machine().lower() or "amd64"
+        if machine.startswith("armv") and machine[4:5].isdigit():  # armv7l, armv6l
+            return cls("linux", "arm", "v" + machine[4])
+        return cls("linux", machine)
 
     def __str__(self) -> str:
         base = f"{self.os}/{self.architecture}"

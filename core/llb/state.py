@@ -8,7 +8,7 @@ import enum
 import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bkcore.errors import DefinitionError
 from bkcore.llb import paths
@@ -244,9 +244,41 @@ class State:
             _exec=op,
         )
 
-    def sh(self, script: str, **kwargs: Any) -> ExecState:
-        """``run(["/bin/sh", "-c", script], ...)``; keyword arguments as for ``run``."""
-        return self.run(["/bin/sh", "-c", script], **kwargs)
+    def sh(
+        self,
+        script: str,
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        hostname: str | None = None,
+        network: NetMode | None = None,
+        security: SecurityMode | None = None,
+        readonly_rootfs: bool = False,
+        secret_env: Sequence[SecretEnv] = (),
+        proxy_env: ProxyEnv | None = None,
+        meta: OpMeta | None = None,
+        custom_name: str | None = None,
+        ignore_cache: bool = False,
+    ) -> ExecState:
+        """``run(["/bin/sh", "-c", script], ...)``: a shell script, same options as ``run``."""
+        return self.run(
+            ["/bin/sh", "-c", script],
+            mounts=mounts,
+            env=env,
+            cwd=cwd,
+            user=user,
+            hostname=hostname,
+            network=network,
+            security=security,
+            readonly_rootfs=readonly_rootfs,
+            secret_env=secret_env,
+            proxy_env=proxy_env,
+            meta=meta,
+            custom_name=custom_name,
+            ignore_cache=ignore_cache,
+        )
 
     def file(
         self,

@@ -118,3 +118,23 @@ def test_import_is_cheap_and_imports_no_daemon_code() -> None:
     allowed = {"bkcore", "bkcore.errors", "bkcore.llb"}
     assert all(m in allowed or m.startswith("bkcore.llb.") for m in out), out
     assert not any(m.startswith(("bkcore.solver", "bkcore.cache", "bkcore.api")) for m in out)
+
+
+@pytest.mark.parametrize(
+    ("machine", "want"),
+    [("x86_64", "linux/amd64"), ("aarch64", "linux/arm64"), ("armv7l", "linux/arm/v7")],
+)
+def test_host_platform_from_machine(machine: str, want: str) -> None:
+    from unittest import mock
+
+    with mock.patch("platform.machine", return_value=machine):
+        assert str(llb.Platform.host()) == want
+
+
+def test_sh_passes_run_options() -> None:
+    es = llb.image(BUSYBOX).sh("echo $X", env={"X": "1"}, mounts=[llb.tmpfs("/t")], cwd="/w")
+    d = es.marshal(platform="linux/amd64")
+    op = d.op(d.head or "")
+    assert op.exec.meta.args == ["/bin/sh", "-c", "echo $X"]
+    assert op.exec.meta.env == ["X=1"] and op.exec.meta.cwd == "/w"
+    assert [m.dest for m in op.exec.mounts] == ["/", "/t"]

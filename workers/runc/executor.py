@@ -1,0 +1,270 @@
+"""Run one process in a container with runc: bundle, stream output, exit code, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from bkcore.errors import SolveError
+
+from .netfiles import hosts_file, resolv_conf
+from .ocispec import bounding_capabilities, build_config, clean_dest, user_mount
+from .rootpath import mkdir_all_in_root
+from .stubs import MountStubs
+from .types import DEFAULT_HOSTNAME, MountSpec, ProcessSpec
+from .users import resolve_user
+
+OutputCallback = Callable[[int, bytes], None]
+T = TypeVar("T")
+
+_CHUNK = 64 * 1024
+_KILL_ATTEMPTS = 50
+
+
+async def _uncancellable(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` to the end even if we are cancelled meanwhile, then re-raise.
+
+    Used only for cleanup (killing and reaping a container, removing its files): the work is
+    shielded in its own task, which is always awaited before this returns.
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+class RuncExecutor:
+    """Runs processes in containers with ``runc``; one OCI bundle per run under ``state_dir``.
+
+    ``state_dir/runc`` is runc's own state root (``runc --root``), ``state_dir/bundles/<id>``
+    holds each run's ``config.json``, generated ``hosts``/``resolv.conf`` and runc log.
+    """
+
+    def __init__(self, state_dir: str, runc: str = "runc") -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.runc = runc
+        self.runc_root = os.path.join(self.state_dir, "runc")
+        self.bundles_dir = os.path.join(self.state_dir, "bundles")
+
+    def runc_command(self, *args: str) -> list[str]:
+        """A runc command line using this executor's state root."""
+        return [self.runc, "--root", self.runc_root, *args]
+
+    async def run(
+        self,
+        rootfs: str,
+        mounts: Sequence[MountSpec],
+        process: ProcessSpec,
+        *,
+        on_output: OutputCallback | None = None,
+        stdin: bytes | None = None,
+    ) -> int:
+        """Run ``process`` on ``rootfs`` with ``mounts``; return its exit code.
+
+        Output chunks are passed to ``on_output(fd, data)`` (fd 1 or 2) as they arrive.
+        Raises ``SolveError`` when the container cannot be set up or started (unknown user,
+        missing executable, bad mount). On cancellation the container is killed and deleted,
+        its files removed, and ``CancelledError`` re-raised.
+        """
+        if not process.args:
+            raise SolveError("cannot run a process without arguments")
+        rootfs = os.path.abspath(rootfs)
+        container_id = "bk" + secrets.token_hex(12)
+        bundle = os.path.join(self.bundles_dir, container_id)
+        stubs = MountStubs()
+        try:
+            await _uncancellable(
+                asyncio.to_thread(
+                    self._prepare, container_id, bundle, rootfs, mounts, process, stubs
+                )
+            )
+            return await self._execute(container_id, bundle, on_output, stdin)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            await _uncancellable(asyncio.to_thread(_remove_files, bundle, stubs))
+
+    def _prepare(
+        self,
+        container_id: str,
+        bundle: str,
+        rootfs: str,
+        mounts: Sequence[MountSpec],
+        process: ProcessSpec,
+        stubs: MountStubs,
+    ) -> None:
+        if not os.path.isdir(rootfs):
+            raise SolveError(f"rootfs {rootfs} is not a directory")
+        os.makedirs(self.runc_root, exist_ok=True)
+        os.makedirs(bundle, mode=0o711)
+        cwd = clean_dest(process.cwd or "/", "/")
+        user = resolve_user(rootfs, process.user)
+        hostname = process.hostname or DEFAULT_HOSTNAME
+
+        extra: list[dict[str, Any]] = []
+        hosts_path = os.path.join(bundle, "hosts")
+        resolv_path = os.path.join(bundle, "resolv.conf")
+        try:
+            hosts_data = hosts_file(hostname, process.extra_hosts)
+        except ValueError as exc:
+            raise SolveError(f"invalid extra host: {exc}") from exc
+        _write(hosts_path, hosts_data)
+        _write(resolv_path, resolv_conf(_read_host_resolv(), process.network == "host"))
+        extra.append(_ro_bind(hosts_path, "/etc/hosts"))
+        extra.append(_ro_bind(resolv_path, "/etc/resolv.conf"))
+        for spec in mounts:
+            dest = clean_dest(spec.dest, cwd)
+            if dest == "/":
+                raise SolveError("a mount on / must be given as the rootfs")
+            extra.append(user_mount(spec, dest))
+
+        try:
+            config = build_config(
+                container_id=container_id,
+                rootfs=rootfs,
+                process=process,
+                user=user,
+                hostname=hostname,
+                mounts=extra,
+                privileged_caps=bounding_capabilities() if process.insecure else (),
+            )
+        except ValueError as exc:
+            raise SolveError(str(exc)) from exc
+        stubs.record(rootfs, [m["destination"] for m in config["mounts"]])
+        try:
+            mkdir_all_in_root(rootfs, cwd)
+        except OSError as exc:
+            raise SolveError(f"cannot create working directory {cwd}: {exc.strerror}") from exc
+        _write(os.path.join(bundle, "config.json"), json.dumps(config, indent=1).encode())
+
+    async def _execute(
+        self,
+        container_id: str,
+        bundle: str,
+        on_output: OutputCallback | None,
+        stdin: bytes | None,
+    ) -> int:
+        log_path = os.path.join(bundle, "runc-log.json")
+        proc = await asyncio.create_subprocess_exec(
+            *self.runc_command(
+                "--log", log_path, "--log-format", "json", "run", "--bundle", bundle, container_id
+            ),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                assert proc.stdout is not None and proc.stderr is not None
+                tg.create_task(_pump(proc.stdout, 1, on_output))
+                tg.create_task(_pump(proc.stderr, 2, on_output))
+                if stdin is not None:
+                    assert proc.stdin is not None
+                    tg.create_task(_feed(proc.stdin, stdin))
+                waiter = tg.create_task(proc.wait())
+        except BaseException:
+            await _uncancellable(self._abort(container_id, proc))
+            raise
+        code = waiter.result()
+        if code != 0:
+            failure = await asyncio.to_thread(_runc_failure, log_path)
+            if failure:
+                raise SolveError(failure)
+        return code
+
+    async def _runc_quiet(self, *args: str) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            *self.runc_command(*args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await proc.wait()
+
+    async def _abort(self, container_id: str, proc: asyncio.subprocess.Process) -> None:
+        """Kill the container (retrying until runc has created it), reap runc, delete state."""
+        for _ in range(_KILL_ATTEMPTS):
+            if proc.returncode is not None:
+                break
+            await self._runc_quiet("kill", container_id, "KILL")
+            try:
+                await asyncio.wait_for(proc.wait(), 0.2)
+            except TimeoutError:
+                continue
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await self._runc_quiet("delete", "--force", container_id)
+
+
+async def _pump(stream: asyncio.StreamReader, fd: int, on_output: OutputCallback | None) -> None:
+    while chunk := await stream.read(_CHUNK):
+        if on_output is not None:
+            on_output(fd, chunk)
+
+
+async def _feed(writer: asyncio.StreamWriter, data: bytes) -> None:
+    try:
+        writer.write(data)
+        await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        writer.close()
+
+
+def _ro_bind(source: str, dest: str) -> dict[str, Any]:
+    return {"destination": dest, "type": "bind", "source": source, "options": ["rbind", "ro"]}
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _read_host_resolv() -> bytes | None:
+    try:
+        with open("/etc/resolv.conf", "rb") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return None
+
+
+def _runc_failure(log_path: str) -> str:
+    """The last error runc itself logged (not the container process's), or ``""``."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return ""
+    message = ""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            message = str(entry.get("msg", ""))
+    return message
+
+
+def _remove_files(bundle: str, stubs: MountStubs) -> None:
+    stubs.remove()
+    shutil.rmtree(bundle, ignore_errors=True)

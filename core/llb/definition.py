@@ -32,12 +32,19 @@ class Definition:
     ``bytes(defn)`` / ``defn.to_bytes()`` give the exact bytes the Go client would send.
     """
 
-    __slots__ = ("_bytes", "_ops", "_pb")
+    __slots__ = ("_bytes", "_digests", "_ops", "_pb")
 
     def __init__(self, message: pb.Definition) -> None:
         self._pb = message
         self._ops = tuple(bytes(b) for b in message.def_)
+        self._digests = tuple(op_digest(b) for b in self._ops)
         self._bytes = go_marshal(message)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Definition) and other._bytes == self._bytes
+
+    def __hash__(self) -> int:
+        return hash(self._bytes)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Definition:
@@ -74,11 +81,12 @@ class Definition:
     @property
     def digests(self) -> tuple[str, ...]:
         """Digest of every op in ``def`` order (the terminal op last)."""
-        return tuple(op_digest(b) for b in self._ops)
+        return self._digests
 
     def op(self, digest: str) -> pb.Op:
-        for b in self._ops:
-            if op_digest(b) == digest:
+        """The decoded op with this digest (``KeyError`` if it is not in the definition)."""
+        for d, b in zip(self._digests, self._ops, strict=True):
+            if d == digest:
                 return pb.Op().parse(b)
         raise KeyError(digest)
 
@@ -89,7 +97,7 @@ class Definition:
     @property
     def terminal(self) -> str | None:
         """Digest of the terminal op, or None for an empty (scratch) definition."""
-        return op_digest(self._ops[-1]) if self._ops else None
+        return self._digests[-1] if self._ops else None
 
     @property
     def head(self) -> str | None:

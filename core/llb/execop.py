@@ -50,6 +50,7 @@ class Cache:
     id: str
     sharing: CacheSharing = CacheSharing.SHARED
     source: State | None = None
+    selector: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +125,10 @@ def cache(
     *,
     sharing: CacheSharing = CacheSharing.SHARED,
     source: State | None = None,
+    selector: str = "",
 ) -> Cache:
-    return Cache(dest, id, CacheSharing(sharing), source)
+    """A cache mount; ``source``/``selector`` seed a new cache directory from a state."""
+    return Cache(dest, id, CacheSharing(sharing), source, selector)
 
 
 def tmpfs(dest: str, *, size: int = 0) -> Tmpfs:
@@ -275,6 +278,7 @@ class ExecOp(Vertex):
                         spec.source,
                         _CACHE,
                         -1,
+                        selector=spec.selector,
                         cache_id=spec.id,
                         sharing=spec.sharing,
                     )

@@ -238,3 +238,20 @@ def test_platform_from_state() -> None:
     st2 = llb.image(BUSYBOX).with_platform(llb.Platform("linux", "arm", "v7")).run("true")
     op, _ = _exec_of(st2)
     assert (op.platform.architecture, op.platform.variant) == ("arm", "v7")
+
+
+def test_cache_mount_seeded_with_selector() -> None:
+    seed = llb.image(BUSYBOX)
+    op, md = _exec_of(
+        llb.scratch().run("/bin/true", mounts=[llb.cache("/c", "id", source=seed, selector="/etc")])
+    )
+    (c,) = [m for m in op.exec.mounts if m.dest == "/c"]
+    assert (c.input, c.output, c.selector, c.cache_opt.id) == (0, -1, "/etc", "id")
+    assert "exec.mount.selector" in md.caps and "exec.mount.bind" not in md.caps
+
+
+def test_definitions_compare_by_bytes() -> None:
+    a = llb.image(BUSYBOX).marshal(platform="linux/amd64")
+    b = llb.image(BUSYBOX).marshal(platform="linux/amd64")
+    c = llb.image(BUSYBOX).marshal(platform="linux/arm64")
+    assert a == b and hash(a) == hash(b) and a != c

@@ -166,6 +166,30 @@ class State:
     def with_cgroup_parent(self, cgroup_parent: str) -> State:
         return dataclasses.replace(self, _cgroup_parent=cgroup_parent)
 
+    def with_image_config(self, config: bytes | str) -> State:
+        """Apply an OCI image config (JSON): its env (keys not already set), working
+        directory and platform, as the Go client does after resolving an image."""
+        import json
+
+        try:
+            img = json.loads(config)
+        except ValueError as exc:
+            raise DefinitionError(f"invalid image config: {exc}") from exc
+        if not isinstance(img, dict):
+            raise DefinitionError("invalid image config: not a JSON object")
+        cfg = img.get("config") or {}
+        st = self
+        for entry in cfg.get("Env") or ():
+            key, _, value = str(entry).partition("=")
+            if key and st.get_env(key) is None:
+                st = st.with_env(key, value)
+        if cfg.get("WorkingDir"):
+            st = st.with_cwd(str(cfg["WorkingDir"]))
+        if img.get("architecture") and img.get("os"):
+            variant = str(img.get("variant") or "")
+            st = st.with_platform(Platform(str(img["os"]), str(img["architecture"]), variant))
+        return st
+
     # Go-style spellings (llb.State.AddEnv / Dir / User).
     def add_env(self, key: str, value: str) -> State:
         return self.with_env(key, value)

@@ -138,3 +138,22 @@ def test_sh_passes_run_options() -> None:
     assert op.exec.meta.args == ["/bin/sh", "-c", "echo $X"]
     assert op.exec.meta.env == ["X=1"] and op.exec.meta.cwd == "/w"
     assert [m.dest for m in op.exec.mounts] == ["/", "/t"]
+
+
+def test_with_image_config() -> None:
+    config = (
+        b'{"architecture":"arm64","os":"linux","variant":"v8",'
+        b'"config":{"Env":["PATH=/usr/bin:/bin","KEEP=image","EMPTY="],"WorkingDir":"/srv"}}'
+    )
+    st = llb.image(BUSYBOX).with_env("KEEP", "mine").with_image_config(config)
+    assert st.env == ("KEEP=mine", "PATH=/usr/bin:/bin", "EMPTY=")
+    assert st.cwd == "/srv"
+    assert st.platform == llb.LINUX_ARM64
+    d = st.sh("true").marshal(platform="linux/amd64")
+    op = d.op(d.head or "")
+    assert op.exec.meta.env == ["KEEP=mine", "PATH=/usr/bin:/bin", "EMPTY="]
+    assert op.platform.architecture == "arm64"
+    with pytest.raises(DefinitionError):
+        st.with_image_config(b"[1]")
+    with pytest.raises(DefinitionError):
+        st.with_image_config(b"{")

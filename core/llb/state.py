@@ -120,51 +120,56 @@ class State:
         return self._platform
 
     # ----------------------------------------------------------------- deriving
+    def _replace(self, **changes: object) -> State:
+        """A plain State (never an ExecState) with ``changes`` applied."""
+        base = self.root() if isinstance(self, ExecState) else self
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
     def with_output(self, output: Output | None) -> State:
         """This state's settings pointing at another output."""
-        return dataclasses.replace(self, _output=output)
+        return self._replace(_output=output)
 
     def with_env(self, key: str, value: str) -> State:
         """Set ``key`` (a replaced key moves to the end, like the Go client)."""
         if not key or "=" in key:
             raise DefinitionError(f"invalid environment variable name {key!r}")
         pairs = (*(p for p in self._env if p[0] != key), (key, value))
-        return dataclasses.replace(self, _env=pairs)
+        return self._replace(_env=pairs)
 
     def without_env(self, key: str) -> State:
-        return dataclasses.replace(self, _env=tuple(p for p in self._env if p[0] != key))
+        return self._replace(_env=tuple(p for p in self._env if p[0] != key))
 
     def with_cwd(self, path: str) -> State:
         """Set the working directory; a relative path is joined onto the current one."""
-        return dataclasses.replace(self, _cwd=paths.with_dir(self._cwd, path))
+        return self._replace(_cwd=paths.with_dir(self._cwd, path))
 
     def with_user(self, user: str) -> State:
         """``name``, ``uid``, ``name:group`` or ``uid:gid`` for later processes."""
-        return dataclasses.replace(self, _user=user)
+        return self._replace(_user=user)
 
     def with_hostname(self, hostname: str) -> State:
-        return dataclasses.replace(self, _hostname=hostname)
+        return self._replace(_hostname=hostname)
 
     def with_network(self, mode: NetMode) -> State:
-        return dataclasses.replace(self, _network=NetMode(mode))
+        return self._replace(_network=NetMode(mode))
 
     def with_security(self, mode: SecurityMode) -> State:
-        return dataclasses.replace(self, _security=SecurityMode(mode))
+        return self._replace(_security=SecurityMode(mode))
 
     def with_platform(self, platform: Platform | str) -> State:
         p = Platform.parse(platform) if isinstance(platform, str) else platform
-        return dataclasses.replace(self, _platform=p)
+        return self._replace(_platform=p)
 
     def with_extra_host(self, host: str, ip: str) -> State:
         hosts = (*self._extra_hosts, HostIP(host, ip))
-        return dataclasses.replace(self, _extra_hosts=hosts)
+        return self._replace(_extra_hosts=hosts)
 
     def with_ulimit(self, name: str, soft: int, hard: int) -> State:
         limits = (*self._ulimits, Ulimit(name, soft, hard))
-        return dataclasses.replace(self, _ulimits=limits)
+        return self._replace(_ulimits=limits)
 
     def with_cgroup_parent(self, cgroup_parent: str) -> State:
-        return dataclasses.replace(self, _cgroup_parent=cgroup_parent)
+        return self._replace(_cgroup_parent=cgroup_parent)
 
     def with_image_config(self, config: bytes | str) -> State:
         """Apply an OCI image config (JSON): its env (keys not already set), working

@@ -157,3 +157,11 @@ def test_with_image_config() -> None:
         st.with_image_config(b"[1]")
     with pytest.raises(DefinitionError):
         st.with_image_config(b"{")
+
+
+def test_deriving_from_an_exec_state_gives_a_plain_state() -> None:
+    es = llb.image(BUSYBOX).run("true", mounts=[llb.bind("/o", llb.scratch())])
+    for derived in (es.with_env("A", "1"), es.file(llb.mkdir("/d")), es.with_output(None)):
+        assert type(derived) is llb.State
+        assert not hasattr(derived, "get_mount")
+    assert es.with_env("A", "1").output is es.output

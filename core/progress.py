@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 __all__ = [
     "Event",
@@ -79,6 +79,13 @@ class WarningEvent:
 
 
 Event = VertexEvent | StatusEvent | LogEvent | WarningEvent
+
+
+class _Keep:
+    """Marker: leave this field of the vertex snapshot unchanged."""
+
+
+_KEEP = _Keep()
 
 
 def _coalesce_key(event: Event) -> tuple[str, str] | None:
@@ -272,11 +279,27 @@ class SharedProgress:
 
     # Helpers for the solver and for ops (the vertex digest is filled in).
 
-    def vertex(self, **changes: object) -> VertexEvent:
-        """Write a new snapshot of the vertex with ``changes`` applied and return it."""
-        self._state = replace(self._state, **changes)  # type: ignore[arg-type]
-        self.write(self._state)
-        return self._state
+    def vertex(
+        self,
+        *,
+        started: float | _Keep | None = _KEEP,
+        completed: float | _Keep | None = _KEEP,
+        cached: bool | _Keep = _KEEP,
+        error: str | _Keep = _KEEP,
+    ) -> VertexEvent:
+        """Write a new snapshot of the vertex with the given fields changed and return it."""
+        old = self._state
+        self._state = state = VertexEvent(
+            old.digest,
+            old.name,
+            old.inputs,
+            old.started if isinstance(started, _Keep) else started,
+            old.completed if isinstance(completed, _Keep) else completed,
+            old.cached if isinstance(cached, _Keep) else cached,
+            old.error if isinstance(error, _Keep) else error,
+        )
+        self.write(state)
+        return state
 
     def log(self, stream: int, data: bytes) -> None:
         """Write a chunk of process output (1 = stdout, 2 = stderr)."""

@@ -26,18 +26,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from bkcore.errors import ExecError, SolveError
 from bkcore.progress import ProgressStream, SharedProgress, VertexEvent
-from bkcore.solver.flight import Flight
+from bkcore.solver.flight import Flight, gather_all
 from bkcore.solver.keys import InputKeys, content_key, match, newest_records, root_key, save_key
 from bkcore.solver.keystorage import KeyStorage
 from bkcore.solver.types import CacheMap, Dep, JobInfo, OpContext, Result, ResultStore, Vertex
 
 __all__ = ["Job", "Solver", "ignore_cache_key"]
-
-T = TypeVar("T")
 
 _CANCELED = "context canceled"
 
@@ -73,23 +71,26 @@ class Job:
         return self._discarded
 
 
+_MAPS = -1
+_EXEC = -2
+
+
 class _Shared:
-    """The state of one active vertex, shared by every job that loaded its digest."""
+    """The state of one active vertex, shared by every job that loaded its digest.
+
+    Kept small (the cached path touches thousands of these): flights are made on demand
+    in one dict keyed by step: ``_MAPS``, ``_EXEC``, ``4 * output`` (definition keys),
+    ``4 * output + 1`` (completion), ``("p", i)`` and ``("c", map, i)`` (input preparation).
+    """
 
     __slots__ = (
-        "closed",
-        "complete",
-        "content",
-        "ctx",
-        "def_keys",
-        "exec",
+        "_ctx",
         "fast_records",
+        "flights",
         "inputs",
         "jobs",
         "key",
-        "maps",
         "owned",
-        "prep",
         "progress",
         "reported_cached",
         "vertex",
@@ -101,62 +102,29 @@ class _Shared:
         self.inputs = inputs
         self.jobs: dict[Job, None] = {}
         self.progress = SharedProgress(
-            VertexEvent(
-                digest=vertex.digest,
-                name=vertex.name,
-                inputs=tuple(v.digest for v, _ in vertex.inputs),
-            )
+            VertexEvent(vertex.digest, vertex.name, tuple(v.digest for v, _ in vertex.inputs))
         )
-        self.ctx = OpContext(vertex, self.progress, self._job_infos)
-        self.maps: Flight[list[CacheMap]] = Flight()
-        self.exec: Flight[list[_Edge]] = Flight()
-        self.def_keys: dict[int, Flight[frozenset[str]]] = {}
-        self.complete: dict[int, Flight[_Edge]] = {}
-        self.content: dict[tuple[int, int], Flight[str | None]] = {}
-        self.prep: dict[int, Flight[None]] = {}
+        self._ctx: OpContext | None = None
+        self.flights: dict[object, Flight[Any]] = {}
         self.owned: list[Result] = []
         self.fast_records = False
         self.reported_cached = False
-        self.closed = False
+
+    @property
+    def ctx(self) -> OpContext:
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = OpContext(self.vertex, self.progress, self._job_infos)
+        return ctx
+
+    def flight(self, key: object) -> Flight[Any]:
+        flight = self.flights.get(key)
+        if flight is None:
+            flight = self.flights[key] = Flight()
+        return flight
 
     def _job_infos(self) -> list[JobInfo]:
         return [job.info for job in self.jobs]
-
-    def flights(self) -> list[Flight[Any]]:
-        found: list[Flight[Any]] = [self.maps, self.exec]
-        found.extend(self.def_keys.values())
-        found.extend(self.complete.values())
-        found.extend(self.content.values())
-        found.extend(self.prep.values())
-        return found
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _gather(aws: Sequence[Awaitable[T]]) -> list[T]:
-    """Await concurrently; on the first error cancel the rest and raise that error alone."""
-    if len(aws) == 1:
-        return [await aws[0]]
-    if not aws:
-        return []
-
-    async def run(aw: Awaitable[T]) -> T:
-        return await aw
-
-    error: BaseException | None = None
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(run(aw)) for aw in aws]
-    except BaseExceptionGroup as group:
-        error = _first_error(group)
-    if error is not None:
-        raise error
-    return [t.result() for t in tasks]
 
 
 def _wrap(vertex: Vertex, exc: Exception) -> SolveError:
@@ -263,7 +231,7 @@ class Solver:
                 if self._active.get(sv.key) is sv:
                     del self._active[sv.key]
                 closing.append(sv)
-        tasks = [t for sv in closing for f in sv.flights() for t in f.cancel()]
+        tasks = [t for sv in closing for f in sv.flights.values() for t in f.cancel()]
         if tasks:
             await asyncio.wait(tasks)  # their last events still reach this job's stream
         if job.progress is not None:
@@ -272,7 +240,6 @@ class Solver:
         job._held.clear()
         job._by_key.clear()
         for sv in closing:
-            sv.closed = True
             owned, sv.owned = sv.owned, []
             for result in owned:
                 await result.release()
@@ -340,11 +307,9 @@ class Solver:
 
     # -- edge states ------------------------------------------------------------------------
 
-    def _complete(self, sv: _Shared, output: int) -> Awaitable[_Edge]:
-        flight = sv.complete.get(output)
-        if flight is None:
-            flight = sv.complete[output] = Flight()
-        return flight.get(self._spawn, lambda: self._do_complete(sv, output))
+    def _complete(self, sv: _Shared, output: int) -> asyncio.Future[_Edge]:
+        flight: Flight[_Edge] = sv.flight(4 * output + 1)
+        return flight.join(self._spawn, lambda: self._do_complete(sv, output))
 
     async def _do_complete(self, sv: _Shared, output: int) -> _Edge:
         if not sv.vertex.ignore_cache:
@@ -359,11 +324,22 @@ class Solver:
                 if hit is not None:
                     self._mark_inputs_cached(sv)
                     return hit
-        edges = await sv.exec.get(self._spawn, lambda: self._exec(sv))
+        flight: Flight[list[_Edge]] = sv.flight(_EXEC)
+        if sv.vertex.op.num_outputs == 1:  # no other edge can be waiting for this run
+            edges = await flight.run_inline(self._spawn, lambda: self._exec(sv))
+        else:
+            edges = await flight.join(self._spawn, lambda: self._exec(sv))
         return edges[output]
 
-    def _maps(self, sv: _Shared) -> Awaitable[list[CacheMap]]:
-        return sv.maps.get(self._spawn, lambda: self._do_maps(sv))
+    def _maps(self, sv: _Shared) -> asyncio.Future[list[CacheMap]]:
+        flight: Flight[list[CacheMap]] = sv.flight(_MAPS)
+        return flight.join(self._spawn, lambda: self._do_maps(sv))
+
+    async def _maps_inline(self, sv: _Shared) -> list[CacheMap]:
+        flight: Flight[list[CacheMap]] = sv.flight(_MAPS)
+        if sv.vertex.op.num_outputs == 1:
+            return await flight.run_inline(self._spawn, lambda: self._do_maps(sv))
+        return await flight.join(self._spawn, lambda: self._do_maps(sv))
 
     async def _do_maps(self, sv: _Shared) -> list[CacheMap]:
         vertex = sv.vertex
@@ -403,20 +379,25 @@ class Solver:
             sv.progress.vertex(completed=time.time())
         return maps
 
-    def _def_keys(self, sv: _Shared, output: int) -> Awaitable[frozenset[str]]:
-        flight = sv.def_keys.get(output)
-        if flight is None:
-            flight = sv.def_keys[output] = Flight()
-        return flight.get(self._spawn, lambda: self._do_def_keys(sv, output))
+    def _def_keys(self, sv: _Shared, output: int) -> asyncio.Future[frozenset[str]]:
+        flight: Flight[frozenset[str]] = sv.flight(4 * output)
+        return flight.join(self._spawn, lambda: self._do_def_keys(sv, output))
 
     async def _do_def_keys(self, sv: _Shared, output: int) -> frozenset[str]:
         """Keys of the edge found from definitions alone (nothing runs); empty if unknown."""
         if sv.vertex.ignore_cache:
             return frozenset()
-        maps = await self._maps(sv)
         if not sv.inputs:
+            maps = await self._maps_inline(sv)
             return frozenset(root_key(m.digest, output) for m in maps)
-        input_keys = await _gather([self._def_keys(s, o) for s, o in sv.inputs])
+        # Key the inputs while this op computes its maps.
+        inputs_waiter = gather_all([self._def_keys(s, o) for s, o in sv.inputs])
+        try:
+            maps = await self._maps_inline(sv)
+        except BaseException:
+            inputs_waiter.cancel()
+            raise
+        input_keys = await inputs_waiter
         if not all(input_keys):
             return frozenset()
         found: set[str] = set()
@@ -468,7 +449,7 @@ class Solver:
     async def _slow(self, sv: _Shared, output: int) -> _Edge | None:
         """Complete inputs that need content keys (or have no keys yet), then query again."""
         maps = await self._maps(sv)
-        input_keys = await _gather([self._def_keys(s, o) for s, o in sv.inputs])
+        input_keys = await gather_all([self._def_keys(s, o) for s, o in sv.inputs])
         needed = [
             i
             for i in range(len(sv.inputs))
@@ -476,7 +457,7 @@ class Solver:
         ]
         if not needed:
             return None  # the fast query already saw every key there is
-        edges = await _gather([self._complete(*sv.inputs[i]) for i in needed])
+        edges = await gather_all([self._complete(*sv.inputs[i]) for i in needed])
         completed = dict(zip(needed, edges, strict=True))
         contents = await self._content_keys(sv, maps, completed)
         found: set[str] = set()
@@ -514,8 +495,8 @@ class Solver:
         self, sv: _Shared, maps: Sequence[CacheMap], completed: Mapping[int, _Edge]
     ) -> dict[tuple[int, int], str | None]:
         """Preprocess the completed inputs and compute their content keys (once per vertex)."""
-        preps: list[Awaitable[None]] = []
-        digests: list[Awaitable[str | None]] = []
+        preps: list[asyncio.Future[None]] = []
+        digests: list[asyncio.Future[str | None]] = []
         slots: list[tuple[int, int]] = []
         for i, edge in completed.items():
             if any(m.deps[i].preprocess is not None for m in maps):
@@ -526,16 +507,14 @@ class Solver:
                     digests.append(self._content(sv, maps, index, i, edge.result))
         if not preps and not digests:
             return {}
-        await _gather(preps)
-        values = await _gather(digests)
+        await gather_all(preps)
+        values = await gather_all(digests)
         return dict(zip(slots, values, strict=True))
 
     def _preprocess(
         self, sv: _Shared, maps: Sequence[CacheMap], i: int, result: Result
-    ) -> Awaitable[None]:
-        flight = sv.prep.get(i)
-        if flight is None:
-            flight = sv.prep[i] = Flight()
+    ) -> asyncio.Future[None]:
+        flight: Flight[None] = sv.flight(("p", i))
 
         async def run() -> None:
             fns: list[Callable[[Result], Awaitable[None]]] = []
@@ -549,14 +528,12 @@ class Solver:
             except Exception as exc:
                 raise _wrap(sv.vertex, exc) from exc
 
-        return flight.get(self._spawn, run)
+        return flight.join(self._spawn, run)
 
     def _content(
         self, sv: _Shared, maps: Sequence[CacheMap], index: int, i: int, result: Result
-    ) -> Awaitable[str | None]:
-        flight = sv.content.get((index, i))
-        if flight is None:
-            flight = sv.content[(index, i)] = Flight()
+    ) -> asyncio.Future[str | None]:
+        flight: Flight[str | None] = sv.flight(("c", index, i))
 
         async def run() -> str | None:
             fn = maps[index].deps[i].compute_digest
@@ -568,7 +545,7 @@ class Solver:
                 raise _wrap(sv.vertex, exc) from exc
             return content_key(digest) if digest else None
 
-        return flight.get(self._spawn, run)
+        return flight.join(self._spawn, run)
 
     def _semaphore(self, worker: str) -> asyncio.Semaphore:
         sem = self._sems.get(worker)
@@ -581,7 +558,7 @@ class Solver:
         vertex = sv.vertex
         op = vertex.op
         maps = await self._maps(sv)
-        inputs = await _gather([self._complete(s, o) for s, o in sv.inputs])
+        inputs = await gather_all([self._complete(s, o) for s, o in sv.inputs])
         contents = await self._content_keys(sv, maps, dict(enumerate(inputs)))
         async with self._semaphore(op.worker):
             sv.progress.vertex(started=time.time(), completed=None, cached=False, error="")

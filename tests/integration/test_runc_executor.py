@@ -8,7 +8,6 @@ import shutil
 import signal
 import stat
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -207,7 +206,7 @@ def test_cwd_through_a_symlink_stays_inside_rootfs(
     executor: RuncExecutor, rootfs: Path, tmp_path: Path
 ) -> None:
     (rootfs / "escape").symlink_to("/../../../../" + str(tmp_path / "outside"))
-    code, out = run(executor, rootfs, "pwd", cwd="/escape/sub")
+    code, _ = run(executor, rootfs, "pwd", cwd="/escape/sub")
     assert code == 0
     assert not (tmp_path / "outside").exists()
     assert (rootfs / str(tmp_path / "outside").lstrip("/") / "sub").is_dir()
@@ -291,9 +290,7 @@ def test_existing_etc_hosts_is_shadowed_not_modified(executor: RuncExecutor, roo
     assert tree_state(rootfs) == before
 
 
-def test_readonly_bind_refuses_writes(
-    executor: RuncExecutor, rootfs: Path, tmp_path: Path
-) -> None:
+def test_readonly_bind_refuses_writes(executor: RuncExecutor, rootfs: Path, tmp_path: Path) -> None:
     src = tmp_path / "ro"
     src.mkdir()
     (src / "data").write_text("hello")
@@ -402,25 +399,23 @@ def _pids_with_marker(marker: str) -> list[int]:
     return pids
 
 
-def _cancel_after(
-    executor: RuncExecutor, rootfs: Path, trigger: Callable[[bytes], bool] | None
-) -> None:
+def _cancel_after(executor: RuncExecutor, rootfs: Path, delay: float | None) -> None:
+    """Cancel the run once it printed "started" (delay None) or after ``delay`` seconds."""
+
     async def main() -> None:
         started = asyncio.Event()
 
         def on_output(fd: int, data: bytes) -> None:
-            if trigger is not None and trigger(data):
+            if b"started" in data:
                 started.set()
 
         spec = ProcessSpec(args=["sh", "-c", "echo started; exec sleep 4242"])
         mounts = [MountSpec(dest="/mnt/t", kind="tmpfs")]
-        task = asyncio.create_task(
-            executor.run(str(rootfs), mounts, spec, on_output=on_output)
-        )
-        if trigger is None:
-            await asyncio.sleep(0)
-        else:
+        task = asyncio.create_task(executor.run(str(rootfs), mounts, spec, on_output=on_output))
+        if delay is None:
             await asyncio.wait_for(started.wait(), 10)
+        else:
+            await asyncio.sleep(delay)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -428,18 +423,53 @@ def _cancel_after(
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("when", ["running", "starting"])
+# None: once the process runs; the delays land in preparation, the runc spawn, container setup.
+@pytest.mark.parametrize("delay", [None, 0.0, 0.001, 0.005, 0.01, 0.02, 0.04])
 def test_cancellation_leaves_nothing_behind(
-    executor: RuncExecutor, rootfs: Path, when: str
+    executor: RuncExecutor, rootfs: Path, delay: float | None
 ) -> None:
     before = tree_state(rootfs)
-    trigger = (lambda data: b"started" in data) if when == "running" else None
-    _cancel_after(executor, rootfs, trigger)
+    _cancel_after(executor, rootfs, delay)
     assert runc_list(executor) == ""
     assert os.listdir(executor.bundles_dir) == []
     assert mounts_under(rootfs, Path(executor.state_dir)) == []
     assert _pids_with_marker("sleep\x004242") == []
     assert tree_state(rootfs) == before
+
+
+def test_cancelling_during_cleanup_still_cleans(executor: RuncExecutor, rootfs: Path) -> None:
+    """A second cancel while the container is being killed does not interrupt the cleanup."""
+
+    async def main() -> None:
+        started = asyncio.Event()
+        spec = ProcessSpec(args=["sh", "-c", "echo started; exec sleep 4242"])
+        task = asyncio.create_task(
+            executor.run(str(rootfs), [], spec, on_output=lambda fd, d: started.set())
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        for _ in range(5):
+            task.cancel()
+            await asyncio.sleep(0.005)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = tree_state(rootfs)
+    asyncio.run(main())
+    assert runc_list(executor) == ""
+    assert os.listdir(executor.bundles_dir) == []
+    assert _pids_with_marker("sleep\x004242") == []
+    assert tree_state(rootfs) == before
+
+
+def test_callback_error_kills_the_container(executor: RuncExecutor, rootfs: Path) -> None:
+    def on_output(fd: int, data: bytes) -> None:
+        raise RuntimeError("consumer broke")
+
+    spec = ProcessSpec(args=["sh", "-c", "echo hi; exec sleep 4242"])
+    with pytest.raises(RuntimeError, match="consumer broke"):
+        asyncio.run(executor.run(str(rootfs), [], spec, on_output=on_output))
+    assert runc_list(executor) == ""
+    assert _pids_with_marker("sleep\x004242") == []
 
 
 def test_two_runs_really_overlap(executor: RuncExecutor, rootfs: Path, tmp_path: Path) -> None:

@@ -26,22 +26,27 @@ _CHUNK = 64 * 1024
 _KILL_ATTEMPTS = 50
 
 
-async def _uncancellable(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable`` to the end even if we are cancelled meanwhile, then re-raise.
+async def _shielded(awaitable: Awaitable[T]) -> tuple[T, bool]:
+    """Await ``awaitable`` to the end even if we are cancelled meanwhile.
 
-    Used only for cleanup (killing and reaping a container, removing its files): the work is
-    shielded in its own task, which is always awaited before this returns.
+    Returns the result and whether a cancellation arrived (the caller must re-raise it). Used
+    for spawning runc and for cleanup (killing and reaping a container, removing its files):
+    the work runs shielded in its own task, which is always awaited before this returns.
     """
     task = asyncio.ensure_future(awaitable)
     cancelled = False
     while True:
         try:
-            result = await asyncio.shield(task)
-            break
+            return await asyncio.shield(task), cancelled
         except asyncio.CancelledError:
-            if task.done():
+            if task.cancelled():
                 raise
             cancelled = True
+
+
+async def _uncancellable(awaitable: Awaitable[T]) -> T:
+    """Like ``_shielded`` but re-raises a cancellation that arrived meanwhile."""
+    result, cancelled = await _shielded(awaitable)
     if cancelled:
         raise asyncio.CancelledError
     return result
@@ -161,16 +166,28 @@ class RuncExecutor:
         stdin: bytes | None,
     ) -> int:
         log_path = os.path.join(bundle, "runc-log.json")
-        proc = await asyncio.create_subprocess_exec(
-            *self.runc_command(
-                "--log", log_path, "--log-format", "json", "run", "--bundle", bundle, container_id
-            ),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+        # Spawned shielded: a cancellation during the spawn must not lose the process handle.
+        proc, cancelled = await _shielded(
+            asyncio.create_subprocess_exec(
+                *self.runc_command(
+                    "--log",
+                    log_path,
+                    "--log-format",
+                    "json",
+                    "run",
+                    "--bundle",
+                    bundle,
+                    container_id,
+                ),
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         )
         try:
+            if cancelled:
+                raise asyncio.CancelledError
             async with asyncio.TaskGroup() as tg:
                 assert proc.stdout is not None and proc.stderr is not None
                 tg.create_task(_pump(proc.stdout, 1, on_output))

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from bkcore.errors import ExecError, SolveError
 from bkcore.progress import ProgressStream, SharedProgress, VertexEvent
@@ -137,6 +137,14 @@ def _wrap(vertex: Vertex, exc: Exception) -> SolveError:
     return SolveError(message, vertex.digest, vertex.name)
 
 
+def _fail(vertex: Vertex, exc: Exception) -> NoReturn:
+    """Raise the error of ``vertex`` failing with ``exc`` (chained when it is a new error)."""
+    err = _wrap(vertex, exc)
+    if err is exc:
+        raise err
+    raise err from exc
+
+
 class Solver:
     """Solves vertices for jobs; use as ``async with Solver(keys, results) as solver``.
 
@@ -154,6 +162,7 @@ class Solver:
         self._results = results
         self._parallelism = parallelism or os.cpu_count() or 1
         self._active: dict[str, _Shared] = {}
+        self._ignored: dict[str, _Shared] = {}  # active ignore_cache vertices by plain digest
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._jobs: set[Job] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -230,6 +239,8 @@ class Solver:
             if not sv.jobs:
                 if self._active.get(sv.key) is sv:
                     del self._active[sv.key]
+                if self._ignored.get(sv.vertex.digest) is sv:
+                    del self._ignored[sv.vertex.digest]
                 closing.append(sv)
         tasks = [t for sv in closing for f in sv.flights.values() for t in f.cancel()]
         if tasks:
@@ -278,12 +289,14 @@ class Solver:
             return sv
         active = self._active
         # A normal vertex joins an active ignore_cache one of the same digest (§6).
-        sv = None if vertex.ignore_cache else active.get(ignore_cache_key(digest))
+        sv = None if vertex.ignore_cache else self._ignored.get(digest)
         if sv is None:
             sv = active.get(key)
         if sv is None:
             sv = _Shared(key, vertex, inputs)
             active[key] = sv
+            if vertex.ignore_cache:
+                self._ignored[digest] = sv
             self._hold(job, sv)
             sv.progress.write(sv.progress.state)  # announced once, no timestamps (§7.1)
         else:
@@ -331,10 +344,6 @@ class Solver:
             edges = await flight.join(self._spawn, lambda: self._exec(sv))
         return edges[output]
 
-    def _maps(self, sv: _Shared) -> asyncio.Future[list[CacheMap]]:
-        flight: Flight[list[CacheMap]] = sv.flight(_MAPS)
-        return flight.join(self._spawn, lambda: self._do_maps(sv))
-
     async def _maps_inline(self, sv: _Shared) -> list[CacheMap]:
         flight: Flight[list[CacheMap]] = sv.flight(_MAPS)
         if sv.vertex.op.num_outputs == 1:
@@ -367,14 +376,12 @@ class Solver:
                 sv.progress.vertex(completed=time.time(), error=_CANCELED)
             raise
         except Exception as exc:
-            err = _wrap(vertex, exc)
             now = time.time()
+            message = _wrap(vertex, exc).message
             sv.progress.vertex(
-                started=sv.progress.state.started or now, completed=now, error=err.message
+                started=sv.progress.state.started or now, completed=now, error=message
             )
-            if err is exc:
-                raise
-            raise err from exc
+            _fail(vertex, exc)
         if wrapped:
             sv.progress.vertex(completed=time.time())
         return maps
@@ -417,7 +424,7 @@ class Solver:
             try:
                 result = await self._results.load(record.result_id)
             except Exception as exc:
-                raise _wrap(sv.vertex, exc) from exc
+                _fail(sv.vertex, exc)
             if result is None:  # pruned behind our back: forget it and try the next one
                 self._keys.release_result(record.result_id)
                 continue
@@ -448,13 +455,16 @@ class Solver:
 
     async def _slow(self, sv: _Shared, output: int) -> _Edge | None:
         """Complete inputs that need content keys (or have no keys yet), then query again."""
-        maps = await self._maps(sv)
+        maps = await self._maps_inline(sv)
         input_keys = await gather_all([self._def_keys(s, o) for s, o in sv.inputs])
-        needed = [
-            i
-            for i in range(len(sv.inputs))
-            if not input_keys[i] or any(m.deps[i].compute_digest is not None for m in maps)
-        ]
+        needed: list[int] = []
+        for i, (shared, _) in enumerate(sv.inputs):
+            content = any(m.deps[i].compute_digest is not None for m in maps)
+            if not input_keys[i] and not content and not shared.vertex.ignore_cache:
+                # It will run and get a new key, so nothing can match: go and run (§3.2.4).
+                return None
+            if content or not input_keys[i]:
+                needed.append(i)
         if not needed:
             return None  # the fast query already saw every key there is
         edges = await gather_all([self._complete(*sv.inputs[i]) for i in needed])
@@ -526,7 +536,7 @@ class Solver:
                 for fn in fns:
                     await fn(result)
             except Exception as exc:
-                raise _wrap(sv.vertex, exc) from exc
+                _fail(sv.vertex, exc)
 
         return flight.join(self._spawn, run)
 
@@ -542,7 +552,7 @@ class Solver:
             try:
                 digest = await fn(result)
             except Exception as exc:
-                raise _wrap(sv.vertex, exc) from exc
+                _fail(sv.vertex, exc)
             return content_key(digest) if digest else None
 
         return flight.join(self._spawn, run)
@@ -557,7 +567,7 @@ class Solver:
         """Complete every input, prepare them, run the op and save its results."""
         vertex = sv.vertex
         op = vertex.op
-        maps = await self._maps(sv)
+        maps = await self._maps_inline(sv)
         inputs = await gather_all([self._complete(s, o) for s, o in sv.inputs])
         contents = await self._content_keys(sv, maps, dict(enumerate(inputs)))
         async with self._semaphore(op.worker):
@@ -568,11 +578,8 @@ class Solver:
                 sv.progress.vertex(completed=time.time(), error=_CANCELED)
                 raise
             except Exception as exc:
-                err = _wrap(vertex, exc)
-                sv.progress.vertex(completed=time.time(), error=err.message)
-                if err is exc:
-                    raise
-                raise err from exc
+                sv.progress.vertex(completed=time.time(), error=_wrap(vertex, exc).message)
+                _fail(vertex, exc)
         sv.owned.extend(outputs)
         if len(outputs) != op.num_outputs:
             err = SolveError(

@@ -583,3 +583,96 @@ async def test_two_outputs_and_multi_maps() -> None:
     left2 = vtx(FakeOp(world, "left", selectors=[None]), (src2, 0))
     await solve_once(world, left2)
     assert world.execs == []
+
+
+@run_async
+async def test_content_key_of_a_rebuilt_input_keeps_the_consumer_cached() -> None:
+    world = World()
+
+    def graph(version: str, files: dict[str, str]) -> Vertex:
+        src = vtx(FakeOp(world, "src", key=f"op:src-{version}", files=files))
+        build = vtx(FakeOp(world, "build", selectors=[None]), src)
+        return vtx(FakeOp(world, "copy", selectors=["/bin"]), build)
+
+    await solve_once(world, graph("v1", {"/bin": "same", "/doc": "1"}))
+    world.execs.clear()
+    await solve_once(world, graph("v2", {"/bin": "same", "/doc": "2"}))
+    assert world.execs == ["src", "build"]  # the builder re-ran; the copy of /bin did not
+
+
+@run_async
+async def test_preprocess_runs_once_before_content_key_and_exec() -> None:
+    world = World()
+    calls: list[str] = []
+
+    class Prep(FakeOp):
+        async def cache_map(self, ctx: OpContext, index: int) -> tuple[CacheMap, bool]:
+            async def preprocess(result: Result) -> None:
+                calls.append(f"prep {result.id.split('-')[0]}")
+
+            async def compute(result: Result) -> str:
+                calls.append("digest")
+                return "sha256:" + "0" * 64
+
+            return CacheMap(self.key, (Dep("", compute, preprocess),)), True
+
+        async def exec(self, ctx: OpContext, inputs: Sequence[Result]) -> list[Result]:
+            calls.append("exec")
+            return await super().exec(ctx, inputs)
+
+    src = vtx(FakeOp(world, "src"))
+    await solve_once(world, vtx(Prep(world, "use"), src))
+    assert calls == ["prep src", "digest", "exec"]
+
+
+@run_async
+async def test_cache_map_error_names_the_vertex() -> None:
+    world = World()
+
+    class Broken(FakeOp):
+        async def cache_map(self, ctx: OpContext, index: int) -> tuple[CacheMap, bool]:
+            raise OSError("registry unreachable")
+
+    src = vtx(Broken(world, "img"))
+    top = vtx(FakeOp(world, "top", selectors=[None]), src)
+    stream = ProgressStream()
+    reader = stream.subscribe()
+    with pytest.raises(SolveError, match="registry unreachable") as info:
+        await solve_once(world, top, stream)
+    assert info.value.digest == src.digest
+    assert isinstance(info.value.__cause__, OSError)
+    stream.close()
+    assert final_state([e async for e in reader])[src.digest].error == "registry unreachable"
+    assert world.execs == []
+
+
+@run_async
+async def test_normal_vertex_joins_a_running_ignore_cache_one_but_not_the_reverse() -> None:
+    world = World()
+    started = asyncio.Event()
+
+    def run_vertex(ignore_cache: bool) -> Vertex:
+        op = FakeOp(world, "run", sleep=0.2, started=started)
+        return vtx(op, ignore_cache=ignore_cache)
+
+    async def both(first_ignores: bool) -> None:
+        async with Solver(world.keys, world.store) as solver:
+
+            async def run(ignore_cache: bool) -> None:
+                async with solver.job() as job:
+                    result = await solver.solve(run_vertex(ignore_cache), job)
+                    await result.release()
+
+            started.clear()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(run(first_ignores))
+                await started.wait()
+                tg.create_task(run(not first_ignores))
+
+    await both(first_ignores=True)
+    assert world.execs == ["run"]  # the normal one joined the fresh run
+    world.execs.clear()
+    # A normal vertex is running (no cache: prune it); an ignore_cache one must run anew.
+    world.keys = type(world.keys)()
+    await both(first_ignores=False)
+    assert world.execs == ["run", "run"]

@@ -378,6 +378,15 @@ def test_sandbox_is_unprivileged_and_insecure_is_privileged(
     assert not (rootfs / "m").exists() or os.listdir(rootfs / "m") == []
 
 
+def test_sandbox_seccomp_refuses_new_user_namespaces(executor: RuncExecutor, rootfs: Path) -> None:
+    script = "unshare -U -r id -u; echo rc=$?; sh -c 'echo forked'"
+    code, out = run(executor, rootfs, script)
+    assert (code, out.text(1)) == (0, "rc=1\nforked\n")
+    assert "Operation not permitted" in out.text(2)
+    code, out = run(executor, rootfs, script, insecure=True)
+    assert (code, out.text(1)) == (0, "0\nrc=0\nforked\n")
+
+
 def test_ulimits_are_applied(executor: RuncExecutor, rootfs: Path) -> None:
     code, out = run(executor, rootfs, "ulimit -n")
     assert out.text(1) == "1024\n"

@@ -46,3 +46,19 @@ def test_check_reports_broken_runc(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(PluginError, match="--version failed"):
         asyncio.run(check(str(fake)))
+
+
+def test_executor_is_a_core_worker_with_a_persistent_id(tmp_path: Path) -> None:
+    from bkcore.worker import Worker, WorkerInfo
+    from bkcore.workers.runc import RuncExecutor
+
+    worker: Worker = RuncExecutor(str(tmp_path / "state"), snapshotter="native")
+    info = worker.info()
+    assert worker.name == "runc"
+    assert isinstance(info, WorkerInfo)
+    assert len(info.id) == 25 and info.id.isalnum()
+    assert RuncExecutor(str(tmp_path / "state")).info().id == info.id
+    assert RuncExecutor(str(tmp_path / "other")).info().id != info.id
+    assert (tmp_path / "state" / "workerid").read_text().strip() == info.id
+    assert info.platforms[0].startswith("linux/")
+    assert info.labels["org.mobyproject.buildkit.worker.snapshotter"] == "native"

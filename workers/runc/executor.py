@@ -7,19 +7,20 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from bkcore.errors import SolveError
+from bkcore.worker import WorkerInfo
 
+from .info import format_platform, host_platforms, load_worker_id, worker_info
 from .netfiles import hosts_file, resolv_conf
 from .ocispec import bounding_capabilities, build_config, clean_dest, user_mount
 from .rootpath import mkdir_all_in_root
 from .stubs import MountStubs
-from .types import DEFAULT_HOSTNAME, MountSpec, ProcessSpec
+from .types import DEFAULT_HOSTNAME, MountSpec, OutputCallback, ProcessSpec
 from .users import resolve_user
 
-OutputCallback = Callable[[int, bytes], None]
 T = TypeVar("T")
 
 _CHUNK = 64 * 1024
@@ -59,11 +60,26 @@ class RuncExecutor:
     holds each run's ``config.json``, generated ``hosts``/``resolv.conf`` and runc log.
     """
 
-    def __init__(self, state_dir: str, runc: str = "runc") -> None:
+    def __init__(self, state_dir: str, runc: str = "runc", snapshotter: str = "overlayfs") -> None:
         self.state_dir = os.path.abspath(state_dir)
+        self.snapshotter = snapshotter
         self.runc = runc
         self.runc_root = os.path.join(self.state_dir, "runc")
         self.bundles_dir = os.path.join(self.state_dir, "bundles")
+
+    @property
+    def name(self) -> str:
+        """Registry name of this worker."""
+        return "runc"
+
+    def info(self) -> WorkerInfo:
+        """Identity (persisted in ``state_dir/workerid``), host platforms and labels."""
+        details = worker_info(snapshotter=self.snapshotter)
+        return WorkerInfo(
+            id=load_worker_id(self.state_dir),
+            platforms=tuple(format_platform(p) for p in host_platforms()),
+            labels=details["labels"],
+        )
 
     def runc_command(self, *args: str) -> list[str]:
         """A runc command line using this executor's state root."""

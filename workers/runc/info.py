@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import secrets
 import socket
 from typing import Any
 
@@ -76,6 +77,34 @@ def format_platform(p: dict[str, str]) -> str:
     return "/".join(parts)
 
 
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def load_worker_id(state_dir: str) -> str:
+    """The worker's random id, created once and kept in ``state_dir/workerid``."""
+    path = os.path.join(state_dir, "workerid")
+    try:
+        with open(path, encoding="ascii") as fh:
+            existing = fh.read().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    os.makedirs(state_dir, exist_ok=True)
+    new_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(new_id + "\n")
+    try:
+        os.link(tmp, path)  # atomic create-if-absent: a concurrent creator wins consistently
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path, encoding="ascii") as fh:
+        return fh.read().strip()
+
+
 def worker_info(snapshotter: str = "overlayfs", network: str = "host") -> dict[str, Any]:
     """Platforms and BuildKit-style labels describing this worker.
 
@@ -84,7 +113,6 @@ def worker_info(snapshotter: str = "overlayfs", network: str = "host") -> dict[s
     """
     hostname = socket.gethostname()
     return {
-        "id": hostname,
         "platforms": host_platforms(),
         "labels": {
             LABEL_PREFIX + "executor": "oci",

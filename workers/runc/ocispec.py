@@ -122,6 +122,7 @@ DENIED_SYSCALLS = (
 )
 
 _SHM_SIZE = "size=65536k"
+_CLONE_NEWUSER = 0x10000000
 
 
 def clean_dest(dest: str, cwd: str) -> str:
@@ -248,7 +249,23 @@ def build_config(
         linux["seccomp"] = {
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [
-                {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+                {"names": list(DENIED_SYSCALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                # clone() creating a user namespace is refused; clone3() (whose flags
+                # seccomp cannot inspect) reports ENOSYS so libc falls back to clone().
+                {
+                    "names": ["clone"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": 1,
+                    "args": [
+                        {
+                            "index": 0,
+                            "value": _CLONE_NEWUSER,
+                            "valueTwo": _CLONE_NEWUSER,
+                            "op": "SCMP_CMP_MASKED_EQ",
+                        }
+                    ],
+                },
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
             ],
         }
     user_doc: dict[str, Any] = {"uid": user.uid, "gid": user.gid}

@@ -287,6 +287,8 @@ def oci_layout(
     custom_name: str | None = None,
 ) -> State:
     """An image from an OCI layout store on the client (``ref`` like ``name@sha256:...``)."""
+    if not re.search(r"@[a-z0-9]+:[0-9a-f]{32,}$", ref):
+        raise DefinitionError(f"oci_layout {ref!r}: the reference must end in @<digest>")
     p = Platform.parse(platform) if isinstance(platform, str) else platform
     attrs: dict[str, str] = {}
     if session_id:

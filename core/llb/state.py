@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import shlex
+import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bkcore.errors import DefinitionError
-from bkcore.llb import paths
+from bkcore.llb import paths, shellwords
 from bkcore.llb.platforms import Platform
 from bkcore.llb.vertex import OpMeta, Output
 
@@ -161,7 +161,14 @@ class State:
         return self._replace(_platform=p)
 
     def with_extra_host(self, host: str, ip: str) -> State:
-        hosts = (*self._extra_hosts, HostIP(host, ip))
+        """Add ``host`` -> ``ip`` to /etc/hosts of later processes (IP written like Go)."""
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError as exc:
+            raise DefinitionError(f"extra host {host}: invalid IP address {ip!r}") from exc
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        hosts = (*self._extra_hosts, HostIP(host, str(addr)))
         return self._replace(_extra_hosts=hosts)
 
     def with_ulimit(self, name: str, soft: int, hard: int) -> State:
@@ -226,14 +233,15 @@ class State:
     ) -> ExecState:
         """Run a process on this state's filesystem.
 
-        ``command`` is an argv list, or a string split like a POSIX shell would (``shlex``).
+        ``command`` is an argv list, or a string split into words like the Go client's
+        ``llb.Shlex`` (quotes, backslash escapes, ``#`` comments; no expansion).
         ``env``/``cwd``/``user``/... apply to this process only; the returned ExecState keeps
         this state's settings. ``mounts`` are built with ``bind``, ``cache``, ``tmpfs``,
         ``secret`` and ``ssh``.
         """
         from bkcore.llb.execop import ExecOp
 
-        args = shlex.split(command) if isinstance(command, str) else list(command)
+        args = shellwords.split(command) if isinstance(command, str) else list(command)
         if not args:
             raise DefinitionError("run: empty command")
         proc = self

@@ -255,3 +255,20 @@ def test_definitions_compare_by_bytes() -> None:
     b = llb.image(BUSYBOX).marshal(platform="linux/amd64")
     c = llb.image(BUSYBOX).marshal(platform="linux/arm64")
     assert a == b and hash(a) == hash(b) and a != c
+
+
+def test_shlex_comments_and_extra_host_normalisation() -> None:
+    op, _ = _exec_of(llb.image(BUSYBOX).run("echo a#b 'c # d' # trailing comment"))
+    assert op.exec.meta.args == ["echo", "a#b", "c # d"]
+    st = (
+        llb.image(BUSYBOX)
+        .with_extra_host("v4", "::ffff:10.0.0.1")
+        .with_extra_host("v6", "2001:0db8:0000::0001")
+    )
+    op, _ = _exec_of(st.run("true"))
+    assert [(h.host, h.ip) for h in op.exec.meta.extra_hosts] == [
+        ("v4", "10.0.0.1"),
+        ("v6", "2001:db8::1"),
+    ]
+    with pytest.raises(DefinitionError):
+        st.with_extra_host("bad", "10.0.0.300")

@@ -183,3 +183,8 @@ def test_worker_filters_go_to_op_constraints() -> None:
     st = llb.image("busybox", meta=llb.OpMeta(worker_filters=("labels.a==b",)))
     op, _ = _source(st)
     assert op.constraints.filter == ["labels.a==b"]
+
+
+def test_oci_layout_needs_a_digest() -> None:
+    with pytest.raises(DefinitionError, match="digest"):
+        llb.oci_layout("app:latest")

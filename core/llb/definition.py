@@ -61,6 +61,10 @@ class Definition:
     def to_bytes(self) -> bytes:
         return self._bytes
 
+    def marshal(self) -> bytes:
+        """The serialized Definition (same as ``to_bytes()``)."""
+        return self._bytes
+
     def __bytes__(self) -> bytes:
         return self._bytes
 

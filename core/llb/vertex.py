@@ -185,3 +185,6 @@ class Vertex(abc.ABC):
     def describe(self) -> str:
         """A short human description (used in error messages)."""
         return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"

@@ -34,6 +34,7 @@ def _assert_same(name: str, defn: llb.Definition) -> None:
     # and the whole Definition (metadata, Source) byte for byte
     assert defn.to_bytes() == data
     assert bytes(defn) == data
+    assert defn.marshal() == data
 
 
 def v1_graph() -> llb.State:

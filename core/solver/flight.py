@@ -46,9 +46,9 @@ class Flight(Generic[T]):
         return len(self._waiters) if self._waiters else 0
 
     def join(
-        self, spawn: Spawn, factory: Callable[[], Coroutine[Any, Any, T]]
+        self, spawn: Spawn, factory: Callable[..., Coroutine[Any, Any, T]], *args: Any
     ) -> asyncio.Future[T]:
-        """A new waiter future for the outcome, starting the computation if needed."""
+        """A new waiter future for the outcome, starting ``factory(*args)`` if needed."""
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if self._done:
             if self._error is not None:
@@ -57,14 +57,16 @@ class Flight(Generic[T]):
                 waiter.set_result(self._value)  # type: ignore[arg-type]
             return waiter
         if self._task is None:
-            self._task = spawn(self._run(factory(), self._gen))
+            self._task = spawn(self._run(factory(*args), self._gen))
         if self._waiters is None:
             self._waiters = set()
         self._waiters.add(waiter)
         waiter.add_done_callback(self._detach)
         return waiter
 
-    async def run_inline(self, spawn: Spawn, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def run_inline(
+        self, spawn: Spawn, factory: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> T:
         """Compute in the calling task (itself a flight's task) instead of a new one.
 
         Saves a task and a wake-up on the hot path. Others may join meanwhile; if the calling
@@ -75,15 +77,15 @@ class Flight(Generic[T]):
                 raise self._error
             return self._value  # type: ignore[return-value]
         if self._task is not None or self._inline:
-            return await self.join(spawn, factory)
+            return await self.join(spawn, factory, *args)
         self._inline = True
         gen = self._gen
         try:
-            value = await factory()
+            value = await factory(*args)
         except asyncio.CancelledError:
             self._inline = False
             if gen == self._gen and self._waiters:
-                self._task = spawn(self._run(factory(), gen))
+                self._task = spawn(self._run(factory(*args), gen))
             raise
         except Exception as exc:
             self._inline = False

@@ -322,7 +322,7 @@ class Solver:
 
     def _complete(self, sv: _Shared, output: int) -> asyncio.Future[_Edge]:
         flight: Flight[_Edge] = sv.flight(4 * output + 1)
-        return flight.join(self._spawn, lambda: self._do_complete(sv, output))
+        return flight.join(self._spawn, self._do_complete, sv, output)
 
     async def _do_complete(self, sv: _Shared, output: int) -> _Edge:
         if not sv.vertex.ignore_cache:
@@ -339,16 +339,16 @@ class Solver:
                     return hit
         flight: Flight[list[_Edge]] = sv.flight(_EXEC)
         if sv.vertex.op.num_outputs == 1:  # no other edge can be waiting for this run
-            edges = await flight.run_inline(self._spawn, lambda: self._exec(sv))
+            edges = await flight.run_inline(self._spawn, self._exec, sv)
         else:
-            edges = await flight.join(self._spawn, lambda: self._exec(sv))
+            edges = await flight.join(self._spawn, self._exec, sv)
         return edges[output]
 
     async def _maps_inline(self, sv: _Shared) -> list[CacheMap]:
         flight: Flight[list[CacheMap]] = sv.flight(_MAPS)
         if sv.vertex.op.num_outputs == 1:
-            return await flight.run_inline(self._spawn, lambda: self._do_maps(sv))
-        return await flight.join(self._spawn, lambda: self._do_maps(sv))
+            return await flight.run_inline(self._spawn, self._do_maps, sv)
+        return await flight.join(self._spawn, self._do_maps, sv)
 
     async def _do_maps(self, sv: _Shared) -> list[CacheMap]:
         vertex = sv.vertex
@@ -388,7 +388,7 @@ class Solver:
 
     def _def_keys(self, sv: _Shared, output: int) -> asyncio.Future[frozenset[str]]:
         flight: Flight[frozenset[str]] = sv.flight(4 * output)
-        return flight.join(self._spawn, lambda: self._do_def_keys(sv, output))
+        return flight.join(self._spawn, self._do_def_keys, sv, output)
 
     async def _do_def_keys(self, sv: _Shared, output: int) -> frozenset[str]:
         """Keys of the edge found from definitions alone (nothing runs); empty if unknown."""
@@ -398,13 +398,23 @@ class Solver:
             maps = await self._maps_inline(sv)
             return frozenset(root_key(m.digest, output) for m in maps)
         # Key the inputs while this op computes its maps.
-        inputs_waiter = gather_all([self._def_keys(s, o) for s, o in sv.inputs])
-        try:
-            maps = await self._maps_inline(sv)
-        except BaseException:
-            inputs_waiter.cancel()
-            raise
-        input_keys = await inputs_waiter
+        inputs = sv.inputs
+        if len(inputs) == 1:  # the common chain: no gathering needed
+            one = self._def_keys(*inputs[0])
+            try:
+                maps = await self._maps_inline(sv)
+            except BaseException:
+                one.cancel()
+                raise
+            input_keys = [await one]
+        else:
+            many = gather_all([self._def_keys(s, o) for s, o in inputs])
+            try:
+                maps = await self._maps_inline(sv)
+            except BaseException:
+                many.cancel()
+                raise
+            input_keys = await many
         if not all(input_keys):
             return frozenset()
         found: set[str] = set()
@@ -417,6 +427,11 @@ class Solver:
         if found and not sv.fast_records:
             sv.fast_records = any(self._keys.results(k) for k in found)
         return frozenset(found)
+
+    async def _all_def_keys(self, sv: _Shared) -> list[frozenset[str]]:
+        if len(sv.inputs) == 1:
+            return [await self._def_keys(*sv.inputs[0])]
+        return await gather_all([self._def_keys(s, o) for s, o in sv.inputs])
 
     async def _load_cached(self, sv: _Shared, output: int, keys: frozenset[str]) -> _Edge | None:
         """Load the newest record saved under ``keys``; None when there is none left."""
@@ -456,7 +471,7 @@ class Solver:
     async def _slow(self, sv: _Shared, output: int) -> _Edge | None:
         """Complete inputs that need content keys (or have no keys yet), then query again."""
         maps = await self._maps_inline(sv)
-        input_keys = await gather_all([self._def_keys(s, o) for s, o in sv.inputs])
+        input_keys = await self._all_def_keys(sv)
         needed: list[int] = []
         for i, (shared, _) in enumerate(sv.inputs):
             content = any(m.deps[i].compute_digest is not None for m in maps)
@@ -568,7 +583,10 @@ class Solver:
         vertex = sv.vertex
         op = vertex.op
         maps = await self._maps_inline(sv)
-        inputs = await gather_all([self._complete(s, o) for s, o in sv.inputs])
+        if len(sv.inputs) == 1:
+            inputs = [await self._complete(*sv.inputs[0])]
+        else:
+            inputs = await gather_all([self._complete(s, o) for s, o in sv.inputs])
         contents = await self._content_keys(sv, maps, dict(enumerate(inputs)))
         async with self._semaphore(op.worker):
             sv.progress.vertex(started=time.time(), completed=None, cached=False, error="")

@@ -216,10 +216,10 @@ class ExecOp(Vertex):
         secrets: list[Secret] = []
         ssh_mounts: list[SSH] = []
         for m in mounts:
+            if not m.dest and not isinstance(m, SSH):
+                raise DefinitionError(f"run: mount without a destination: {m!r}")
             if isinstance(m, Secret):
-                if not m.id:
-                    raise DefinitionError(f"secret mount {m.dest}: empty secret id")
-                secrets.append(m)
+                secrets.append(m if m.id else dataclasses.replace(m, id=m.dest))
             elif isinstance(m, SSH):
                 ssh_mounts.append(m)
             elif isinstance(m, Bind | Cache | Tmpfs):

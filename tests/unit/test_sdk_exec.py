@@ -272,3 +272,11 @@ def test_shlex_comments_and_extra_host_normalisation() -> None:
     ]
     with pytest.raises(DefinitionError):
         st.with_extra_host("bad", "10.0.0.300")
+
+
+def test_secret_id_defaults_to_dest_and_empty_dest_rejected() -> None:
+    op, _ = _exec_of(llb.image(BUSYBOX).run("true", mounts=[llb.Secret("/run/s/x")]))
+    assert op.exec.mounts[-1].secret_opt.id == "/run/s/x"
+    assert llb.secret("/run/s/y").id == "/run/s/y"
+    with pytest.raises(DefinitionError):
+        llb.image(BUSYBOX).run("true", mounts=[llb.tmpfs("")])

@@ -387,6 +387,38 @@ def test_sandbox_seccomp_refuses_new_user_namespaces(executor: RuncExecutor, roo
     assert (code, out.text(1)) == (0, "0\nrc=0\nforked\n")
 
 
+def test_standard_filesystems_and_devices(executor: RuncExecutor, rootfs: Path) -> None:
+    script = (
+        "for d in null zero full random urandom tty; do [ -c /dev/$d ] || echo missing $d; done; "
+        "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; "
+        "[ -e /dev/ptmx ] && echo ptmx; echo s > /dev/shm/f && echo shm-ok; "
+        "grep -E ' /dev/(pts|shm|mqueue) ' /proc/self/mounts | cut -d' ' -f3 | tr '\\n' ' '; "
+        "echo; touch /sys/x 2>/dev/null || echo sys-ro; cat /proc/1/cmdline | tr '\\0' ' '"
+    )
+    code, out = run(executor, rootfs, script)
+    assert code == 0, out.text(2)
+    assert out.text(1).splitlines() == [
+        "4",
+        "null-ok",
+        "ptmx",
+        "shm-ok",
+        "devpts tmpfs mqueue ",
+        "sys-ro",
+        "/bin/sh -c " + script + " ",
+    ]
+
+
+def test_missing_bind_source_is_a_solve_error(
+    executor: RuncExecutor, rootfs: Path, tmp_path: Path
+) -> None:
+    before = tree_state(rootfs)
+    mounts = [MountSpec(dest="/data", source=str(tmp_path / "does-not-exist"))]
+    with pytest.raises(SolveError, match="runc run failed"):
+        run(executor, rootfs, "true", mounts)
+    assert runc_list(executor) == ""
+    assert tree_state(rootfs) == before
+
+
 def test_ulimits_are_applied(executor: RuncExecutor, rootfs: Path) -> None:
     code, out = run(executor, rootfs, "ulimit -n")
     assert out.text(1) == "1024\n"
@@ -444,6 +476,15 @@ def test_cancellation_leaves_nothing_behind(
     assert mounts_under(rootfs, Path(executor.state_dir)) == []
     assert _pids_with_marker("sleep\x004242") == []
     assert tree_state(rootfs) == before
+    assert _container_cgroups() == []
+
+
+def _container_cgroups() -> list[str]:
+    """cgroup directories named after one of our containers (ids start with "bk")."""
+    found = []
+    for pattern in ("bk*", "*/bk*", "*/*/bk*", "*/*/*/bk*", "*/*/*/*/bk*"):
+        found.extend(str(p) for p in Path("/sys/fs/cgroup").glob(pattern))
+    return found
 
 
 def test_cancelling_during_cleanup_still_cleans(executor: RuncExecutor, rootfs: Path) -> None:

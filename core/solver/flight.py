@@ -56,7 +56,7 @@ class Flight(Generic[T]):
             else:
                 waiter.set_result(self._value)  # type: ignore[arg-type]
             return waiter
-        if self._task is None:
+        if self._task is None and not self._inline:
             self._task = spawn(self._run(factory(*args), self._gen))
         if self._waiters is None:
             self._waiters = set()

@@ -8,6 +8,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -481,7 +482,7 @@ def test_cancellation_leaves_nothing_behind(
 
 def _container_cgroups() -> list[str]:
     """cgroup directories named after one of our containers (ids start with "bk")."""
-    found = []
+    found: list[str] = []
     for pattern in ("bk*", "*/bk*", "*/*/bk*", "*/*/*/bk*", "*/*/*/*/bk*"):
         found.extend(str(p) for p in Path("/sys/fs/cgroup").glob(pattern))
     return found
@@ -541,3 +542,58 @@ def test_two_runs_really_overlap(executor: RuncExecutor, rootfs: Path, tmp_path:
         return [a.result(), b.result()]
 
     assert asyncio.run(main()) == [0, 0]
+
+
+CRASHING_CHILD = """
+import asyncio, sys
+from bkcore.workers.runc import MountSpec, ProcessSpec, RuncExecutor
+
+def on_output(fd, data):
+    sys.stdout.write(data.decode())
+    sys.stdout.flush()
+
+spec = ProcessSpec(args=["sh", "-c", "echo started; exec sleep 4646"])
+mounts = [MountSpec(dest="/mnt/crash", kind="tmpfs")]
+asyncio.run(RuncExecutor(sys.argv[1]).run(sys.argv[2], mounts, spec, on_output=on_output))
+"""
+
+
+def test_recover_cleans_up_after_a_crashed_process(executor: RuncExecutor, rootfs: Path) -> None:
+    before = tree_state(rootfs)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_CHILD, executor.state_dir, str(rootfs)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"started\n"
+    finally:
+        child.kill()
+        child.wait()
+    leftover = runc_list(executor).split()
+    assert len(leftover) == 1
+    assert os.listdir(executor.bundles_dir) == leftover
+    assert (rootfs / "mnt").exists()
+
+    assert asyncio.run(executor.recover()) == leftover
+
+    assert runc_list(executor) == ""
+    assert os.listdir(executor.bundles_dir) == []
+    assert tree_state(rootfs) == before
+    assert _pids_with_marker("sleep\x004646") == []
+    assert _container_cgroups() == []
+    assert asyncio.run(executor.recover()) == []
+
+
+def test_recover_leaves_active_runs_alone(executor: RuncExecutor, rootfs: Path) -> None:
+    async def main() -> tuple[list[str], int]:
+        started = asyncio.Event()
+        spec = ProcessSpec(args=["sh", "-c", "echo started; sleep 0.3; exit 5"])
+        task = asyncio.create_task(
+            executor.run(str(rootfs), [], spec, on_output=lambda fd, d: started.set())
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        recovered = await executor.recover()
+        return recovered, await task
+
+    assert asyncio.run(main()) == ([], 5)

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 _CHUNK = 64 * 1024
 _KILL_ATTEMPTS = 50
+_STUBS_FILE = "stubs.json"
 
 
 async def _shielded(awaitable: Awaitable[T]) -> tuple[T, bool]:
@@ -66,6 +67,7 @@ class RuncExecutor:
         self.runc = runc
         self.runc_root = os.path.join(self.state_dir, "runc")
         self.bundles_dir = os.path.join(self.state_dir, "bundles")
+        self._active: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -107,6 +109,7 @@ class RuncExecutor:
         container_id = "bk" + secrets.token_hex(12)
         bundle = os.path.join(self.bundles_dir, container_id)
         stubs = MountStubs()
+        self._active.add(container_id)
         try:
             await _uncancellable(
                 asyncio.to_thread(
@@ -119,7 +122,38 @@ class RuncExecutor:
                 raise group.exceptions[0] from None
             raise
         finally:
-            await _uncancellable(asyncio.to_thread(_remove_files, bundle, stubs))
+            try:
+                await _uncancellable(asyncio.to_thread(_remove_files, bundle, stubs))
+            finally:
+                self._active.discard(container_id)
+
+    async def recover(self) -> list[str]:
+        """Clean up after a crashed process that used this ``state_dir``; return the ids.
+
+        Kills and deletes every container in runc's state root and every bundle left
+        behind (removing its mount stubs from the rootfs), except runs of this executor that
+        are still active. Meant to be called once at start-up.
+        """
+        listed = await asyncio.create_subprocess_exec(
+            *self.runc_command("list", "-q"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await listed.communicate()
+        ids = set(out.decode().split()) if listed.returncode == 0 else set()
+        if os.path.isdir(self.bundles_dir):
+            ids.update(os.listdir(self.bundles_dir))
+        stale = sorted(ids - self._active)
+        for container_id in stale:
+            await _uncancellable(self._recover_one(container_id))
+        return stale
+
+    async def _recover_one(self, container_id: str) -> None:
+        await self._runc_quiet("kill", container_id, "KILL")
+        await self._runc_quiet("delete", "--force", container_id)
+        bundle = os.path.join(self.bundles_dir, container_id)
+        await asyncio.to_thread(_remove_files, bundle, _load_stubs(bundle))
 
     def _prepare(
         self,
@@ -168,6 +202,7 @@ class RuncExecutor:
         except ValueError as exc:
             raise SolveError(str(exc)) from exc
         stubs.record(rootfs, [m["destination"] for m in config["mounts"]])
+        _write(os.path.join(bundle, _STUBS_FILE), stubs.dumps())
         try:
             mkdir_all_in_root(rootfs, cwd)
         except OSError as exc:
@@ -296,6 +331,14 @@ def _runc_failure(log_path: str) -> str:
         if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
             message = str(entry.get("msg", ""))
     return message
+
+
+def _load_stubs(bundle: str) -> MountStubs:
+    try:
+        with open(os.path.join(bundle, _STUBS_FILE), "rb") as fh:
+            return MountStubs.loads(fh.read())
+    except (OSError, ValueError, KeyError, TypeError):
+        return MountStubs()
 
 
 def _remove_files(bundle: str, stubs: MountStubs) -> None:

@@ -12,6 +12,7 @@ and the last run using a stub removes it.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -68,6 +69,17 @@ class MountStubs:
                         seen.add(path)
                         self.paths.append(path)
                         _known_stubs.add(path)
+
+    def dumps(self) -> bytes:
+        """What a crash recovery needs to remove these stubs later (see ``loads``)."""
+        doc = {"paths": self.paths, "parent_times": self.parent_times}
+        return json.dumps(doc).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> MountStubs:
+        doc = json.loads(data)
+        times = {str(k): (int(v[0]), int(v[1])) for k, v in doc["parent_times"].items()}
+        return cls(paths=[str(p) for p in doc["paths"]], parent_times=times)
 
     def remove(self) -> None:
         """Remove stubs no live run uses and still empty (deepest first); restore times."""

@@ -1,4 +1,19 @@
-"""Run one process in a container with runc: bundle, stream output, exit code, cleanup."""
+"""Run one process in a container with runc: bundle, stream output, exit code, cleanup.
+
+Sandbox choices (BuildKit v0.11 runc worker unless said otherwise):
+
+* namespaces pid, ipc, uts, mount, and network unless ``network="host"``. There is no CNI
+  here: ``sandbox`` and ``none`` both get a fresh network namespace holding only ``lo``
+  (runc brings it up), so a sandboxed build has no outside network. Docker's default
+  capabilities, containerd's masked/read-only ``/proc`` paths, ``RLIMIT_NOFILE`` 1024.
+* seccomp: a denylist of the syscalls Docker's default profile refuses (module ``ocispec``),
+  weaker than Docker's allowlist profile. ``insecure`` drops it, grants every capability we
+  hold, allows all devices and mounts ``/sys`` read-write.
+* ``/etc/hosts`` and ``/etc/resolv.conf`` are generated in the bundle and bind-mounted
+  read-only; every mount point runc has to create in the rootfs is removed after the run.
+* runc's own errors (bad mount, missing executable) are read from its JSON log and raised as
+  ``SolveError``; the process's exit code is returned otherwise.
+"""
 
 from __future__ import annotations
 

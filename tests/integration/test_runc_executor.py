@@ -597,3 +597,20 @@ def test_recover_leaves_active_runs_alone(executor: RuncExecutor, rootfs: Path) 
         return recovered, await task
 
     assert asyncio.run(main()) == ([], 5)
+
+
+def test_scratch_rootfs_gets_no_leftovers(executor: RuncExecutor, tmp_path: Path) -> None:
+    """A rootfs with only a static binary: /proc, /dev, /sys, /etc stubs all disappear."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    shutil.copy2(BUSYBOX, scratch / "busybox")
+    src = tmp_path / "src"
+    src.mkdir()
+    before = tree_state(scratch)
+    out = Output()
+    spec = ProcessSpec(args=["/busybox", "sh", "-c", "/busybox ls / && /busybox cat /etc/hosts"])
+    mounts = [MountSpec(dest="/in", source=str(src), readonly=True)]
+    code = asyncio.run(executor.run(str(scratch), mounts, spec, on_output=out))
+    assert code == 0, out.text(2)
+    assert out.text(1).split()[:7] == ["busybox", "dev", "etc", "in", "proc", "sys", "127.0.0.1"]
+    assert tree_state(scratch) == before

@@ -148,7 +148,8 @@ class BkPluginManager(pluggy.PluginManager):
             dist = distribution or _distribution_of(module_path)
             provider = f"distribution {dist!r}" if dist else "no installed distribution"
             if isinstance(exc, ModuleNotFoundError) and _is_missing(exc, module_path):
-                message = f"plugin module {module_path!r} not found ({provider} provides it)"
+                where = f"in distribution {dist!r}" if dist else "(no installed distribution)"
+                message = f"plugin module {module_path!r} not found {where}"
             else:
                 message = (
                     f"plugin module {module_path!r} from {provider} failed to import: "

@@ -330,9 +330,24 @@ def test_cli_module_import_failure_names_its_distribution(
     assert "no libfoo" in message
 
 
-def test_cli_module_not_found_is_clear() -> None:
-    with pytest.raises(PluginError, match="plugin module 'kernel_pm_nowhere' not found"):
+def test_cli_module_not_found_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PluginError) as info:
         BkPluginManager().load_module("kernel_pm_nowhere")
+    assert str(info.value) == (
+        "plugin module 'kernel_pm_nowhere' not found (no installed distribution)"
+    )
+    pkg = tmp_path / "kernel_pm_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    write_dist(tmp_path, "kernel-pm-pkg", "7.0", {})
+    (tmp_path / "kernel_pm_pkg-7.0.dist-info" / "top_level.txt").write_text("kernel_pm_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reset_plugin_managers()  # forget the cached module -> distribution map
+    with pytest.raises(PluginError) as info:
+        BkPluginManager().load_module("kernel_pm_pkg.plugin")
+    assert str(info.value) == (
+        "plugin module 'kernel_pm_pkg.plugin' not found in distribution 'kernel-pm-pkg 7.0'"
+    )
 
 
 def test_same_module_twice_is_loaded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

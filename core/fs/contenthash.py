@@ -244,7 +244,7 @@ class ContentHasher:
 
     def invalidate(self, path: str = "/") -> None:
         """Forget records of *path*, everything below it and its parents' contents digests."""
-        clean = posixpath.normpath("/" + path)
+        clean = posixpath.normpath("/" + path.lstrip("/"))
         prefix = clean.rstrip("/") + "/"
         for table in (self._records, self._contents):
             for key in [k for k in table if k == clean or k.startswith(prefix)]:

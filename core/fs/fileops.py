@@ -28,9 +28,7 @@ __all__ = ["Owner", "clean_path", "copy", "mkdir", "mkfile", "rm"]
 
 def clean_path(path: str) -> str:
     """Absolute clean path that keeps a trailing ``/`` or ``/.`` (they change copy targets)."""
-    cleaned = posixpath.normpath("/" + path)
-    if cleaned.startswith("//"):
-        cleaned = "/" + cleaned.lstrip("/")
+    cleaned = posixpath.normpath("/" + path.lstrip("/"))
     if path.endswith("/."):
         return cleaned + ("." if cleaned == "/" else "/.")
     if path.endswith("/") and cleaned != "/":
@@ -100,7 +98,7 @@ def mkfile(
 
 
 def _rm_one(root: str, path: str, allow_not_found: bool) -> None:
-    cleaned = posixpath.normpath("/" + path)
+    cleaned = posixpath.normpath("/" + path.lstrip("/"))
     parent, base = posixpath.split(cleaned)
     if not base or base == "..":
         raise FileOpError(f"rm {path}: cannot remove the root directory")

@@ -18,7 +18,7 @@ from bkcore.fs.gomatch import compile_pattern
 
 
 def _clean(path: str) -> str:
-    cleaned = posixpath.normpath("/" + path).lstrip("/")
+    cleaned = posixpath.normpath("/" + path.lstrip("/")).lstrip("/")
     return cleaned
 
 

@@ -115,6 +115,7 @@ def _extract_member(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: str, arc
                 f"unpack {archive}: hard link {member.name!r} to {member.linkname!r}: "
                 f"{exc.strerror}"
             ) from exc
+        return  # a second name for an inode that already has its metadata
     elif member.ischr() or member.isblk() or member.isfifo():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
         os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor))

@@ -17,7 +17,7 @@ from bkcore.fs.securepath import relative, resolve
 
 def split_wildcards(path: str) -> tuple[str, list[str]]:
     """Split a clean absolute path into its wildcard-free prefix and the rest (components)."""
-    comps = [c for c in posixpath.normpath("/" + path).split("/") if c]
+    comps = [c for c in posixpath.normpath("/" + path.lstrip("/")).split("/") if c]
     for i, comp in enumerate(comps):
         if has_wildcards(comp):
             return "/" + "/".join(comps[:i]), comps[i:]

@@ -196,3 +196,11 @@ def test_user_and_group_lookup(env: tuple[Path, Path]) -> None:
     os.symlink(str(outside / "passwd"), root / "etc" / "passwd")
     with pytest.raises(FileOpError, match="cannot read /etc/passwd"):
         lookup_user(str(root), "evil")
+
+
+def test_clean_path_keeps_directory_markers() -> None:
+    assert fileops.clean_path("//a//b/") == "/a/b/"
+    assert fileops.clean_path("a/.") == "/a/."
+    assert fileops.clean_path("/.") == "/."
+    assert fileops.clean_path("x/../..//y") == "/y"
+    assert fileops.clean_path("") == "/"

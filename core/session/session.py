@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Mapping
 
 from bkcore.errors import SessionError
+from bkcore.session.health import HealthService
 from bkcore.session.inprocess import InProcessCaller
 from bkcore.session.transport import Attachable, Handler
 
@@ -25,7 +26,10 @@ def new_session_id() -> str:
 
 
 class Session:
-    """The client side of a session: attachables keyed by full gRPC method name."""
+    """The client side of a session: attachables keyed by full gRPC method name.
+
+    Every session serves ``grpc.health.v1.Health/Check`` (session.md §4) from the start.
+    """
 
     def __init__(self, id: str | None = None, name: str = "", shared_key: str = "") -> None:
         sid = id if id is not None else new_session_id()
@@ -35,6 +39,7 @@ class Session:
         self.name = name
         self.shared_key = shared_key
         self._handlers: dict[str, Handler] = {}
+        self.allow(HealthService())
 
     def allow(self, attachable: Attachable) -> None:
         """Serve every method of ``attachable``; a method served twice is an error."""

@@ -64,7 +64,7 @@ def save_index(path: str, records: dict[str, Record]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".bkindex-", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, separators=(",", ":"))
+            f.write(json.dumps(doc, separators=(",", ":")))  # dumps uses the C encoder
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -34,10 +34,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bkcore.errors import SessionError
-from bkcore.session.tasks import run_together
 from bkcore.sessions.filesync.dest import DestTree, Existing, hash_existing, scan
 from bkcore.sessions.filesync.index import Record, load_index, save_index
-from bkcore.sessions.filesync.packets import Packet, PacketType, Stat, posix_mode
+from bkcore.sessions.filesync.packets import (
+    GO_DEVICE,
+    GO_DIR,
+    GO_SYMLINK,
+    GO_TYPE,
+    Packet,
+    PacketType,
+    Stat,
+    posix_mode,
+)
 
 __all__ = ["HASH_REQUEST", "HEADER_TOKENS", "PacketStream", "SyncResult", "receive_diffcopy"]
 
@@ -66,26 +74,22 @@ class SyncResult:
 
 def _same_meta(s: Stat, old: Existing, owner: bool) -> bool:
     o = old.stat
-    if posix_mode(s.mode) != o.st_mode or s.mod_time != o.st_mtime_ns:
+    if s.mod_time != o.st_mtime_ns or posix_mode(s.mode) != o.st_mode:
         return False
     if owner and (s.uid != o.st_uid or s.gid != o.st_gid):
         return False
-    if s.is_regular() and not s.linkname and s.size != o.st_size:
-        return False
-    if s.is_symlink() and s.linkname != old.link:
-        return False
-    if st.S_ISCHR(o.st_mode) or st.S_ISBLK(o.st_mode):
+    if s.mode & GO_TYPE == 0:  # regular file (or hard link, whose size is 0 on the wire)
+        return bool(s.linkname) or s.size == o.st_size
+    if s.mode & GO_SYMLINK:
+        return s.linkname == old.link
+    if s.mode & GO_DEVICE:
         return os.makedev(s.devmajor, s.devminor) == o.st_rdev
     return True
 
 
 def _check_path(path: str) -> None:
-    if (
-        not path
-        or path.startswith("/")
-        or "\x00" in path
-        or any(c in ("", ".", "..") for c in path.split("/"))
-    ):
+    parts = path.split("/")
+    if "" in parts or "." in parts or ".." in parts or "\x00" in path:
         raise SessionError(f"sender sent an invalid path {path!r}")
 
 
@@ -193,7 +197,7 @@ class _Receiver:
         self.hash_wait: dict[int, str | None] = {}
         self.records: dict[str, Record] = {}
         self.rewritten: set[str] = set()
-        self.prev_key: tuple[bytes, ...] | None = None
+        self.prev_key = b""
         self.listing_done = False
         self.fin_sent = False
 
@@ -202,8 +206,9 @@ class _Receiver:
     async def _on_stat(self, s: Stat) -> None:
         rel = s.path
         _check_path(rel)
-        key = tuple(os.fsencode(c) for c in rel.split("/"))
-        if self.prev_key is not None and key <= self.prev_key:
+        # walk order = component-wise bytewise order: "/" must sort below every other byte
+        key = rel.encode("utf-8", "surrogateescape").replace(b"/", b"\x00")
+        if key <= self.prev_key:
             raise SessionError(f"changes out of order at {rel!r}")
         self.prev_key = key
         parent = rel.rpartition("/")[0]
@@ -213,28 +218,29 @@ class _Receiver:
         self.by_id.append(rel)
         self.incoming[rel] = s
         old = self.existing.get(rel)
-        if s.is_dir():
-            self.dirs.append(rel)
-            self.dirset.add(rel)
-            if old is None or not st.S_ISDIR(old.stat.st_mode):
-                self.writer.submit(self.tree.mkdir, rel)
-                self.dirty.add(parent)
-        elif s.is_symlink():
-            if old is None or not _same_meta(s, old, self.owner):
-                self.writer.submit(self.tree.symlink, rel, s)
-                self.dirty.add(parent)
-        elif s.is_regular() and s.linkname:
+        kind = s.mode & GO_TYPE
+        if kind == 0:
+            if not s.linkname:
+                await self._decide_file(ident, rel, s, old)
+                return
             _check_path(s.linkname)
             target = self.incoming.get(s.linkname)
             if target is None or not target.is_regular() or target.linkname:
                 raise SessionError(f"hard link {rel!r} points at an unlisted file")
             self.hardlinks.append((rel, s.linkname))
-        elif s.is_regular():
-            await self._decide_file(ident, rel, s, old)
-        else:
-            if old is None or not _same_meta(s, old, self.owner):
-                self.writer.submit(self.tree.special, rel, s)
+        elif kind & GO_DIR:
+            self.dirs.append(rel)
+            self.dirset.add(rel)
+            if old is None or not st.S_ISDIR(old.stat.st_mode):
+                self.writer.submit(self.tree.mkdir, rel)
                 self.dirty.add(parent)
+        elif kind & GO_SYMLINK:
+            if old is None or not _same_meta(s, old, self.owner):
+                self.writer.submit(self.tree.symlink, rel, s)
+                self.dirty.add(parent)
+        elif old is None or not _same_meta(s, old, self.owner):
+            self.writer.submit(self.tree.special, rel, s)
+            self.dirty.add(parent)
 
     async def _decide_file(self, ident: int, rel: str, s: Stat, old: Existing | None) -> None:
         if old is None or self.differ == "none" or not _same_meta(s, old, self.owner):
@@ -438,11 +444,17 @@ async def receive_diffcopy(
         finally:
             writer.stop(failed=not ok)
 
-    await run_together(asyncio.to_thread(writer.run), main())
+    # The writer thread is started before anything can fail so that it always sees the stop
+    # marker; even when cancelled, we do not return while it still touches dest_dir.
+    thread = loop.run_in_executor(None, writer.run)
+    try:
+        await main()
+    finally:
+        await thread
     result = recv.result
     result.entries = len(recv.by_id)
     records = {k: v for k, v in recv.records.items() if k in recv.incoming}
-    if index_path:
+    if index_path and records != index:
         await asyncio.to_thread(save_index, index_path, records)
     result.digests = {k: v.sha256 for k, v in records.items()}
     for rel, target in recv.hardlinks:

@@ -65,7 +65,9 @@ def test_session_ids_and_headers() -> None:
     # an empty shared key is omitted, methods are repeated
     assert not any(k == "x-docker-expose-session-sharedkey" for k, _ in headers)
     methods = [v for k, v in headers if k == "x-docker-expose-session-grpc-method"]
-    assert methods == sorted(["/test.Echo/Upper", "/test.Echo/Chat", "/test.Echo/Fail"])
+    assert methods == sorted(
+        ["/grpc.health.v1.Health/Check", "/test.Echo/Upper", "/test.Echo/Chat", "/test.Echo/Fail"]
+    )
     with pytest.raises(SessionError, match="already served"):
         s.allow(Echo())
 
@@ -197,3 +199,13 @@ def test_manager_waits_for_late_session_and_groups() -> None:
             await mgr.get("late")
 
     asyncio.run(main())
+
+
+def test_every_session_answers_health_checks() -> None:
+    from bkcore.session.health import HealthCheckRequest, HealthCheckResponse
+
+    caller = Session().caller()
+    resp = asyncio.run(
+        caller.call_unary("/grpc.health.v1.Health/Check", HealthCheckRequest(), HealthCheckResponse)
+    )
+    assert resp.status == 1  # SERVING

@@ -6,11 +6,12 @@ import asyncio
 import os
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from bkcore.errors import SessionError
-from bkcore.session import CallError, Session, Status
+from bkcore.session import CallError, Handler, ServerStream, Session, Status
 from bkcore.sessions.filesync import (
     DIFFCOPY,
     FileSyncProvider,
@@ -18,6 +19,7 @@ from bkcore.sessions.filesync import (
     default_index_path,
     sync_dir,
 )
+from bkcore.sessions.filesync.packets import Packet, PacketType, Stat
 from bkcore.sessions.filesync.walker import RACY_NS
 
 
@@ -33,6 +35,8 @@ def make_tree(root: Path) -> None:
     os.symlink("/nonexistent/abs", root / "dangling")
     os.link(root / "a.txt", root / "dir" / "hard")
     os.chmod(root / "dir" / "sub", 0o750)
+    os.mkfifo(root / "fifo", 0o640)
+    os.setxattr(root / "dir" / "sub" / "c.txt", "user.origin", b"test")
     # make every file old enough that its change token is trusted
     old = 1_600_000_000_000_000_000
     for p in [*root.rglob("*")]:
@@ -56,9 +60,19 @@ def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
             out[rel] = ("link", os.readlink(p), s.st_mtime_ns)
         elif stat.S_ISDIR(s.st_mode):
             out[rel] = ("dir", stat.S_IMODE(s.st_mode), s.st_mtime_ns)
+        elif stat.S_ISFIFO(s.st_mode):
+            out[rel] = ("fifo", stat.S_IMODE(s.st_mode), s.st_mtime_ns)
         else:
             first = inodes.setdefault(s.st_ino, rel)
-            out[rel] = ("file", stat.S_IMODE(s.st_mode), s.st_mtime_ns, p.read_bytes(), first)
+            xattrs = {k: os.getxattr(p, k) for k in os.listxattr(p)}
+            out[rel] = (
+                "file",
+                stat.S_IMODE(s.st_mode),
+                s.st_mtime_ns,
+                p.read_bytes(),
+                first,
+                xattrs,
+            )
     return out
 
 
@@ -227,3 +241,59 @@ def test_differ_none_resends_everything(tmp_path: Path) -> None:
     session = provider_session(ctx=src)
     sync(session, dst)
     assert sync(session, dst, differ="none").files_received == 4
+
+
+class StallingSender:
+    """Lists one file, sends its first chunk when asked, then never finishes."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {DIFFCOPY: Handler("stream", self.run, Packet, Packet)}
+
+    async def run(self, stream: ServerStream) -> None:
+        await stream.send(Packet(PacketType.STAT, stat=Stat("big", 0o644, size=1 << 20)))
+        await stream.send(Packet())
+        req = await stream.recv()
+        assert req is not None and req.type == PacketType.REQ
+        await stream.send(Packet(PacketType.DATA, id=0, data=b"x" * 1000))
+        await asyncio.Event().wait()  # stall until cancelled
+
+
+def test_cancelled_sync_leaves_no_partial_file(tmp_path: Path) -> None:
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "big").write_bytes(b"old")
+    session = Session()
+    session.allow(StallingSender())
+    seen_partial = []
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(sync_dir(session.caller(), "ctx", str(dst)))
+            for _ in range(200):  # wait until the half-written temporary exists
+                await asyncio.sleep(0.01)
+                partial = [p.name for p in dst.iterdir() if p.name != "big"]
+                if partial:
+                    seen_partial.extend(partial)
+                    break
+            task.cancel()
+        assert task.cancelled()
+        # sync_dir returned only after the partial file was removed
+        assert sorted(p.name for p in dst.iterdir()) == ["big"]
+
+    asyncio.run(main())
+    assert seen_partial, "the test must cancel while a file is half-written"
+    assert sorted(p.name for p in dst.iterdir()) == ["big"]
+    assert (dst / "big").read_bytes() == b"old"
+
+
+def test_fresh_files_are_verified_by_hash_not_resent(tmp_path: Path) -> None:
+    """Files changed right before a sync get no trusted token ("racy"), so the next sync
+    checks them by hash; nothing is re-sent when the content is the same."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "new.txt").write_bytes(b"fresh")
+    session = provider_session(ctx=src)
+    sync(session, dst)
+    settle()
+    res = sync(session, dst)
+    assert (res.hash_checks, res.files_received) == (1, 0)

@@ -57,7 +57,7 @@ class Flight(Generic[T]):
                 waiter.set_result(self._value)  # type: ignore[arg-type]
             return waiter
         if self._task is None and not self._inline:
-            self._task = spawn(self._run(factory(*args), self._gen))
+            self._task = spawn(self._run(self._gen, factory, *args))
         if self._waiters is None:
             self._waiters = set()
         self._waiters.add(waiter)
@@ -85,7 +85,7 @@ class Flight(Generic[T]):
         except asyncio.CancelledError:
             self._inline = False
             if gen == self._gen and self._waiters:
-                self._task = spawn(self._run(factory(*args), gen))
+                self._task = spawn(self._run(gen, factory, *args))
             raise
         except Exception as exc:
             self._inline = False
@@ -97,9 +97,12 @@ class Flight(Generic[T]):
             self._finish(value, None)
         return value
 
-    async def _run(self, coro: Coroutine[Any, Any, T], gen: int) -> None:
+    async def _run(
+        self, gen: int, factory: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> None:
+        # The coroutine is made here, so a run cancelled before it starts leaves none behind.
         try:
-            value = await coro
+            value = await factory(*args)
         except asyncio.CancelledError:
             if gen == self._gen:  # cancelled while waited for (solver shutdown, close)
                 self._task = None

@@ -86,14 +86,22 @@ class Copier:
     replace_dir_with_file: bool = False
     _inodes: dict[tuple[int, int], str] = field(default_factory=dict)
     _pending: list[_PendingDir] = field(default_factory=list)
+    _made: set[tuple[int, int]] = field(default_factory=set)  # dirs this copy created
 
     def _where(self, host_path: str) -> str:
         return inroot(self.dest_root, host_path)
+
+    def never_descend(self, host_dir: str) -> None:
+        """Mark a destination directory so that a walk of an enclosing source skips it."""
+        st = os.lstat(host_dir)
+        self._made.add((st.st_dev, st.st_ino))
 
     def copy(self, src: str, rel: str, dst: str, overwrite_meta: bool) -> None:
         """Copy host path *src* (relative name *rel* inside the copied tree) to *dst*."""
         st = os.lstat(src)
         is_dir = stat.S_ISDIR(st.st_mode)
+        if rel and is_dir and (st.st_dev, st.st_ino) in self._made:
+            return  # copying a tree into itself: never walk into the copy
         include = True
         if rel and not self.matcher.selects_all:
             include = self.matcher.matches(rel)
@@ -103,7 +111,9 @@ class Copier:
             self._copy_dir(src, rel, dst, st, overwrite_meta, include)
             return
         self._materialize_parents()
-        self._clear_target(dst)
+        if self._clear_target(dst, st):
+            self._apply_meta(src, dst, st)  # the source itself: only metadata can change
+            return
         if stat.S_ISREG(st.st_mode):
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
@@ -135,17 +145,21 @@ class Copier:
         finally:
             os.close(src_fd)
 
-    def _clear_target(self, dst: str) -> None:
+    def _clear_target(self, dst: str, src_st: os.stat_result) -> bool:
+        """Remove what is at *dst*; True when it is the source file itself (kept)."""
         try:
             st = os.lstat(dst)
         except FileNotFoundError:
-            return
+            return False
+        if (st.st_dev, st.st_ino) == (src_st.st_dev, src_st.st_ino):
+            return True
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(dst)
         elif self.replace_dir_with_file:
             shutil.rmtree(dst)
         else:
             raise FileOpError(f"copy {self._where(dst)}: cannot replace a directory with a file")
+        return False
 
     def _copy_dir(
         self, src: str, rel: str, dst: str, st: os.stat_result, overwrite_meta: bool, include: bool
@@ -172,6 +186,8 @@ class Copier:
                 existing = os.lstat(pending.dst)
             except FileNotFoundError:
                 os.mkdir(pending.dst, 0o700)
+                made = os.lstat(pending.dst)
+                self._made.add((made.st_dev, made.st_ino))
                 pending.apply_meta = True
                 continue
             if not stat.S_ISDIR(existing.st_mode):

@@ -183,6 +183,8 @@ def _copy_one(
         copier.ns,
         action="copy",
     )
+    if src_is_dir:
+        copier.never_descend(dst)
     copier.copy(src_host, "", dst, False)
     if copier.ns is not None:  # entries written into new parents bumped their mtimes
         for path in reversed(created):

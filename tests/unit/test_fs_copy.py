@@ -436,3 +436,16 @@ def test_dest_escapes_are_contained(hostile: tuple[Path, Path, Path]) -> None:
     inside = dest / str(outside).lstrip("/")
     assert (inside / "f").read_text() == "payload\n"
     assert (inside / "secret").read_text() == "payload\n"
+
+
+def test_copy_within_one_root_onto_itself_and_into_itself(tmp_path: Path) -> None:
+    root = tmp_path
+    write(root / "a" / "f", "keep me")
+    write(root / "a" / "sub" / "g", "g")
+    fileops.copy(str(root), "/a/f", str(root), "/a/f", mode=0o600)
+    assert (root / "a" / "f").read_text() == "keep me"
+    assert stat.S_IMODE(os.lstat(root / "a" / "f").st_mode) == 0o600
+    fileops.copy(str(root), "/a", str(root), "/a/copy", create_dest_path=True)
+    assert listing(root, "/a/copy") == [
+        ("/a/copy/f", "f"), ("/a/copy/sub", "d"), ("/a/copy/sub/g", "f")
+    ]  # fmt: skip

@@ -25,6 +25,7 @@ from bkcore.fs.patterns import PathMatcher
 from bkcore.fs.securepath import resolve_components
 from bkcore.fs.wildcards import resolve_wildcards, split_wildcards
 
+_SMALL = 1 << 20
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
 
 _TYPEFLAGS = {
@@ -80,6 +81,19 @@ def _xattrs(path: str) -> dict[str, bytes]:
     return out
 
 
+def _hash_file(h: hashlib._Hash, host: str, size: int) -> None:
+    """Feed a file's bytes to *h*: one read for small files, a mapping for large ones."""
+    fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if size <= _SMALL:
+            h.update(os.read(fd, _SMALL + 1))
+            return
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
+            h.update(m)
+    finally:
+        os.close(fd)
+
+
 def combine_selectors(digests: Sequence[str]) -> str:
     """The content key of several selector digests (sha256 of them joined by 0 bytes)."""
     return "sha256:" + hashlib.sha256(b"\0".join(d.encode() for d in digests)).hexdigest()
@@ -114,8 +128,7 @@ class ContentHasher:
             link = os.readlink(host) if fmt == stat.S_IFLNK else ""
             h = hashlib.sha256(tarsum_header(st, link, _xattrs(host)))
             if fmt == stat.S_IFREG and st.st_size > 0:
-                with open(host, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                    h.update(m)
+                _hash_file(h, host, st.st_size)
             digest = "sha256:" + h.hexdigest()
             if fmt == stat.S_IFREG and st.st_nlink > 1:
                 self._inodes[(st.st_dev, st.st_ino)] = digest

@@ -39,7 +39,8 @@ _TYPEFLAGS = {
 }
 
 
-def _kept_xattr(name: str) -> bool:
+def kept_xattr(name: str) -> bool:
+    """Whether an xattr counts in the checksum (BuildKit keeps security.capability)."""
     return name == "security.capability" or not name.startswith(("security.", "system."))
 
 
@@ -73,7 +74,7 @@ def _xattrs(path: str) -> dict[str, bytes]:
         return {}
     out: dict[str, bytes] = {}
     for name in names:
-        if _kept_xattr(name):
+        if kept_xattr(name):
             try:
                 out[name] = os.getxattr(path, name, follow_symlinks=False)
             except OSError:

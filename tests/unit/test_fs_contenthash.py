@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import pytest
-from bkcore.fs.contenthash import EMPTY_DIGEST, ContentHasher, checksum, combine_selectors
+from bkcore.fs.contenthash import (
+    EMPTY_DIGEST,
+    ContentHasher,
+    checksum,
+    combine_selectors,
+    kept_xattr,
+)
 from bkcore.fs.errors import PathNotFoundError
 
 
@@ -200,3 +207,28 @@ def test_escaping_links_hash_inside_the_root(tmp_path: Path) -> None:
     assert cs(root, "/abs") == cs(root, str(tmp_path / "outside"))
     assert cs(root, "/rel") == inside
     assert cs(root, "/../outside") == inside
+
+
+def test_xattr_filter() -> None:
+    assert kept_xattr("user.x") and kept_xattr("trusted.x") and kept_xattr("security.capability")
+    assert not kept_xattr("security.selinux") and not kept_xattr("security.ima")
+    assert not kept_xattr("system.posix_acl_access")
+
+
+def test_file_capability_counts_but_acls_do_not(tmp_path: Path) -> None:
+    f = write(tmp_path / "ping", b"bin", 0o755)
+    # vfs_cap_data revision 2, effective, CAP_NET_RAW (13) permitted
+    cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
+    os.setxattr(f, "security.capability", cap)
+    assert cs(tmp_path, "/ping") == sha(
+        header(0o755, 3, "0", xattrs=b"security.capability" + cap) + b"bin"
+    )
+    g = write(tmp_path / "acl", b"a", 0o640)
+    before = cs(tmp_path, "/acl")
+    # POSIX ACL: user::rw- user:1000:r-- group::r-- mask::r-- other::--- (mode stays 0640)
+    entries = ((1, 6, 0xFFFFFFFF), (2, 4, 1000), (4, 4, 0xFFFFFFFF), (16, 4, 0xFFFFFFFF),
+               (32, 0, 0xFFFFFFFF))  # fmt: skip
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    os.setxattr(g, "system.posix_acl_access", acl)
+    assert os.getxattr(g, "system.posix_acl_access")
+    assert cs(tmp_path, "/acl") == before

@@ -75,6 +75,14 @@ def follow_targets(root: str, follow_paths: Sequence[str]) -> list[str]:
     return out
 
 
+def _name(e: os.DirEntry[str]) -> str:
+    return e.name
+
+
+def _fsname(e: os.DirEntry[str]) -> bytes:
+    return os.fsencode(e.name)
+
+
 def walk(
     root: str,
     includes: Sequence[str] = (),
@@ -128,8 +136,13 @@ def walk(
 
     def visit(rel_dir: str, abs_dir: str) -> None:
         with os.scandir(abs_dir) as it:
-            items = sorted(((os.fsencode(e.name), e) for e in it), key=lambda t: t[0])
-        for _, item in items:
+            items = list(it)
+        # str order is bytewise UTF-8 order unless a name holds undecodable bytes
+        if all(e.name.isascii() for e in items):
+            items.sort(key=_name)
+        else:
+            items.sort(key=_fsname)
+        for item in items:
             rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
             s = item.stat(follow_symlinks=False)
             is_dir = st.S_ISDIR(s.st_mode)

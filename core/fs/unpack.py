@@ -9,6 +9,7 @@ from the archive.
 
 from __future__ import annotations
 
+import decimal
 import lzma
 import os
 import posixpath
@@ -64,6 +65,17 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in ns, exact for PAX fractional times (a float would round)."""
+    text = member.pax_headers.get("mtime")
+    if text:
+        try:
+            return int(decimal.Decimal(text).scaleb(9))
+        except decimal.InvalidOperation:
+            pass
+    return int(member.mtime) * 1_000_000_000
+
+
 def _apply_meta(path: str, member: tarfile.TarInfo) -> None:
     os.chown(path, member.uid, member.gid, follow_symlinks=False)
     if not member.issym():
@@ -76,7 +88,7 @@ def _apply_meta(path: str, member: tarfile.TarInfo) -> None:
             except OSError:
                 continue
     if not member.isdir():
-        mtime = int(member.mtime * 1_000_000_000)
+        mtime = _mtime_ns(member)
         os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
 
 
@@ -138,7 +150,7 @@ def extract(archive_path: str, dest: str, display: str) -> None:
                 if member.isdir():
                     placed = _entry_path(dest, member.name, display)
                     if placed is not None:
-                        dirs.append((os.path.join(*placed), int(member.mtime * 1e9)))
+                        dirs.append((os.path.join(*placed), _mtime_ns(member)))
     except FileOpError:
         raise
     except _NOT_TAR as exc:

@@ -207,7 +207,7 @@ class DestTree:
         head, name = _split(rel)
         pfd = self.dir_fd(head)
         try:
-            self._apply_meta_fd(f.fd, f.stat)
+            self._apply_meta_fd(f.fd, f.stat, fresh=True)
         finally:
             os.close(f.fd)
         try:
@@ -243,7 +243,7 @@ class DestTree:
 
     # -- metadata -----------------------------------------------------------------------------
 
-    def _apply_meta_fd(self, fd: int, stat: Stat) -> None:
+    def _apply_meta_fd(self, fd: int, stat: Stat, *, fresh: bool = False) -> None:
         if self.apply_owner:
             os.fchown(fd, stat.uid, stat.gid)
         os.fchmod(fd, posix_mode(stat.mode) & 0o7777)
@@ -253,6 +253,14 @@ class DestTree:
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EPERM):
                     raise
+        if not fresh:  # drop user xattrs the sender no longer has
+            try:
+                names = os.listxattr(fd)
+            except OSError:
+                names = []
+            for key in names:
+                if key.startswith("user.") and key not in stat.xattrs:
+                    os.removexattr(fd, key)
         os.utime(fd, ns=(stat.mod_time, stat.mod_time))
 
     def _apply_meta(self, name: str, pfd: int, stat: Stat, *, symlink: bool = False) -> None:

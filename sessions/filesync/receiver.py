@@ -301,7 +301,10 @@ class _Receiver:
         expected = self.hash_wait.pop(ident)
         rel = self.by_id[ident]
         if expected is None:
-            expected = await asyncio.to_thread(hash_existing, self.dest_dir, rel)
+            try:
+                expected = await asyncio.to_thread(hash_existing, self.dest_dir, rel)
+            except OSError:
+                expected = ""  # unreadable or gone: fetch the file
         if digest.hex() != expected:
             await self._request(ident)
         else:
@@ -309,8 +312,8 @@ class _Receiver:
             old = self.existing[rel].stat
             rec = Record(self._token(s), expected, old.st_ino, old.st_ctime_ns)
             self.records[rel] = rec
-            if s.xattrs:
-                self.writer.submit(self._meta_job, rel, rec)
+            # the ctime moved: owner, mode bits or xattrs may have changed; re-apply them
+            self.writer.submit(self._meta_job, rel, rec)
         await self._maybe_fin()
 
     async def _maybe_fin(self) -> None:
@@ -417,9 +420,12 @@ async def receive_diffcopy(
     """
     dest_dir = os.path.abspath(dest_dir)
     loop = asyncio.get_running_loop()
-    existing = await asyncio.to_thread(scan, dest_dir)
-    index = await asyncio.to_thread(load_index, index_path) if index_path else {}
-    tree = await asyncio.to_thread(DestTree, dest_dir, apply_owner=apply_owner)
+    try:
+        existing = await asyncio.to_thread(scan, dest_dir)
+        index = await asyncio.to_thread(load_index, index_path) if index_path else {}
+        tree = await asyncio.to_thread(DestTree, dest_dir, apply_owner=apply_owner)
+    except OSError as exc:
+        raise SessionError(f"cannot prepare sync destination {dest_dir}: {exc}") from exc
     writer = _Writer(tree, loop)
     recv = _Receiver(
         stream,
@@ -455,7 +461,10 @@ async def receive_diffcopy(
     result.entries = len(recv.by_id)
     records = {k: v for k, v in recv.records.items() if k in recv.incoming}
     if index_path and records != index:
-        await asyncio.to_thread(save_index, index_path, records)
+        try:
+            await asyncio.to_thread(save_index, index_path, records)
+        except OSError as exc:
+            raise SessionError(f"cannot write sync index {index_path}: {exc}") from exc
     result.digests = {k: v.sha256 for k, v in records.items()}
     for rel, target in recv.hardlinks:
         if target in result.digests:

@@ -148,6 +148,14 @@ def test_ctime_change_with_same_content_is_verified_by_hash_only(tmp_path: Path)
     assert res.hash_checks == 1
     assert res.files_received == 0
     assert sync(session, dst).hash_checks == 0  # the index now trusts the new token
+    # an xattr-only change (invisible to BuildKit's differ) is applied without a transfer
+    os.setxattr(src / "a.txt", "user.note", b"1")
+    os.removexattr(src / "dir" / "sub" / "c.txt", "user.origin")
+    settle()
+    res = sync(session, dst)
+    assert (res.hash_checks, res.files_received) == (2, 0)
+    assert os.getxattr(dst / "a.txt", "user.note") == b"1"
+    assert os.listxattr(dst / "dir" / "sub" / "c.txt") == []
 
 
 def test_lost_index_is_safe(tmp_path: Path) -> None:

@@ -62,6 +62,11 @@ class FileSyncProvider:
         await send_diffcopy(stream, entries)
 
 
+# Syncs into one destination are serialised within this process (a second sync would race the
+# first one's writes and index). Locks are small and few (one per local-source directory).
+_DEST_LOCKS: dict[str, asyncio.Lock] = {}
+
+
 def default_index_path(dest_dir: str) -> str:
     """The content index beside ``dest_dir`` (never inside the synced tree)."""
     return os.path.abspath(dest_dir).rstrip("/") + ".bkindex.json"
@@ -84,10 +89,15 @@ async def sync_dir(
     Only changed files are transferred, entries gone on the client are deleted, and unlike
     BuildKit a content change that keeps size and mtime is detected (see :mod:`.receiver`).
     ``index_path`` defaults to :func:`default_index_path`. Owners from the client (0/0) are
-    applied when running as root unless ``apply_owner`` says otherwise.
+    applied when running as root unless ``apply_owner`` says otherwise. Concurrent syncs
+    into the same ``dest_dir`` in this process run one after the other.
     """
     if not caller.supports(DIFFCOPY):
         raise SessionError("no local sources enabled")
+    dest = os.path.realpath(dest_dir)
+    index = os.path.realpath(index_path or default_index_path(dest_dir))
+    if index.startswith(dest + os.sep):
+        raise SessionError(f"the sync index {index} must not be inside {dest}")
     md: list[tuple[str, str]] = [("dir-name", name)]
     md += [("include-patterns", p) for p in includes]
     md += [("exclude-patterns", p) for p in excludes]
@@ -95,12 +105,8 @@ async def sync_dir(
     md.append((HEADER_TOKENS, "1"))
     if apply_owner is None:
         apply_owner = os.geteuid() == 0
-    async with caller.open_stream(DIFFCOPY, Packet, md) as stream:
+    lock = _DEST_LOCKS.setdefault(dest, asyncio.Lock())
+    async with lock, caller.open_stream(DIFFCOPY, Packet, md) as stream:
         return await receive_diffcopy(
-            stream,
-            dest_dir,
-            delete=True,
-            apply_owner=apply_owner,
-            index_path=index_path or default_index_path(dest_dir),
-            differ=differ,
+            stream, dest, delete=True, apply_owner=apply_owner, index_path=index, differ=differ
         )

@@ -305,3 +305,26 @@ def test_fresh_files_are_verified_by_hash_not_resent(tmp_path: Path) -> None:
     settle()
     res = sync(session, dst)
     assert (res.hash_checks, res.files_received) == (1, 0)
+
+
+def test_concurrent_syncs_into_one_dest_are_serialised(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    make_tree(src)
+    session = provider_session(ctx=src)
+
+    async def main() -> list[SyncResult]:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(sync_dir(session.caller(), "ctx", str(dst))) for _ in range(3)]
+        return [t.result() for t in tasks]
+
+    results = asyncio.run(main())
+    # the first one transferred everything, the others found nothing to do
+    assert sorted(r.files_received for r in results) == [0, 0, 4]
+    assert snapshot(dst) == snapshot(src)
+
+
+def test_index_inside_destination_is_refused(tmp_path: Path) -> None:
+    session = provider_session(ctx=tmp_path)
+    with pytest.raises(SessionError, match="must not be inside"):
+        sync(session, tmp_path / "d", index_path=str(tmp_path / "d" / "idx.json"))

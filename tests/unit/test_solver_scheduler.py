@@ -327,11 +327,9 @@ async def test_independent_vertices_run_concurrently() -> None:
     x = vtx(FakeOp(world, "x", sleep=0.5))
     y = vtx(FakeOp(world, "y", sleep=0.5))
     top = vtx(FakeOp(world, "top", selectors=[None, None]), x, y)
-    t0 = time.monotonic()
     await solve_once(world, top, parallelism=4)
-    elapsed = time.monotonic() - t0
+    # Both sleeps were in flight at once (no timed assertion: bench/ measures speed).
     assert world.max_running == 2
-    assert elapsed < 0.9
 
 
 @run_async

@@ -276,9 +276,11 @@ class SnapshotStore:
         """A snapshot stacking the given snapshots in order (later ones on top)."""
         infos = [self._committed(i) for i in ids]
         chain = [m for info in infos for m in info.chain]
-        if self.driver == OVERLAY and not self._has_deletions(chain):
+        upper_chain = [m for info in infos[1:] for m in info.chain]
+        if self.driver == OVERLAY and not self._has_deletions(upper_chain):
             # Stacking is exact only for layers whose whiteouts the kernel wrote: a diff
-            # snapshot's deletions refer to a tree that is not in the stack, so replay those.
+            # snapshot's deletions refer to a tree that is not in the stack, so replay those
+            # (in the first input they have nothing below them to delete).
             layers = _dedupe_top([layer for info in infos for layer in info.layers])
             if len(layers) <= MAX_LAYERS and self._fits(layers):
                 sid, _ = self._insert(

@@ -359,3 +359,19 @@ def test_type_changes_xattrs_and_hardlinks(tmp_path: Path, driver: str) -> None:
         assert os.getxattr(v / "x", "user.note") == b"v1"
         assert (v / "d2f").read_text() == "now a file"
     _no_mounts(tmp_path)
+
+
+def test_option_page_limit_flattens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ov, _ = _stores(tmp_path)
+    one_lower = len(str(ov.dir / "1" / "fs")) + 1
+    # Room for the upper and work dirs plus about three lowers.
+    monkeypatch.setattr(snapmod, "MAX_OPTIONS", 2 * one_lower + 40 + 3 * one_lower)
+    parent = None
+    for i in range(8):
+        parent = _build(ov, parent, lambda d, i=i: (d / f"f{i}").write_text(str(i)))
+    assert parent is not None
+    info = ov.get(parent)
+    assert len(info.layers) < 8 and any(layer.endswith("/flat") for layer in info.layers)
+    with ov.view(parent) as v:
+        assert _tree(v) == {f"f{i}": str(i) for i in range(8)}
+    _no_mounts(tmp_path)

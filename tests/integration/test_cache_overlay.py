@@ -368,7 +368,11 @@ def test_option_page_limit_flattens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(snapmod, "MAX_OPTIONS", 2 * one_lower + 40 + 3 * one_lower)
     parent = None
     for i in range(8):
-        parent = _build(ov, parent, lambda d, i=i: (d / f"f{i}").write_text(str(i)))
+
+        def step(d: Path, i: int = i) -> None:
+            (d / f"f{i}").write_text(str(i))
+
+        parent = _build(ov, parent, step)
     assert parent is not None
     info = ov.get(parent)
     assert len(info.layers) < 8 and any(layer.endswith("/flat") for layer in info.layers)

@@ -6,13 +6,13 @@
   :class:`~bkcore.errors.DefinitionError`\\ s that name the input.
 * :func:`dump_ops` gives, per op, the object ``buildctl debug dump-llb`` prints: keys ``Op``,
   ``Digest``, ``OpMetadata`` with the Go JSON names and omitempty rules of BuildKit v0.11.6's
-  gogo types. :func:`go_json` encodes one such object byte for byte like Go's json.Encoder.
+  gogo types. :func:`go_json` (from :mod:`bkcore.llb.gojson`) encodes one such object byte
+  for byte like Go's json.Encoder.
 * :func:`dump_dot` gives the ``--dot`` Graphviz text, in buildctl's layout.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 from collections.abc import Iterator
 from typing import Any, Final, cast
@@ -20,12 +20,12 @@ from typing import Any, Final, cast
 import betterproto
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
-from bkcore.llb.digest import marshal, op_digest
+from bkcore.llb.digest import op_digest
+from bkcore.llb.gojson import JSONValue, go_json
+from bkcore.llb.gojson import message_json as _message_json
 from bkcore.llb.pb.names import PROTO_NAMES
 
 __all__ = ["dump_dot", "dump_ops", "go_json", "load_definition"]
-
-JSONValue = Any
 
 _VARINT_TYPES: Final = frozenset(
     {"enum", "bool", "int32", "int64", "uint32", "uint64", "sint32", "sint64"}
@@ -235,109 +235,6 @@ def load_definition(data: bytes, source: str) -> pb.Definition:
 # ---------------------------------------------------------------------------------------------
 # dump-llb JSON
 
-# Fields whose Go type is non-nullable (gogoproto customtype / nullable=false): their JSON tag
-# has no omitempty, so zero values print (0, "", {} or null for an empty map).
-_NO_OMITEMPTY: Final = frozenset(
-    {
-        ("Input", "digest"),
-        ("Input", "index"),
-        ("Mount", "input"),
-        ("Mount", "output"),
-        ("BuildOp", "builder"),
-        ("BuildInput", "input"),
-        ("OpMetadata", "caps"),
-        ("Range", "start"),
-        ("Range", "end"),
-        ("Definition", "metadata"),
-        ("FileAction", "input"),
-        ("FileAction", "secondaryInput"),
-        ("FileAction", "output"),
-        ("NamedUserOpt", "input"),
-        ("MergeInput", "input"),
-        ("LowerDiffInput", "input"),
-        ("UpperDiffInput", "input"),
-    }
-)
-
-
-def _go_field_name(proto_name: str) -> str:
-    """Go's CamelCase of a proto name, as used for oneof interface fields."""
-    parts = proto_name.split("_")
-    return "".join(p[:1].upper() + p[1:] for p in parts if p)
-
-
-def _is_present(msg: betterproto.Message) -> bool:
-    return bool(msg._serialized_on_wire) or bool(marshal(msg))
-
-
-def _scalar_json(proto_type: str, value: Any) -> JSONValue:
-    if proto_type == "bytes":
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if proto_type == "bool":
-        return bool(value)
-    if proto_type == "string":
-        return str(value)
-    if proto_type in ("float", "double"):
-        return float(value)
-    return int(value)
-
-
-def _is_empty_scalar(proto_type: str, value: Any) -> bool:
-    if proto_type in ("string", "bytes"):
-        return len(value) == 0
-    return not value
-
-
-def _value_json(proto_type: str, value: Any) -> JSONValue:
-    if proto_type == "message":
-        return _message_json(value)
-    return _scalar_json(proto_type, value)
-
-
-def _message_json(msg: betterproto.Message) -> dict[str, JSONValue]:
-    cls_name = type(msg).__name__
-    names = PROTO_NAMES[cls_name]
-    meta = cast(Any, msg)._betterproto
-    out: dict[str, JSONValue] = {}
-    for fname in meta.sorted_field_names:
-        field = meta.meta_by_field_name[fname]
-        if field.group:
-            key = _go_field_name(field.group)
-            if key in out:
-                continue
-            selected, value = _oneof(msg, field.group)
-            if not selected:
-                out[key] = None
-                continue
-            member = meta.meta_by_field_name[selected]
-            wrapper: dict[str, JSONValue] = {}
-            if member.proto_type == "message" or not _is_empty_scalar(member.proto_type, value):
-                wrapper[names[member.number]] = _value_json(member.proto_type, value)
-            out[key] = wrapper
-            continue
-        jname = names[field.number]
-        always = (cls_name, jname) in _NO_OMITEMPTY
-        value = getattr(msg, fname)
-        ptype = field.proto_type
-        if ptype == "map":
-            assert field.map_types is not None
-            if value:
-                vtype = field.map_types[1]
-                out[jname] = {str(k): _value_json(vtype, value[k]) for k in sorted(value)}
-            elif always:
-                out[jname] = None
-        elif isinstance(value, list):
-            if value:
-                out[jname] = [_value_json(ptype, v) for v in value]
-            elif always:
-                out[jname] = None
-        elif ptype == "message":
-            if always or _is_present(value):
-                out[jname] = _message_json(value)
-        elif always or not _is_empty_scalar(ptype, value):
-            out[jname] = _scalar_json(ptype, value)
-    return out
-
 
 def dump_ops(defn: pb.Definition) -> list[dict[str, JSONValue]]:
     """Per op of ``defn.def``, the object ``buildctl debug dump-llb`` prints for it."""
@@ -350,44 +247,6 @@ def dump_ops(defn: pb.Definition) -> list[dict[str, JSONValue]]:
             {"Op": _message_json(op), "Digest": dgst, "OpMetadata": _message_json(metadata)}
         )
     return result
-
-
-def _json_escape_table() -> dict[int, str]:
-    table = {c: f"\\u{c:04x}" for c in range(0x20)}
-    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-    table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
-    # Go's json.Encoder escapes HTML characters and JS line separators by default.
-    for ch in "<>&\u2028\u2029":
-        table[ord(ch)] = f"\\u{ord(ch):04x}"
-    return table
-
-
-_JSON_ESCAPES: Final = _json_escape_table()
-
-
-def go_json(value: JSONValue) -> str:
-    """Encode like Go's ``json.Encoder.Encode`` (compact, HTML-escaped), without the newline.
-
-    Dict keys keep their order (callers sort map keys, as Go does for maps).
-    """
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if value != int(value) else str(int(value))
-    if isinstance(value, str):
-        return '"' + value.translate(_JSON_ESCAPES) + '"'
-    if isinstance(value, dict):
-        items = (go_json(str(k)) + ":" + go_json(v) for k, v in value.items())
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(go_json(v) for v in value) + "]"
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,23 +3,28 @@
 a report together with the README of the checkout.
 
     python examples/git_source.py | bkcore debug dump-llb
-    BKCORE_GIT_REPO=https://github.com/moby/buildkit.git BKCORE_GIT_REF=v0.11.6 \\
-        python examples/git_source.py | buildctl build --output type=local,dest=out
+    python examples/git_source.py | buildctl build --output type=local,dest=out
 
-BKCORE_GIT_REPO, BKCORE_GIT_REF and BKCORE_BASE_IMAGE choose the inputs.
+The default repository is local: a `git daemon` on 127.0.0.1 serving example.git, e.g.
+
+    git init -q -b main /tmp/repos/example.git && ...commit some files...
+    git daemon --export-all --base-path=/tmp/repos --listen=127.0.0.1 &
+
+BKCORE_GIT_REPO (default git://127.0.0.1:9418/example.git), BKCORE_GIT_REF (default main)
+and BKCORE_BASE (see _base.py) choose the inputs; any remote works, e.g.
+BKCORE_GIT_REPO=https://github.com/moby/buildkit.git BKCORE_GIT_REF=v0.11.6.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from _base import base_fs, run
 from bkcore import llb
 
-BASE_IMAGE = os.environ.get("BKCORE_BASE_IMAGE", "127.0.0.1:5000/busybox:latest")
-REPO = os.environ.get("BKCORE_GIT_REPO", "https://github.com/moby/buildkit.git")
-REF = os.environ.get("BKCORE_GIT_REF", "v0.11.6")
+REPO = os.environ.get("BKCORE_GIT_REPO", "git://127.0.0.1:9418/example.git")
+REF = os.environ.get("BKCORE_GIT_REF", "main")
 
 REPORT = """\
 set -e
@@ -37,7 +42,7 @@ cat /out/report.txt
 def build() -> llb.State:
     checkout = llb.git(REPO, REF, keep_git_dir=False, custom_name=f"git {REPO}#{REF}")
     report = (
-        llb.image(BASE_IMAGE)
+        base_fs()
         .with_env("REPO", REPO)
         .with_env("REF", REF)
         .with_cwd("/src")
@@ -58,16 +63,5 @@ def build() -> llb.State:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--platform", default=os.environ.get("BKCORE_PLATFORM"))
-    args = parser.parse_args()
-    if sys.stdout.isatty():
-        print("refusing to write binary LLB to a terminal; pipe it", file=sys.stderr)
-        return 2
-    build().marshal(platform=args.platform).write(sys.stdout.buffer)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(build, __doc__))

@@ -5,19 +5,18 @@ a manifest of its files with checksums, and keep a build-cache directory between
     python examples/local_source.py | bkcore debug dump-llb
     python examples/local_source.py | buildctl build --local context=. \\
         --output type=local,dest=out
+    BKCORE_BASE=local python examples/local_source.py | bkcore build \\
+        --local base=/tmp/rootfs --local context=. --output type=local,dest=out
 
 The context is the local directory named "context"; *.tmp files and .git are not sent.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
+from _base import base_fs, run
 from bkcore import llb
-
-BASE_IMAGE = os.environ.get("BKCORE_BASE_IMAGE", "127.0.0.1:5000/busybox:latest")
 
 MANIFEST = """\
 set -e
@@ -35,7 +34,7 @@ def build() -> llb.State:
         custom_name="load build context",
     )
     app = (
-        llb.image(BASE_IMAGE)
+        base_fs()
         .file(
             llb.copy(context, "/", "/app/", dir_contents_only=True, create_dest_path=True),
             custom_name="copy context to /app",
@@ -54,16 +53,5 @@ def build() -> llb.State:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--platform", default=os.environ.get("BKCORE_PLATFORM"))
-    args = parser.parse_args()
-    if sys.stdout.isatty():
-        print("refusing to write binary LLB to a terminal; pipe it", file=sys.stderr)
-        return 2
-    build().marshal(platform=args.platform).write(sys.stdout.buffer)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(build, __doc__))

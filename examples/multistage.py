@@ -3,20 +3,19 @@
 gzip in a second stage, and copy the archive plus a checksum into an empty final image.
 
     python examples/multistage.py | bkcore debug dump-llb
-    python examples/multistage.py | buildctl build --output type=local,dest=out
+    scripts/make-rootfs /tmp/rootfs
+    BKCORE_BASE=local python examples/multistage.py \\
+        | bkcore build --local base=/tmp/rootfs --output type=local,dest=out
 
-The base image comes from BKCORE_BASE_IMAGE (default 127.0.0.1:5000/busybox:latest).
+BKCORE_BASE chooses the busybox base (see _base.py; default: an image from the registry).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
+from _base import base_fs, run
 from bkcore import llb
-
-BASE_IMAGE = os.environ.get("BKCORE_BASE_IMAGE", "127.0.0.1:5000/busybox:latest")
 
 GENERATE = """\
 set -e
@@ -38,7 +37,7 @@ cd /out && sha256sum site.tar.gz > SHA256SUMS
 
 
 def build() -> llb.State:
-    base = llb.image(BASE_IMAGE)
+    base = base_fs()
 
     # stage 1: generate the sources in /src
     sources = (
@@ -71,16 +70,5 @@ def build() -> llb.State:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--platform", default=os.environ.get("BKCORE_PLATFORM"))
-    args = parser.parse_args()
-    if sys.stdout.isatty():
-        print("refusing to write binary LLB to a terminal; pipe it", file=sys.stderr)
-        return 2
-    build().marshal(platform=args.platform).write(sys.stdout.buffer)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(build, __doc__))

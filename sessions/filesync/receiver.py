@@ -99,7 +99,8 @@ class _Writer:
     def __init__(self, tree: DestTree, loop: asyncio.AbstractEventLoop) -> None:
         self.tree = tree
         self._loop = loop
-        self._q: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], int] | None]
+        # (operation, args, bytes held, run even after a failure)
+        self._q: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], int, bool] | None]
         self._q = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending = 0
@@ -114,7 +115,7 @@ class _Writer:
         if nbytes:
             with self._lock:
                 self._pending += nbytes
-        self._q.put((fn, args, nbytes))
+        self._q.put((fn, args, nbytes, False))
 
     async def throttle(self) -> None:
         with self._lock:
@@ -127,13 +128,13 @@ class _Writer:
         with self._lock:
             self._pending -= nbytes
             room = self._room
-            if room is not None and self._pending < _HIGH_WATER // 2:
+            if room is not None and (self._pending < _HIGH_WATER // 2 or self.error is not None):
                 self._room = None
                 self._loop.call_soon_threadsafe(room.set)
 
     async def drain(self) -> None:
         done = asyncio.Event()
-        self.submit(lambda: self._loop.call_soon_threadsafe(done.set))
+        self._q.put((self._loop.call_soon_threadsafe, (done.set,), 0, True))
         await done.wait()
         if self.error is not None:
             raise SessionError(f"writing the destination failed: {self.error}") from self.error
@@ -146,8 +147,8 @@ class _Writer:
     def run(self) -> None:
         try:
             while (job := self._q.get()) is not None:
-                fn, args, nbytes = job
-                if self.error is None and not (self.stopping and self.failed):
+                fn, args, nbytes, always = job
+                if always or (self.error is None and not (self.stopping and self.failed)):
                     try:
                         fn(*args)
                     except Exception as exc:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import Handler, ServerStream, Session
 from bkcore.sessions.filesync import DIFFCOPY, sync_dir
@@ -145,3 +146,14 @@ def test_failure_mid_file_keeps_old_content_and_no_temporaries(tmp_path: Path) -
         run_sync(sender, dest)
     assert (dest / "f").read_bytes() == b"old content"
     assert tree_of(dest) == ["f", "keep"]  # nothing deleted, no temporary left behind
+
+
+def test_write_failure_on_the_last_entry_is_reported(tmp_path: Path) -> None:
+    """The writer thread fails (name too long) after the listing is complete: the sync must
+    raise, not hang waiting for the writer."""
+    dest = tmp_path / "dest"
+    with pytest.raises(SessionError, match="writing the destination failed"):
+        run_sync(ScriptedSender([Stat("n" * 300, DIR)]), dest)
+    with pytest.raises(SessionError, match="writing the destination failed"):
+        run_sync(ScriptedSender([Stat("f" * 300, FILE, size=5)]), dest)
+    assert tree_of(dest) == []

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import betterproto
-
 from bkcore.errors import SessionError
 from bkcore.session.transport import Caller, CallError, Handler, Metadata, Status
 

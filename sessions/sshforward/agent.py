@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import betterproto
-
 from bkcore.errors import SessionError
 from bkcore.session.tasks import run_with
 from bkcore.session.transport import Caller, CallError, Handler, Metadata, ServerStream, Status

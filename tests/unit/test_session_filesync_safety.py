@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-
 from bkcore.errors import SessionError
 from bkcore.session import Handler, ServerStream, Session
 from bkcore.sessions.filesync import DIFFCOPY, sync_dir

@@ -209,7 +209,9 @@ class InProcessCaller:
             try:
                 await func(server)
             except Exception as exc:
-                to_client.put_final(_Failed(_as_call_error(exc, method)))
+                failure = _as_call_error(exc, method)
+                failure.__cause__ = exc  # keep the handler's traceback for debugging
+                to_client.put_final(_Failed(failure))
             else:
                 to_client.put_final(_EOF)
             finally:

@@ -33,6 +33,7 @@ class ConnectedSession:
     shared_key: str
     caller: Caller
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    on_close: Callable[[], Awaitable[None]] | None = None
 
 
 def _clean_id(session_id: str) -> str:
@@ -49,14 +50,23 @@ class SessionManager:
         self._closed = False
 
     def register(
-        self, session_id: str, name: str, shared_key: str, caller: Caller
+        self,
+        session_id: str,
+        name: str,
+        shared_key: str,
+        caller: Caller,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> ConnectedSession:
-        """Add a connected session; a second session with a live id is refused."""
+        """Add a connected session; a second session with a live id is refused.
+
+        ``on_close`` is how :meth:`close` ends the session's transport (a gRPC transport
+        ends the ``Control.Session`` stream there); the in-process transport needs none.
+        """
         if self._closed:
             raise SessionError("session manager is closed")
         if session_id in self._sessions:
             raise SessionError(f"session {session_id} is already connected")
-        conn = ConnectedSession(session_id, name, shared_key, caller)
+        conn = ConnectedSession(session_id, name, shared_key, caller, on_close=on_close)
         self._sessions[session_id] = conn
         self._notify()
         return conn
@@ -128,8 +138,20 @@ class SessionManager:
         raise last
 
     async def close(self) -> None:
-        """Unregister every session and wake waiters; later lookups fail."""
+        """Unregister every session, end their transports and wake waiters; later lookups
+        fail. Every transport is closed even if one of them fails (the first error is
+        raised afterwards)."""
         self._closed = True
-        for sid in list(self._sessions):
-            self.unregister(sid)
+        conns = list(self._sessions.values())
+        for conn in conns:
+            self.unregister(conn.id)
         self._notify()
+        first: BaseException | None = None
+        for conn in conns:
+            if conn.on_close is not None:
+                try:
+                    await conn.on_close()
+                except Exception as exc:
+                    first = first or exc
+        if first is not None:
+            raise SessionError(f"closing a session failed: {first}") from first

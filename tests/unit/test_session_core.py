@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
 from bkcore.errors import SessionError
@@ -209,3 +209,26 @@ def test_every_session_answers_health_checks() -> None:
         caller.call_unary("/grpc.health.v1.Health/Check", HealthCheckRequest(), HealthCheckResponse)
     )
     assert resp.status == 1  # SERVING
+
+
+def test_manager_close_ends_every_transport() -> None:
+    closed: list[str] = []
+
+    async def main() -> None:
+        mgr = SessionManager()
+
+        def closer(name: str, fail: bool = False) -> Callable[[], Awaitable[None]]:
+            async def close() -> None:
+                closed.append(name)
+                if fail:
+                    raise OSError("socket already gone")
+
+            return close
+
+        mgr.register("a", "", "", Session().caller(), on_close=closer("a", fail=True))
+        mgr.register("b", "", "", Session().caller(), on_close=closer("b"))
+        with pytest.raises(SessionError, match="socket already gone"):
+            await mgr.close()
+
+    asyncio.run(main())
+    assert closed == ["a", "b"]

@@ -62,7 +62,13 @@ class PacketStream(Protocol):
 
 @dataclass
 class SyncResult:
-    """What one sync did. ``digests`` maps regular files to their content sha256 (hex)."""
+    """What one sync did.
+
+    ``digests`` maps regular files to their content sha256 (hex). ``changed`` holds every
+    path whose entry was created, rewritten, re-linked, deleted or had its metadata
+    re-applied (content checksums of other paths, and of directories only touched in
+    mtime, are still valid).
+    """
 
     entries: int = 0
     files_received: int = 0
@@ -70,6 +76,7 @@ class SyncResult:
     hash_checks: int = 0
     deleted: int = 0
     digests: dict[str, str] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
 
 
 def _same_meta(s: Stat, old: Existing, owner: bool) -> bool:
@@ -235,13 +242,16 @@ class _Receiver:
             if old is None or not st.S_ISDIR(old.stat.st_mode):
                 self.writer.submit(self.tree.mkdir, rel)
                 self.dirty.add(parent)
+                self.result.changed.add(rel)
         elif kind & GO_SYMLINK:
             if old is None or not _same_meta(s, old, self.owner):
                 self.writer.submit(self.tree.symlink, rel, s)
                 self.dirty.add(parent)
+                self.result.changed.add(rel)
         elif old is None or not _same_meta(s, old, self.owner):
             self.writer.submit(self.tree.special, rel, s)
             self.dirty.add(parent)
+            self.result.changed.add(rel)
 
     async def _decide_file(self, ident: int, rel: str, s: Stat, old: Existing | None) -> None:
         if old is None or self.differ == "none" or not _same_meta(s, old, self.owner):
@@ -281,6 +291,7 @@ class _Receiver:
         self.rewritten.add(rel)
         self.dirty.add(rel.rpartition("/")[0])
         self.writer.submit(self._finish_job, ident, rel)
+        self.result.changed.add(rel)
         await self._maybe_fin()
 
     def _token(self, s: Stat) -> str:
@@ -315,6 +326,7 @@ class _Receiver:
             self.records[rel] = rec
             # the ctime moved: owner, mode bits or xattrs may have changed; re-apply them
             self.writer.submit(self._meta_job, rel, rec)
+            self.result.changed.add(rel)
         await self._maybe_fin()
 
     async def _maybe_fin(self) -> None:
@@ -371,6 +383,7 @@ class _Receiver:
             ):
                 continue
             self.writer.submit(self._link_job, rel, target)
+            self.result.changed.add(rel)
             self.dirty.add(rel.rpartition("/")[0])
         if self.delete:
             removed: set[str] = set()
@@ -385,11 +398,15 @@ class _Receiver:
                 removed.add(rel)
                 self.result.deleted += 1
                 self.writer.submit(self.tree.remove, rel)
+                self.result.changed.add(rel)
                 self.dirty.add(rel.rpartition("/")[0])
         for rel in reversed(self.dirs):
             old = self.existing.get(rel)
             s = self.incoming[rel]
-            if old is None or rel in self.dirty or not _same_meta(s, old, self.owner):
+            if old is None or not _same_meta(s, old, self.owner):
+                self.writer.submit(self.tree.set_meta, rel, s)
+                self.result.changed.add(rel)
+            elif rel in self.dirty:  # only its mtime moved when children changed
                 self.writer.submit(self.tree.set_meta, rel, s)
 
     def _link_job(self, rel: str, target: str) -> None:  # writer thread

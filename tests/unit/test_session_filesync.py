@@ -115,6 +115,7 @@ def test_resync_after_touch_sends_exactly_that_file(tmp_path: Path) -> None:
     res = sync(session, dst)
     assert res.files_received == 1
     assert res.bytes_received == 10
+    assert res.changed == {"dir/sub/c.txt"}
     assert snapshot(dst) == snapshot(src)
 
 
@@ -190,6 +191,8 @@ def test_deletions_and_type_changes(tmp_path: Path) -> None:
     res = sync(session, dst)
     assert snapshot(dst) == snapshot(src)
     assert res.deleted >= 1
+    assert {"exec.sh", "dir/sub", "dangling", "dangling/x"} <= res.changed
+    assert "a.txt" not in res.changed
     assert not (dst / "exec.sh").exists()
 
 

@@ -59,8 +59,8 @@ def test_exec_document_mount_index_fields_always_written() -> None:
             input=-1,
             dest="/c",
             output=-1,
-            mount_type=pb.MountType.CACHE,
-            cache_opt=pb.CacheOpt(id="c", sharing=pb.CacheSharingOpt.LOCKED),
+            mount_type=pb.MountType(pb.MountType.CACHE),
+            cache_opt=pb.CacheOpt(id="c", sharing=pb.CacheSharingOpt(pb.CacheSharingOpt.LOCKED)),
         ),
     ]
     doc = json.loads(exec_document(op, "linux", "amd64"))

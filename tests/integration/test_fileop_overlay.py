@@ -200,7 +200,7 @@ def test_second_process_style_solve_is_cached(store: CacheStore, tmp_path: Path)
             ran = True
             return await real(c, inputs)
 
-        adapter.exec = exec_spy  # type: ignore[method-assign]
+        adapter.exec = exec_spy  # type: ignore[method-assign,assignment]
         vtx = Vertex(digest="sha256:" + "c" * 64, op=adapter, inputs=((src, 0),))
         async with Solver(store.keys, results_for(store)) as solver:
             async with solver.job() as job:

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 #: Module paths of the built-in plugin modules, loaded first, in this order. Each module
 #: holds only hook implementations (cheap to import). Append yours here.
-BUILTIN_PLUGINS: tuple[str, ...] = ("bkcore.cli.plugin",)
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "bkcore.cli.plugin",
+    "bkcore.plugins.progress.plugin",
+)
 
 #: Entry-point group third-party distributions use to provide plugins.
 ENTRY_POINT_GROUP = "bkcore"

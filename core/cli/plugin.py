@@ -17,6 +17,9 @@ def bkcore_register_commands(registry: Registry) -> None:
         "bkcore.cli.plugins_cmd",
         description="list loaded plugins and what each registered",
     )
+    registry.add("build", "bkcore.cli.build_cmd", description="build an LLB definition from stdin")
+    registry.add("du", "bkcore.cli.du_cmd", description="show disk usage of the build cache")
+    registry.add("prune", "bkcore.cli.prune_cmd", description="remove unused build cache")
     registry.add(
         "debug dump-llb",
         "bkcore.cli.main:dump_llb_command",

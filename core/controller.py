@@ -1,0 +1,431 @@
+"""The embedded controller: everything ``bkcore build`` does, in this process, without a daemon.
+
+One :class:`Controller` owns a state root: the cache store, the worker, the session manager,
+the results of the store and one :class:`~bkcore.solver.scheduler.Solver`. Builds run through
+:meth:`Controller.build`; several may run at once and share vertices (dedup). For each build
+the controller opens an in-process client session serving the build's local directories,
+secrets, SSH agents and the client side of its output (FileSend), turns the LLB definition into
+a vertex graph (``bkcore.ops.load.build_graph``), solves it as a job carrying the session id,
+and hands the result to the exporter of each ``--output``.
+
+:func:`run_build` is the one-shot form the CLI uses: a controller, a progress renderer on
+``stderr`` and one build. Every failure is a :class:`~bkcore.errors.BkError`; cancellation
+(Ctrl-C) stops the solve, releases everything and re-raises ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from bkcore.errors import BkError, CacheError, ExportError, PluginError, SessionError
+from bkcore.progress import ProgressReader, ProgressStream
+
+if TYPE_CHECKING:
+    from bkcore.cache.results import SnapshotResults
+    from bkcore.cache.store import CacheStore
+    from bkcore.engine import Engine
+    from bkcore.pluginmanager import BkPluginManager
+    from bkcore.session.session import Session
+    from bkcore.session.transport import Attachable, Caller
+    from bkcore.solver.scheduler import Solver
+    from bkcore.solver.types import Result
+    from bkcore.worker import Worker
+
+__all__ = [
+    "BuildOptions",
+    "BuildResponse",
+    "Controller",
+    "OutputSpec",
+    "ProgressRenderer",
+    "client_shared_key",
+    "make_renderer",
+    "run_build",
+]
+
+DEFAULT_WORKER = "runc"
+SESSION_NAME = "bkcore"
+#: Output types whose files are written on the client side through the session (FileSend).
+CLIENT_SIDE_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
+#: Held shared by every controller of a state root; exclusive only to clean up after crashes.
+RUN_LOCK = "controller.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One ``--output``: the exporter name and its attributes (``dest`` ...)."""
+
+    type: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    """What one build needs; the CLI fills it from its flags.
+
+    ``secrets`` and ``ssh`` hold the flag values as given (``id=ID,src=FILE``,
+    ``default|ID=SOCKET``): the attachables that serve them parse them.
+    """
+
+    definition: bytes
+    source: str = "<stdin>"
+    locals: Mapping[str, str] = field(default_factory=dict)
+    secrets: Sequence[str] = ()
+    ssh: Sequence[str] = ()
+    outputs: Sequence[OutputSpec] = ()
+    no_cache: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResponse:
+    """What a build returns: the exporters' metadata, merged in output order."""
+
+    exporter_response: Mapping[str, str]
+
+
+class ProgressRenderer(Protocol):
+    """What a ``progress_renderers`` registry target builds (``Renderer(out)``)."""
+
+    async def run(self, reader: ProgressReader) -> None: ...
+
+
+def make_renderer(plugins: BkPluginManager, mode: str, out: TextIO) -> ProgressRenderer:
+    """The renderer for ``--progress mode`` (``auto`` = ``tty`` on a terminal, else plain)."""
+    if mode == "auto":
+        mode = "tty" if _isatty(out) else "plain"
+    registry = plugins.registry("progress_renderers")
+    if mode not in registry:
+        known = ", ".join(["auto", *sorted(registry.keys())])
+        raise PluginError(f"unknown progress mode {mode!r} (known: {known})")
+    factory: Any = registry.load(mode)
+    renderer: ProgressRenderer = factory(out)
+    return renderer
+
+
+def _isatty(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def client_shared_key(locals: Mapping[str, str]) -> str:
+    """The session's shared key: a hash of the absolute client directories by name.
+
+    Local sources keep one synced copy per (name, shared key hint, shared key), so two
+    projects (different directories) never sync into, and so never clobber, the same copy.
+    """
+    doc = json.dumps({n: os.path.abspath(d) for n, d in sorted(locals.items())}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:32]
+
+
+class _ExportContext:
+    """:class:`bkcore.exporter.ExportContext` of one build."""
+
+    def __init__(self, store: CacheStore, caller: Caller, progress: ProgressStream) -> None:
+        self._store = store
+        self._caller = caller
+        self._progress = progress
+
+    def view(self, result: Result | None) -> contextlib.AbstractContextManager[Path]:
+        if result is None:
+            return _empty_dir()
+        return self._store.snapshots.view(result.id)
+
+    @property
+    def caller(self) -> Caller:
+        return self._caller
+
+    @property
+    def progress(self) -> ProgressStream:
+        return self._progress
+
+
+@contextlib.contextmanager
+def _empty_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bkcore-empty-") as tmp:
+        os.chmod(tmp, 0o555)
+        yield Path(tmp)
+
+
+class Controller:
+    """The embedded build engine of one state root; ``async with Controller(plugins)``."""
+
+    def __init__(
+        self,
+        plugins: BkPluginManager,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        worker: str = DEFAULT_WORKER,
+    ) -> None:
+        self.plugins = plugins
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._worker_name = worker
+        self._store: CacheStore | None = None
+        self._results: SnapshotResults | None = None
+        self._solver: Solver | None = None
+        self._engine: Engine | None = None
+        self._lock_fd: int | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the Controller is not running: use `async with Controller(...)`")
+        return self._engine
+
+    @property
+    def solver(self) -> Solver:
+        if self._solver is None:
+            raise RuntimeError("the Controller is not running: use `async with Controller(...)`")
+        return self._solver
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Controller:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._engine = self._solver = None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        from bkcore import config
+        from bkcore.cache.results import results_for
+        from bkcore.cache.store import CacheStore
+        from bkcore.engine import Engine
+        from bkcore.session.manager import SessionManager
+        from bkcore.solver.scheduler import Solver
+
+        root = self._state_dir or config.state_dir()
+        store = await asyncio.to_thread(CacheStore.open, root)
+        stack.callback(store.close)
+        self._store = store
+        alone = await asyncio.to_thread(self._lock_root, root)
+        stack.callback(self._unlock_root)
+        worker = self._load_worker(root, store.driver)
+        if alone:
+            # No other controller uses this root: containers left there are a crash's.
+            recover = getattr(worker, "recover", None)
+            if recover is not None:
+                await recover()
+        sessions = SessionManager()
+        stack.push_async_callback(sessions.close)
+        results = results_for(store)
+        stack.push_async_callback(results.close)
+        self._results = results
+        platforms = worker.info().platforms
+        self._engine = Engine(
+            store=store,
+            worker=worker,
+            sessions=sessions,
+            plugins=self.plugins,
+            platform=platforms[0] if platforms else "linux/amd64",
+        )
+        self._solver = await stack.enter_async_context(Solver(store.keys, results))
+
+    def _lock_root(self, root: Path) -> bool:
+        """Take the root's run lock shared; True when no other controller held it."""
+        run_dir = root / "run"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CacheError(f"cannot create the run lock in {run_dir}: {exc}") from exc
+        self._lock_fd = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH)  # others may join once our recovery is done
+        return True
+
+    def _unlock_root(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _load_worker(self, root: Path, snapshotter: str) -> Worker:
+        registry = self.plugins.registry("workers")
+        if self._worker_name not in registry:
+            known = ", ".join(sorted(registry.keys())) or "none"
+            raise PluginError(f"no worker named {self._worker_name!r} (known: {known})")
+        target: Any = registry.load(self._worker_name)
+        for_root = getattr(target, "for_root", None)
+        if for_root is not None:
+            worker: Worker = for_root(root, snapshotter=snapshotter)
+        else:
+            worker = target(root / self._worker_name) if isinstance(target, type) else target
+        return worker
+
+    # -- builds ---------------------------------------------------------------------------
+
+    async def build(
+        self, options: BuildOptions, *, progress: ProgressStream | None = None
+    ) -> BuildResponse:
+        """Solve ``options.definition`` and export it; ``progress`` receives its events."""
+        from bkcore.llb.dump import load_definition
+        from bkcore.ops.load import build_graph
+
+        engine = self.engine
+        solver = self.solver
+        _check_outputs(options.outputs)
+        definition = load_definition(options.definition, options.source)
+        stream = progress if progress is not None else ProgressStream()
+        session = self._session(options)
+        engine.sessions.attach(session)
+        try:
+            head = build_graph(definition, engine, ignore_cache_all=options.no_cache)
+            values = {"session": session.id, "no_cache": options.no_cache}
+            async with solver.job(progress=stream, values=values) as job:
+                result = await solver.solve(head.vertex, job, head.output)
+                try:
+                    response = await self._export(options.outputs, result, session, stream)
+                finally:
+                    await result.release()
+        finally:
+            engine.sessions.unregister(session.id)
+        return BuildResponse(response)
+
+    def _session(self, options: BuildOptions) -> Session:
+        from bkcore.session.session import Session
+
+        session = Session(name=SESSION_NAME, shared_key=client_shared_key(options.locals))
+        for attachable in self._attachables(options):
+            session.allow(attachable)
+        return session
+
+    def _attachables(self, options: BuildOptions) -> list[Attachable]:
+        registry = self.plugins.registry("attachables")
+
+        def make(key: str, what: str, *args: Any, **kwargs: Any) -> Attachable:
+            if key not in registry:
+                raise SessionError(f"{what} needs the {key!r} session attachable (no plugin)")
+            factory: Any = registry.load(key)
+            attachable: Attachable = factory(*args, **kwargs)
+            return attachable
+
+        out: list[Attachable] = []
+        if options.locals:
+            out.append(make("filesync", "--local", dict(options.locals)))
+        if options.secrets:
+            out.append(make("secrets", "--secret", list(options.secrets)))
+        if options.ssh:
+            out.append(make("ssh", "--ssh", list(options.ssh)))
+        for output in options.outputs:
+            if output.type in CLIENT_SIDE_OUTPUTS:
+                out.append(make("filesend", f"--output type={output.type}", **_send_target(output)))
+        return out
+
+    async def _export(
+        self,
+        outputs: Sequence[OutputSpec],
+        result: Result,
+        session: Session,
+        progress: ProgressStream,
+    ) -> dict[str, str]:
+        assert self._store is not None
+        registry = self.plugins.registry("exporters")
+        ctx = _ExportContext(self._store, session.caller(), progress)
+        response: dict[str, str] = {}
+        for output in outputs:
+            if output.type not in registry:
+                known = ", ".join(sorted(registry.keys())) or "none"
+                raise ExportError(f"unknown output type {output.type!r} (known: {known})")
+            loaded: Any = registry.load(output.type)
+            exporter = loaded() if isinstance(loaded, type) else loaded
+            try:
+                got = await exporter.export(ctx, result, dict(output.attrs))
+            except BkError:
+                raise
+            except OSError as exc:
+                raise ExportError(f"exporting to {output.type}: {exc}") from exc
+            response.update(got or {})
+        return response
+
+
+def _check_outputs(outputs: Sequence[OutputSpec]) -> None:
+    client_side = [o for o in outputs if o.type in CLIENT_SIDE_OUTPUTS]
+    if len(client_side) > 1:
+        raise ExportError("only one local/tar output per build is supported")
+
+
+def _send_target(output: OutputSpec) -> dict[str, Any]:
+    """How the client receives a client-side output (FileSend target arguments)."""
+    dest = output.attrs.get("dest", "")
+    if output.type == "local":
+        if not dest:
+            raise ExportError("output type=local needs dest=DIR")
+        return {"dest_dir": dest}
+    if not dest or dest == "-":
+        return {"stdout": True}
+    return {"file": dest}
+
+
+async def _render(renderer: ProgressRenderer | None, reader: ProgressReader) -> None:
+    if renderer is None:
+        async for _ in reader:
+            pass
+        return
+    await renderer.run(reader)
+
+
+async def run_build(
+    options: BuildOptions,
+    plugins: BkPluginManager,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    progress: str = "auto",
+    progress_out: TextIO | None = None,
+) -> BuildResponse:
+    """One build on a fresh controller, its progress drawn on ``progress_out`` (stderr)."""
+    out = progress_out if progress_out is not None else sys.stderr
+    renderer = make_renderer(plugins, progress, out)
+    stream = ProgressStream()
+    reader = stream.subscribe()
+    response: BuildResponse | None = None
+    error: Exception | None = None
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_render(renderer, reader))
+        try:
+            async with Controller(plugins, state_dir) as controller:
+                response = await controller.build(options, progress=stream)
+        except Exception as exc:  # raised after the renderer is done (not as a group)
+            error = exc
+        finally:
+            stream.close()
+    if error is not None:
+        raise error
+    assert response is not None
+    return response
+
+
+@contextlib.asynccontextmanager
+async def controller(
+    plugins: BkPluginManager, state_dir: str | os.PathLike[str] | None = None
+) -> AsyncIterator[Controller]:
+    """``async with controller(plugins, root) as c:`` -- the same as ``Controller(...)``."""
+    async with Controller(plugins, state_dir) as c:
+        yield c

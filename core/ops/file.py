@@ -343,8 +343,11 @@ class _Slot:
 class _Run:
     """One execution of a plan on snapshots (blocking; runs in a worker thread)."""
 
-    def __init__(self, plan: _Plan, store: CacheStore, inputs: Sequence[str]) -> None:
+    def __init__(
+        self, plan: _Plan, store: CacheStore, inputs: Sequence[str], description: str
+    ) -> None:
         self.plan = plan
+        self.description = description
         self.store = store
         self.snapshots: SnapshotStore = store.snapshots
         self.inputs = list(inputs)
@@ -408,7 +411,7 @@ class _Run:
     def _base(self, k: int) -> MutableSnapshot:
         idx = self.plan.actions[k].input
         n = self.plan.num_inputs
-        desc = f"file action {k}"
+        desc = self.description
         if idx == -1:
             mutable = self.snapshots.prepare(None, desc)
         elif idx < n:
@@ -508,8 +511,8 @@ class _Run:
             else:  # pragma: no cover - _body only returns the four kinds
                 raise DefinitionError(f"invalid file action {kind}")
         if k in self.plan.commit:
-            mutable, slot.mutable = slot.mutable, None
-            slot.committed = mutable.commit()
+            slot.committed = slot.mutable.commit()
+            slot.mutable = None
             self.committed.append(slot.committed)
 
 
@@ -635,12 +638,16 @@ class FileOpAdapter:
 
     async def exec(self, ctx: OpContext, inputs: Sequence[Result]) -> list[Result]:
         store = self.engine.store
-        run = _Run(self._plan, store, [r.id for r in inputs])
+        name = ctx.vertex.name or f"file op {self.digest}"
+        run = _Run(self._plan, store, [r.id for r in inputs], name)
         outputs = await _in_thread(run.run, run.cancel.set, run.undo)
+        results: list[Result] = []
         try:
             results = await _adopt(store, outputs)
+            await _in_thread(run.release, _nothing, _nothing)
         except BaseException:
+            for res in results:
+                await res.release()
             await _in_thread(lambda: run.undo(outputs), _nothing, _nothing)
             raise
-        await _in_thread(run.release, _nothing, _nothing)
         return results

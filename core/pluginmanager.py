@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 #: holds only hook implementations (cheap to import). Append yours here.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.cli.plugin",
+    "bkcore.workers.runc.plugin",
     "bkcore.plugins.progress.plugin",
 )
 

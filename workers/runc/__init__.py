@@ -1,10 +1,19 @@
-"""The runc worker: run one process in an OCI container from a rootfs directory and mounts."""
+"""The runc worker: run one process in an OCI container from a rootfs directory and mounts.
+
+The names below are imported on first access, so loading the cheap ``plugin`` module of this
+package at start-up imports nothing else (no asyncio).
+"""
 
 from __future__ import annotations
 
-from .executor import RuncExecutor
-from .info import check, worker_info
-from .types import DEFAULT_HOSTNAME, DEFAULT_PATH, MountSpec, ProcessSpec, Ulimit
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executor import RuncExecutor
+    from .info import check, worker_info
+    from .types import DEFAULT_HOSTNAME, DEFAULT_PATH, MountSpec, ProcessSpec, Ulimit
+    from .worker import RuncWorker
 
 __all__ = [
     "DEFAULT_HOSTNAME",
@@ -12,7 +21,29 @@ __all__ = [
     "MountSpec",
     "ProcessSpec",
     "RuncExecutor",
+    "RuncWorker",
     "Ulimit",
     "check",
     "worker_info",
 ]
+
+_WHERE = {
+    "DEFAULT_HOSTNAME": "types",
+    "DEFAULT_PATH": "types",
+    "MountSpec": "types",
+    "ProcessSpec": "types",
+    "Ulimit": "types",
+    "RuncExecutor": "executor",
+    "RuncWorker": "worker",
+    "check": "info",
+    "worker_info": "info",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

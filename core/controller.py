@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bkcore.cache.results import SnapshotResults
     from bkcore.cache.store import CacheStore
     from bkcore.engine import Engine
+    from bkcore.llb import pb
     from bkcore.pluginmanager import BkPluginManager
     from bkcore.session.session import Session
     from bkcore.session.transport import Attachable, Caller
@@ -50,6 +51,7 @@ __all__ = [
     "OutputSpec",
     "ProgressRenderer",
     "client_shared_key",
+    "decode",
     "make_renderer",
     "run_build",
 ]
@@ -229,7 +231,10 @@ class Controller:
             # No other controller uses this root: containers left there are a crash's.
             recover = getattr(worker, "recover", None)
             if recover is not None:
-                await recover()
+                try:
+                    await recover()
+                except OSError:
+                    pass  # no runtime binary: running a step reports that clearly
         sessions = SessionManager()
         stack.push_async_callback(sessions.close)
         results = results_for(store)
@@ -283,16 +288,23 @@ class Controller:
     # -- builds ---------------------------------------------------------------------------
 
     async def build(
-        self, options: BuildOptions, *, progress: ProgressStream | None = None
+        self,
+        options: BuildOptions,
+        *,
+        progress: ProgressStream | None = None,
+        definition: pb.Definition | None = None,
     ) -> BuildResponse:
-        """Solve ``options.definition`` and export it; ``progress`` receives its events."""
-        from bkcore.llb.dump import load_definition
+        """Solve ``options.definition`` and export it; ``progress`` receives its events.
+
+        ``definition`` is ``options.definition`` already decoded (see :func:`decode`).
+        """
         from bkcore.ops.load import build_graph
 
         engine = self.engine
         solver = self.solver
         _check_outputs(options.outputs)
-        definition = load_definition(options.definition, options.source)
+        if definition is None:
+            definition = decode(options)
         stream = progress if progress is not None else ProgressStream()
         session = self._session(options)
         engine.sessions.attach(session)
@@ -366,6 +378,13 @@ class Controller:
         return response
 
 
+def decode(options: BuildOptions) -> pb.Definition:
+    """The LLB definition of ``options`` (:class:`~bkcore.errors.DefinitionError` if bad)."""
+    from bkcore.llb.dump import load_definition
+
+    return load_definition(options.definition, options.source)
+
+
 def _check_outputs(outputs: Sequence[OutputSpec]) -> None:
     client_side = [o for o in outputs if o.type in CLIENT_SIDE_OUTPUTS]
     if len(client_side) > 1:
@@ -402,6 +421,8 @@ async def run_build(
 ) -> BuildResponse:
     """One build on a fresh controller, its progress drawn on ``progress_out`` (stderr)."""
     out = progress_out if progress_out is not None else sys.stderr
+    definition = decode(options)  # fail before any state is touched
+    _check_outputs(options.outputs)
     renderer = make_renderer(plugins, progress, out)
     stream = ProgressStream()
     reader = stream.subscribe()
@@ -411,7 +432,7 @@ async def run_build(
         tg.create_task(_render(renderer, reader))
         try:
             async with Controller(plugins, state_dir) as controller:
-                response = await controller.build(options, progress=stream)
+                response = await controller.build(options, progress=stream, definition=definition)
         except Exception as exc:  # raised after the renderer is done (not as a group)
             error = exc
         finally:

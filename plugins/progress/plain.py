@@ -65,6 +65,10 @@ class PlainRenderer(BaseRenderer):
         self._next_number = 1
         self._last: _Vertex | None = None
         self._failed: list[_Vertex] = []
+        # A vertex whose DONE line waits for the next output: a source is keyed (started,
+        # completed) and then run (started again) -- shown as one block when nothing else
+        # happened in between.
+        self._deferred: _Vertex | None = None
 
     # -- events ---------------------------------------------------------------------------
 
@@ -76,7 +80,11 @@ class PlainRenderer(BaseRenderer):
             if type(event) is VertexEvent:
                 v = self._on_vertex(event)
                 if v is not None and last[v.digest] == i and v.completed is not None:
-                    self._end(v)
+                    if v.error or v.cached:
+                        self._end(v)
+                    elif self._deferred is not v:
+                        self._flush_deferred()
+                        self._deferred = v
             elif type(event) is LogEvent:
                 self._on_log(event)
             elif type(event) is StatusEvent:
@@ -106,6 +114,11 @@ class PlainRenderer(BaseRenderer):
             self._header(v)
         return v
 
+    def _flush_deferred(self) -> None:
+        v, self._deferred = self._deferred, None
+        if v is not None and v.open and v.completed is not None:
+            self._end(v)
+
     def _header(self, v: _Vertex) -> None:
         if not v.number:
             v.number = self._next_number
@@ -114,6 +127,8 @@ class PlainRenderer(BaseRenderer):
         self._line(v, v.name)
 
     def _end(self, v: _Vertex) -> None:
+        if self._deferred is v:
+            self._deferred = None
         v.open = False
         v.done_for = v.completed
         self._flush_logs(v)
@@ -189,12 +204,15 @@ class PlainRenderer(BaseRenderer):
     # -- output ---------------------------------------------------------------------------
 
     def _line(self, v: _Vertex, text: str) -> None:
+        if self._deferred is not None and self._deferred is not v:
+            self._flush_deferred()
         if self._last is not None and self._last is not v:
             self.out.write("\n")
         self._last = v
         self.out.write(f"#{v.number} {text}\n")
 
     def close(self) -> None:
+        self._flush_deferred()
         for v in self._vertices.values():
             if v.number:
                 # Output of a vertex that never completed (the stream ended first).

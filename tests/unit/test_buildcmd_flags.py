@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,10 +59,10 @@ def test_tar_to_stdout_unless_stdout_is_a_terminal(monkeypatch: pytest.MonkeyPat
         def isatty(self) -> bool:
             return self.tty
 
-    monkeypatch.setattr(build_cmd.sys, "stdout", FakeOut(False))
+    monkeypatch.setattr(sys, "stdout", FakeOut(False))
     assert parse_output("type=tar,dest=-") == OutputSpec("tar", {"dest": "-"})
     assert parse_output("type=tar") == OutputSpec("tar", {"dest": "-"})
-    monkeypatch.setattr(build_cmd.sys, "stdout", FakeOut(True))
+    monkeypatch.setattr(sys, "stdout", FakeOut(True))
     with pytest.raises(UsageError, match="terminal"):
         parse_output("type=tar")
 

@@ -140,6 +140,7 @@ def test_statuses_show_sizes_and_completion_and_are_throttled() -> None:
     renderer.feed([StatusEvent("transferring ctx:", A, current=5000, started=9.5, completed=11.6)])
     renderer.feed([StatusEvent("transferring ctx:", A, current=5000, started=9.5, completed=11.6)])
     renderer.feed([VertexEvent(A, "local://ctx", started=9.0, completed=11.6)])
+    renderer.close()
     assert out.getvalue().splitlines() == [
         "#1 local://ctx",
         "#1 transferring ctx: 2.00kB 0.5s",
@@ -153,18 +154,33 @@ def test_statuses_show_sizes_and_completion_and_are_throttled() -> None:
 def test_restarted_vertex_prints_a_new_header_and_duplicates_are_ignored() -> None:
     started = VertexEvent(A, "docker-image://x", started=1.0)
     done = VertexEvent(A, "docker-image://x", started=1.0, completed=1.5)
+    other = VertexEvent(B, "other", started=2.0)
     again = VertexEvent(A, "docker-image://x", started=3.0)
     out = io.StringIO()
     r = PlainRenderer(out)
-    for batch in ([started, started], [done], [done], [again], [done]):
+    for batch in ([started, started], [done], [done], [other], [again], [done]):
         r.feed(batch)
     r.feed([VertexEvent(A, "docker-image://x", started=3.0, completed=4.0)])
+    r.close()
     assert out.getvalue().splitlines() == [
         "#1 docker-image://x",
         "#1 DONE 0.5s",
+        "",
+        "#2 other",
+        "",
         "#1 docker-image://x",
         "#1 DONE 1.0s",
     ]
+
+
+def test_done_then_restart_with_nothing_between_is_one_block() -> None:
+    out = io.StringIO()
+    r = PlainRenderer(out)
+    r.feed([VertexEvent(A, "mkfile /x", started=1.0)])
+    r.feed([VertexEvent(A, "mkfile /x", started=1.0, completed=1.1)])
+    r.feed([VertexEvent(A, "mkfile /x", started=1.2, completed=1.2, cached=True)])
+    r.close()
+    assert out.getvalue() == "#1 mkfile /x\n#1 CACHED\n"
 
 
 def test_restart_within_one_batch_is_one_block() -> None:

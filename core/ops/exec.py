@@ -245,6 +245,10 @@ class ExecOpAdapter:
             raise
         except BkError as exc:
             raise SolveError(str(exc), self.digest, self._description(ctx)) from exc
+        except OSError as exc:
+            raise SolveError(
+                f"cannot set up the container: {exc}", self.digest, self._description(ctx)
+            ) from exc
         missing = [i for i in range(self._num_outputs) if i not in outputs]
         if missing:
             for result in outputs.values():

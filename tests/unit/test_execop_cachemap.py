@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+from bkcore.errors import SolveError
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, present
 from bkcore.llb.platforms import Platform
 from bkcore.ops.cachejson import exec_document
 from bkcore.ops.exec import (
+    ExecOpAdapter,
     _checksum_selection,
     content_keyed,
     dedupe_paths,
@@ -19,6 +24,8 @@ from bkcore.ops.exec import (
     keyed_exec_op,
     selector_digest,
 )
+from bkcore.progress import SharedProgress, VertexEvent
+from bkcore.solver.types import JobInfo, OpContext, Vertex
 
 AMD64 = Platform("linux", "amd64")
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -159,3 +166,52 @@ def test_content_key_covers_selected_paths_only(tmp_path: Path) -> None:
     assert _checksum_selection(str(tmp_path), []) != whole
     (tmp_path / "d" / "f").write_bytes(b"two")
     assert _checksum_selection(str(tmp_path), ["/d"]) != selected
+
+
+def _adapter(exec_op: pb.ExecOp, platform: object = None) -> ExecOpAdapter:
+    op = pb.Op().parse(marshal(pb.Op(inputs=[pb.Input(digest="sha256:" + "a" * 64)], exec=exec_op)))
+    engine = SimpleNamespace(platform="linux/arm64")
+    return ExecOpAdapter(op, "sha256:" + "d" * 64, engine, platform)  # type: ignore[arg-type]
+
+
+def _ctx(adapter: ExecOpAdapter, values: dict[str, object]) -> OpContext:
+    vertex = Vertex(adapter.digest, adapter, name="RUN x")
+    progress = SharedProgress(VertexEvent(adapter.digest, "RUN x"))
+    jobs = [JobInfo("j", values)]
+    return OpContext(vertex, progress, lambda: jobs)
+
+
+def test_outputs_worker_and_platform_choice() -> None:
+    op = run_op(
+        pb.Mount(input=0, dest="/", output=0),
+        pb.Mount(input=-1, dest="/a", output=-1, readonly=True),
+        pb.Mount(input=-1, dest="/b", output=2),
+    )
+    adapter = _adapter(op)
+    assert adapter.num_outputs == 3
+    assert adapter.worker == "runc"
+    assert str(adapter.platform) == "linux/arm64"
+    assert str(_adapter(op, Platform("linux", "amd64")).platform) == "linux/amd64"
+    assert str(_adapter(op, "linux/arm/v7").platform) == "linux/arm/v7"
+
+
+def test_host_network_and_insecure_need_entitlements() -> None:
+    host = _adapter(
+        pb.ExecOp(
+            meta=pb.Meta(args=["true"]),
+            mounts=[pb.Mount(input=0, dest="/", output=0)],
+            network=pb.NetMode.HOST,
+        )
+    )
+    with pytest.raises(SolveError, match=r"network\.host is not allowed") as info:
+        asyncio.run(host.exec(_ctx(host, {"session": "s"}), []))
+    assert info.value.digest == host.digest
+    insecure = _adapter(
+        pb.ExecOp(
+            meta=pb.Meta(args=["true"]),
+            mounts=[pb.Mount(input=0, dest="/", output=0)],
+            security=pb.SecurityMode.INSECURE,
+        )
+    )
+    with pytest.raises(SolveError, match=r"security\.insecure is not allowed"):
+        asyncio.run(insecure.exec(_ctx(insecure, {"entitlements": ["network.host"]}), []))

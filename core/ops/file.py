@@ -18,7 +18,9 @@ scratch). Only actions that some output needs run, dependencies first, in one wo
   cancellation everything written is removed. A lease held for the run protects what was
   committed until the outputs are handed to the result store.
 
-Unknown chown names are an error (BuildKit silently falls back to uid/gid 0).
+Owners by name follow BuildKit v0.11 exactly (conformance case 011): a user name sets uid and
+gid from ``/etc/passwd``, a group name then sets the gid from ``/etc/group``; a name that is
+not found (or a missing file) leaves the ids as they were (0 for the user), without error.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from bkcore.errors import CacheError, DefinitionError
 from bkcore.fs import fileops
 from bkcore.fs.errors import FileOpError
 from bkcore.fs.securepath import resolve
-from bkcore.fs.users import Owner, lookup_group
+from bkcore.fs.users import Owner
 from bkcore.llb import pb
 from bkcore.ops.cachejson import digest_of, file_document, go_json_message
 from bkcore.solver.types import CacheMap, ComputeDigest, Dep, OpContext, Result
@@ -449,12 +451,16 @@ class _Run:
         if kind == "by_id":
             uid = gid = int(value)  # type: ignore[arg-type]
         elif kind == "by_name" and isinstance(value, pb.NamedUserOpt):
-            uid, gid = _passwd_ids(self._reader(stack, value.input), value.name)
+            found = _entry_ids(self._reader(stack, value.input), "/etc/passwd", value.name)
+            if found is not None:
+                uid, gid = found
         kind, value = betterproto.which_one_of(chown.group, "user")
         if kind == "by_id":
             gid = int(value)  # type: ignore[arg-type]
         elif kind == "by_name" and isinstance(value, pb.NamedUserOpt):
-            gid = lookup_group(self._reader(stack, value.input), value.name)
+            found = _entry_ids(self._reader(stack, value.input), "/etc/group", value.name)
+            if found is not None:
+                gid = found[0]
         return Owner(uid, gid)
 
     def _apply(self, k: int) -> None:
@@ -524,24 +530,25 @@ def _present(msg: betterproto.Message) -> bool:
     return bool(msg._serialized_on_wire) or bool(bytes(msg))
 
 
-def _passwd_ids(root: str, name: str) -> tuple[int, int]:
-    """(uid, primary gid) of user ``name`` from ``root``'s /etc/passwd."""
-    if name.isdigit():
-        return int(name), int(name)
-    path = resolve(root, "/etc/passwd", follow_final=True)
+def _entry_ids(root: str, db: str, name: str) -> tuple[int, int] | None:
+    """Ids (third and fourth field) of the entry ``name`` of ``db`` (passwd or group) in
+    ``root``; None when there is no such entry or no such file. Ids that do not parse count
+    as 0, and names are never taken as numbers (like Go's ``user.ParsePasswdFilter``)."""
     try:
+        path = resolve(root, db, follow_final=True)
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
+            text = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError as exc:
-        raise FileOpError(f"unable to find user {name}: cannot read /etc/passwd") from exc
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == name:
-            try:
-                return int(fields[2]), int(fields[3])
-            except ValueError as exc:
-                raise FileOpError(f"invalid ids for user {name!r} in /etc/passwd") from exc
-    raise FileOpError(f"unable to find user {name}: no matching entries in passwd file")
+        raise FileOpError(f"cannot read {db}: {(exc.strerror or str(exc)).lower()}") from exc
+    for line in text.splitlines():
+        fields = line.strip().split(":")
+        if fields[0] != name or not line.strip():
+            continue
+        ids = [int(v) if v.isdigit() else 0 for v in [*fields[2:4], "", ""][:2]]
+        return ids[0], ids[1]
+    return None
 
 
 async def _in_thread(

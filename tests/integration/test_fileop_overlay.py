@@ -121,18 +121,69 @@ def test_owners_by_name_and_id_on_overlay(store: CacheStore) -> None:
     asyncio.run(main())
 
 
-def test_unknown_user_fails_and_leaves_no_mount_or_snapshot(store: CacheStore) -> None:
+def test_name_forms_like_conformance_case_011(store: CacheStore) -> None:
+    def cp(dest: str, user: pb.UserOpt | None, group: pb.UserOpt | None) -> pb.FileActionCopy:
+        owner = pb.ChownOpt()
+        if user is not None:
+            owner.user = user
+        if group is not None:
+            owner.group = group
+        return pb.FileActionCopy(src="/c", dest=dest, mode=-1, create_dest_path=True, owner=owner)
+
     async def main() -> None:
-        users = await new_result(store, snapshot(store, {"etc/passwd": PASSWD}))
-        mkdir = pb.FileActionMkDir(
-            path="/d", mode=0o755, timestamp=-1, owner=pb.ChownOpt(user=by_name("nobody", 0))
+        passwd = PASSWD + "svc:x:2001:3003::/srv:/bin/sh\n"
+        group = GROUP + "extra:x:4004:app\n"
+        base = await new_result(store, snapshot(store, {"etc/passwd": passwd, "etc/group": group}))
+        src = await new_result(store, snapshot(store, {"c": "c"}))
+        cases = {
+            "/by-user-name": (by_name("svc", 0), None, (2001, 3003)),
+            "/user-group-names": (by_name("svc", 0), by_name("extra", 0), (2001, 4004)),
+            "/uid-only": (pb.UserOpt(by_id=2001), None, (2001, 2001)),
+            "/unknown-user": (by_name("no-such-user", 0), None, (0, 0)),
+            "/unknown-group": (by_name("svc", 0), by_name("no-such-group", 0), (2001, 3003)),
+            "/group-only": (None, by_name("extra", 0), (0, 4004)),
+            "/numeric-name": (by_name("2001", 0), None, (0, 0)),  # names are never numbers
+        }
+        actions = []
+        for k, (dest, (user, grp, _ids)) in enumerate(cases.items()):
+            last = k == len(cases) - 1
+            actions.append(
+                act(0 if k == 0 else 1 + k, 1, 0 if last else -1, copy=cp(dest, user, grp))
+            )
+        [out] = await execute(store, make_op(actions, 2), [base, src])
+        for dest, (_u, _g, ids) in cases.items():
+            st = stat_of(store, out.id, dest)
+            assert (st.st_uid, st.st_gid) == ids, dest
+        # No /etc/passwd in the named input: also not found, so root.
+        [out2] = await execute(
+            store, make_op([act(0, 1, 0, copy=cp("/x", by_name("svc", 1), None))], 2), [base, src]
         )
+        st = stat_of(store, out2.id, "/x")
+        assert (st.st_uid, st.st_gid) == (0, 0)
+        for r in (out, out2, base, src):
+            await r.release()
+
+    asyncio.run(main())
+
+
+def test_failure_leaves_no_mount_or_snapshot(store: CacheStore) -> None:
+    async def main() -> None:
+        base = await new_result(store, snapshot(store, {"a": "a"}))
         before = {s.id for s in store.snapshots.all()}
-        with pytest.raises(FileOpError, match="unable to find user nobody"):
-            await execute(store, make_op([act(0, -1, 0, mkdir=mkdir)], 1), [users])
+        op = make_op(
+            [
+                act(0, -1, -1, mkfile=pb.FileActionMkFile(path="/f", mode=0o644, data=b"f")),
+                act(1, 1, -1, copy=pb.FileActionCopy(src="/f", dest="/g", mode=-1)),
+                act(2, 0, 0, copy=pb.FileActionCopy(src="/missing", dest="/m", mode=-1)),
+            ],
+            1,
+        )
+        with pytest.raises(FileOpError, match="copy /missing: no such file"):
+            await execute(store, op, [base])
         assert {s.id for s in store.snapshots.all()} == before
         assert store.snapshots.leftover_mounts() == []
-        await users.release()
+        assert not store.db.query("SELECT id FROM leases WHERE id LIKE 'fileop-%'")
+        await base.release()
 
     asyncio.run(main())
 

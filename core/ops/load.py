@@ -24,6 +24,7 @@ from bkcore.llb import pb
 from bkcore.llb.digest import op_digest
 from bkcore.llb.dump import go_quote
 from bkcore.llb.platforms import Platform
+from bkcore.ops.decode import parse_op
 from bkcore.solver.definition import OpSpec, load_graph
 from bkcore.solver.types import Op, Vertex
 
@@ -75,7 +76,7 @@ def build_graph(
     for raw in definition.def_:
         digest = op_digest(raw)
         try:
-            parsed.append((digest, pb.Op().parse(raw)))
+            parsed.append((digest, parse_op(raw)))
         except Exception as exc:  # betterproto raises assorted types on bad bytes
             raise DefinitionError(f"cannot parse op: {exc}", digest) from exc
     ops_by_digest: dict[str, pb.Op] = {}

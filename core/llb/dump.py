@@ -39,6 +39,9 @@ _FIXED_SIZES: Final = {
     "double": 8,
 }
 _WIRE_OF_SIZE: Final = {4: 5, 8: 1}
+# Nested messages deeper than this are refused (betterproto and this checker recurse; Go
+# clients never nest more than a few Definitions inside each other).
+MAX_NESTING: Final = 100
 _WIRE_NAMES: Final = {0: "varint", 1: "fixed64", 2: "length-delimited", 5: "fixed32"}
 
 # ---------------------------------------------------------------------------------------------
@@ -92,8 +95,12 @@ def _repeated_fields(cls: type[betterproto.Message]) -> frozenset[str]:
     )
 
 
-def _check_message(data: bytes, start: int, end: int, cls: type[betterproto.Message]) -> None:
+def _check_message(
+    data: bytes, start: int, end: int, cls: type[betterproto.Message], depth: int = 0
+) -> None:
     """Validate data[start:end] as an encoding of ``cls``; raise _WireError if malformed."""
+    if depth > MAX_NESTING:
+        raise _WireError(f"messages nested deeper than {MAX_NESTING} levels")
     meta = cast(Any, cls)._betterproto
     repeated_scalars = _repeated_fields(cls)
     pos = start
@@ -133,7 +140,7 @@ def _check_message(data: bytes, start: int, end: int, cls: type[betterproto.Mess
         if packed:
             _check_packed(data, value_start, pos, ptype)
         elif ptype in ("message", "map"):
-            _check_message(data, value_start, pos, meta.cls_by_field[name])
+            _check_message(data, value_start, pos, meta.cls_by_field[name], depth + 1)
         elif ptype == "string":
             try:
                 data[value_start:pos].decode("utf-8")

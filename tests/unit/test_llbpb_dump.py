@@ -223,3 +223,26 @@ def test_dot_labels_for_file_merge_diff() -> None:
     v4 = dump_dot(load_definition((VECTORS / "v4_merge_diff.llb").read_bytes(), "v4"))
     assert '[label="merge" shape="invtriangle"]' in v4
     assert '[label="diff" shape="doublecircle"]' in v4
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    assert len(payload) < 2**14
+    length = (
+        bytes([len(payload)])
+        if len(payload) < 0x80
+        else bytes([(len(payload) & 0x7F) | 0x80, len(payload) >> 7])
+    )
+    return bytes([number << 3 | 2]) + length + payload
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    # Definition.Source -> Source.infos -> SourceInfo.definition -> Definition -> ...
+    def nest(levels: int) -> bytes:
+        data = b""
+        for _ in range(levels):
+            data = _len_field(3, _len_field(2, _len_field(3, data)))
+        return data
+
+    assert "nested deeper than 100 levels" in _error(nest(1000))
+    # Shallow nesting is fine as far as the wire check goes (it then fails for having no ops).
+    assert "it contains no ops" in _error(nest(20))

@@ -133,9 +133,13 @@ class Harness:
 
 @asynccontextmanager
 async def harness(
-    tmp_path: Path, *, secrets: dict[str, bytes] | None = None, ssh: dict[str, str] | None = None
+    tmp_path: Path,
+    *,
+    secrets: dict[str, bytes] | None = None,
+    ssh: dict[str, str] | None = None,
+    driver: str | None = None,
 ) -> AsyncIterator[Harness]:
-    store = await asyncio.to_thread(CacheStore.open, tmp_path / "store")
+    store = await asyncio.to_thread(CacheStore.open, tmp_path / "store", driver)
     worker = RuncWorker.for_root(tmp_path / "state", snapshotter=store.driver)
     sessions = SessionManager()
     session = Session()
@@ -217,9 +221,10 @@ def test_env_hostname_and_scratch_readonly_root(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_failure_raises_exec_error_and_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["overlayfs", "copy"])
+def test_failure_raises_exec_error_and_leaves_nothing(tmp_path: Path, driver: str) -> None:
     async def main() -> None:
-        async with harness(tmp_path) as h:
+        async with harness(tmp_path, driver=driver) as h:
             base = await h.snapshot(populate_rootfs)
             before = len(h.store.snapshots.all())
             adapter = h.adapter(
@@ -239,7 +244,8 @@ def test_failure_raises_exec_error_and_leaves_nothing(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_bind_mounts_selectors_and_outputs_in_mount_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["overlayfs", "copy"])
+def test_bind_mounts_selectors_and_outputs_in_mount_order(tmp_path: Path, driver: str) -> None:
     def src(d: Path) -> None:
         (d / "sub").mkdir()
         (d / "sub" / "data.txt").write_text("payload\n")
@@ -247,7 +253,7 @@ def test_bind_mounts_selectors_and_outputs_in_mount_order(tmp_path: Path) -> Non
         (d / "top.txt").write_text("top\n")
 
     async def main() -> None:
-        async with harness(tmp_path) as h:
+        async with harness(tmp_path, driver=driver) as h:
             base = await h.snapshot(populate_rootfs)
             data = await h.snapshot(src)
             mounts = [

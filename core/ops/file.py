@@ -44,6 +44,7 @@ from bkcore.fs.errors import FileOpError
 from bkcore.fs.securepath import resolve
 from bkcore.fs.users import Owner
 from bkcore.llb import pb
+from bkcore.llb.dump import go_quote
 from bkcore.ops.cachejson import digest_of, file_document, go_json_message
 from bkcore.solver.types import CacheMap, ComputeDigest, Dep, OpContext, Result
 
@@ -217,14 +218,16 @@ def _checksum(store: CacheStore, snapshot_id: str, selectors: Sequence[Selector]
     from bkcore.fs.contenthash import ContentHasher, combine_selectors
     from bkcore.fs.errors import PathNotFoundError
 
+    local = _is_local(store, snapshot_id)
     with store.snapshots.view(snapshot_id) as root:
-        hasher = ContentHasher(os.fspath(root), empty_root_header=_is_local(store, snapshot_id))
+        hasher = ContentHasher(os.fspath(root), empty_root_header=local)
         digests = []
         for sel in selectors or [Selector("")]:
+            path = _go_abs(sel.path)
             try:
                 digests.append(
                     hasher.checksum(
-                        _go_abs(sel.path),
+                        path,
                         follow_links=sel.follow_links,
                         wildcard=sel.wildcard,
                         includes=sel.includes,
@@ -232,10 +235,28 @@ def _checksum(store: CacheStore, snapshot_id: str, selectors: Sequence[Selector]
                     )
                 )
             except PathNotFoundError as exc:
+                why = f"{go_quote(path)}: not found"
+                if not local:
+                    why = _missing_parent(os.fspath(root), path) or why
                 raise FileOpError(
-                    f"failed to compute cache key: {_go_abs(sel.path)}: not found"
+                    "failed to compute cache key: failed to calculate checksum of ref"
+                    f" {snapshot_id}: {why}"
                 ) from exc
         return combine_selectors(digests)
+
+
+def _missing_parent(root: str, path: str) -> str | None:
+    """BuildKit scans a snapshot from the selected path's parent: when that parent is missing
+    the error is the walk's (``... no such file or directory``), else "not found"."""
+    parent = posixpath.dirname(path)
+    try:
+        os.lstat(resolve(root, parent, follow_final=True))
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        return f"failed to walk {parent}: lstat {parent}: {reason}"
+    except FileOpError:
+        return None
+    return None
 
 
 def _is_local(store: CacheStore, snapshot_id: str) -> bool:

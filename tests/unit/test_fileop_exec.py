@@ -280,10 +280,21 @@ def test_content_key_covers_only_the_selected_paths(tmp_path: Path) -> None:
         with w.store.snapshots.view(one.id) as root:
             expected = combine_selectors([checksum(str(root), "/src/a.txt", follow_links=True)])
         assert k1 == expected
-        missing = await w.result({"other": "1"})
-        with pytest.raises(FileOpError, match=r"/src/a\.txt: not found"):
-            await compute(missing)
-        for r in (one, two, three, missing):
+        # Errors like BuildKit's lazy scan (conformance cases 053 and 059).
+        no_parent = await w.result({"other": "1"})
+        with pytest.raises(FileOpError) as info:
+            await compute(no_parent)
+        assert str(info.value) == (
+            "failed to compute cache key: failed to calculate checksum of ref"
+            f" {no_parent.id}: failed to walk /src: lstat /src: no such file or directory"
+        )
+        parent = await w.result({"src/b.txt": "B"})
+        with pytest.raises(FileOpError, match=r'"/src/a\.txt": not found$'):
+            await compute(parent)
+        local = await w.result({"other": "1"}, "local source context")
+        with pytest.raises(FileOpError, match=r'"/src/a\.txt": not found$'):
+            await compute(local)
+        for r in (one, two, three, no_parent, parent, local):
             await r.release()
 
     run(main())

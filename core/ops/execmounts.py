@@ -173,6 +173,8 @@ class _Setup:
 
             await _in_thread(drop)
         for m in self.op.mounts:
+            if m.result_id:
+                raise SolveError(f"mount {m.dest}: result ids (gateway results) are not supported")
             kind = m.mount_type
             if kind == pb.MountType.BIND:
                 await self._bind(m)

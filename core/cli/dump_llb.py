@@ -36,15 +36,18 @@ def run(file: str | None, dot: bool) -> int:
     """
     try:
         data, source = _read(file)
+    except OSError as exc:
+        print(f"error: {exc.filename or file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
         defn = load_definition(data, source)
         text = dump_dot(defn) if dot else "".join(go_json(o) + "\n" for o in dump_ops(defn))
-        _write(text)
     except DefinitionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    try:
+        _write(text)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        where = exc.filename if exc.filename is not None else (file or "<stdout>")
-        print(f"error: {where}: {reason}", file=sys.stderr)
+        print(f"error: <stdout>: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0

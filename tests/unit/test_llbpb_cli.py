@@ -134,3 +134,24 @@ def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert run(str(tmp_path), dot=False) == 1
     assert _one_error_line(capsys.readouterr().err) == f"error: {tmp_path}: Is a directory"
+
+
+class _BrokenPipe:
+    """Stands in for sys.stdout and its .buffer when the reader has gone away."""
+
+    def __init__(self) -> None:
+        self.buffer = self
+
+    def write(self, data: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_broken_stdout_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdout", _BrokenPipe())
+    assert run(str(VECTORS / "v1_scratch_mkfile.llb"), dot=False) == 1
+    assert _one_error_line(capsys.readouterr().err) == "error: <stdout>: Broken pipe"

@@ -108,7 +108,8 @@ def test_plugins_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("bkcore.cli.plugin (builtin, bkcore ")
-    assert "  commands: plugins, debug dump-llb\n" in out
+    line = next(x for x in out.splitlines() if x.startswith("  commands: "))
+    assert {"plugins", "debug dump-llb"} <= set(line.removeprefix("  commands: ").split(", "))
 
 
 def test_plugins_json_with_a_cli_plugin(capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,7 +118,8 @@ def test_plugins_json_with_a_cli_plugin(capsys: pytest.CaptureFixture[str]) -> N
     by_name = {p["name"]: p for p in doc["plugins"]}
     builtin = by_name["bkcore.cli.plugin"]
     assert builtin["origin"] == "builtin"
-    assert [c["key"] for c in builtin["registered"]["commands"]] == ["plugins", "debug dump-llb"]
+    keys = [c["key"] for c in builtin["registered"]["commands"]]
+    assert keys[0] == "plugins" and "debug dump-llb" in keys
     hello = by_name["kernel_cli_hello"]
     assert hello["origin"] == "--plugin"
     assert hello["registered"]["sources"] == [

@@ -272,3 +272,24 @@ def test_second_process_style_solve_is_cached(store: CacheStore, tmp_path: Path)
         assert store.snapshots.leftover_mounts() == []
     finally:
         reopened.close()
+
+
+def test_empty_owner_means_root_and_no_owner_keeps_the_source_owner(store: CacheStore) -> None:
+    async def main() -> None:
+        with store.snapshots.prepare(None, "owned source") as m:
+            (m.mount() / "f").write_text("f")
+            os.chown(m.mount() / "f", 1234, 2345)
+            src = await new_result(store, m.commit())
+        present = pb.ChownOpt()
+        present._serialized_on_wire = True  # a Go client's &ChownOpt{}
+        keep = pb.FileActionCopy(src="/f", dest="/keep", mode=-1)
+        root = pb.FileActionCopy(src="/f", dest="/root", mode=-1, owner=present)
+        op = pb.Op().parse(bytes(make_op([act(-1, 0, -1, copy=keep), act(1, 0, 0, copy=root)], 1)))
+        [out] = await execute(store, op, [src])
+        k, r = stat_of(store, out.id, "/keep"), stat_of(store, out.id, "/root")
+        assert (k.st_uid, k.st_gid) == (1234, 2345)
+        assert (r.st_uid, r.st_gid) == (0, 0)
+        for res in (out, src):
+            await res.release()
+
+    asyncio.run(main())

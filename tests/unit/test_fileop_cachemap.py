@@ -258,3 +258,36 @@ def test_outputs_and_worker() -> None:
     a = adapter(make_op(acts, 1))
     assert a.num_outputs == 2
     assert a.worker == "local"
+
+
+def test_keys_are_the_same_for_ops_from_the_fast_decoder() -> None:
+    from bkcore.ops.decode import parse_op
+
+    cp = dockerfile_copy("/src/*.txt")
+    cp.owner = pb.ChownOpt(user=named("app", 2), group=pb.UserOpt(by_id=0))
+    present = pb.ChownOpt()
+    present._serialized_on_wire = True  # as a Go client's &ChownOpt{} arrives
+    empty_owner = pb.FileActionMkDir(path="/d", mode=0o755, timestamp=-1, owner=present)
+    op = make_op(
+        [
+            pb.FileAction(input=0, secondary_input=1, output=-1, copy=cp),
+            pb.FileAction(input=3, secondary_input=-1, output=0, mkdir=empty_owner),
+        ],
+        3,
+    )
+    fast = parse_op(bytes(op))
+    assert file_cache_map(fast.file, 3) == file_cache_map(op.file, 3)
+    # The empty ChownOpt is present on the wire, so it is in the key (as "owner":{}).
+    without = make_op(
+        [
+            pb.FileAction(input=0, secondary_input=1, output=-1, copy=cp),
+            pb.FileAction(
+                input=3,
+                secondary_input=-1,
+                output=0,
+                mkdir=pb.FileActionMkDir(path="/d", mode=0o755, timestamp=-1),
+            ),
+        ],
+        3,
+    )
+    assert file_cache_map(without.file, 3)[0] != file_cache_map(fast.file, 3)[0]

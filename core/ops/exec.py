@@ -26,6 +26,7 @@ from bkcore.llb.digest import marshal
 from bkcore.llb.gojson import is_present
 from bkcore.llb.platforms import Platform
 from bkcore.ops.cachejson import digest_of, exec_document
+from bkcore.ops.decode import parse_message
 from bkcore.solver.types import CacheMap, ComputeDigest, Dep, OpContext, Result
 from bkcore.worker import NetworkMode, ProcessSpec, Ulimit
 
@@ -58,8 +59,8 @@ _NETWORK: dict[int, NetworkMode] = {
 
 def keyed_exec_op(exec_op: pb.ExecOp) -> pb.ExecOp:
     """The copy of ``exec_op`` whose JSON is keyed (solver.md §2.1); ``exec_op`` is untouched."""
-    # A re-parse, not deepcopy: it keeps which empty sub-messages are present (Go non-nil).
-    op = pb.ExecOp().parse(marshal(exec_op))
+    # A re-decode, not deepcopy: it keeps which empty sub-messages are present (Go non-nil).
+    op = parse_message(pb.ExecOp, marshal(exec_op))
     for host in op.meta.extra_hosts:
         host.ip = ""
     for mount in op.mounts:

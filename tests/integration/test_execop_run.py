@@ -561,3 +561,25 @@ def test_content_key_follows_selected_paths(tmp_path: Path) -> None:
             assert mount_points_under(h.store.root) == []
 
     asyncio.run(main())
+
+
+def test_recover_removes_secret_tmpfs_of_dead_processes(tmp_path: Path) -> None:
+    from bkcore.cache.mount import Mount, mount
+    from bkcore.cache.procs import me
+    from bkcore.ops.execmounts import recover_secret_dirs
+
+    base = tmp_path / SECRETS_DIR
+    dead = base / "999999999-1-abc"
+    mine = base / "{}-{}-def".format(*me())
+    for d in (dead, mine):
+        d.mkdir(parents=True)
+        mount(Mount("tmpfs", "tmpfs", ("mode=700",)), d)
+        (d / "secret").write_text("x")
+    try:
+        assert recover_secret_dirs(tmp_path) == [dead.name]
+        assert not dead.exists()
+        assert (mine / "secret").read_text() == "x"
+    finally:
+        from bkcore.cache.mount import unmount_all_under
+
+        unmount_all_under(base)

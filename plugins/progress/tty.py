@@ -144,8 +144,8 @@ class TtyRenderer(BaseRenderer):
                 cols, rows = size.columns, size.lines
             except (OSError, ValueError, AttributeError):
                 cols, rows = 80, 24
-            width = width or cols
-            height = height or rows
+            width = width or cols or 80  # a pseudo-terminal may report 0x0
+            height = height or rows or 24
         return max(width, 20), max(height, 4)
 
     def _fit(self, left: str, right: str, width: int) -> str:

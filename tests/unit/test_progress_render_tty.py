@@ -178,3 +178,15 @@ def test_long_names_are_cut_to_the_width() -> None:
     assert len(lines[1]) == 60
     assert lines[1].endswith("1.0s")
     assert "…" in lines[1]
+
+
+def test_size_falls_back_to_80x24_without_a_terminal() -> None:
+    class NoTerminal(io.StringIO):
+        def fileno(self) -> int:
+            raise OSError("not a terminal")
+
+    clock = Clock(2.0)
+    r = TtyRenderer(NoTerminal(), clock=clock)
+    r.feed([VertexEvent(A, "x" * 200, started=1.0)])
+    assert r._size() == (80, 24)
+    assert max(len(line) for line in screen(r.out.getvalue())) == 80  # type: ignore[attr-defined]

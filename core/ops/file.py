@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from bkcore.cache.store import CacheStore
     from bkcore.engine import Engine
 
-__all__ = ["FileOpAdapter", "Selector", "dedupe_selectors", "file_cache_map"]
+__all__ = ["FileOpAdapter", "Selector", "dedupe_selectors", "file_cache_map", "plan_file_op"]
 
 _T = TypeVar("_T")
 
@@ -444,7 +444,7 @@ class _Run:
             if slot.committed is not None:
                 mutable = self.snapshots.prepare(slot.committed, desc)
             else:
-                assert slot.mutable is not None
+                assert slot.mutable is not None and idx - n in self.plan.in_place
                 mutable, slot.mutable = slot.mutable, None
                 return mutable
         assert self.lease is not None

@@ -291,3 +291,22 @@ def test_keys_are_the_same_for_ops_from_the_fast_decoder() -> None:
         3,
     )
     assert file_cache_map(without.file, 3)[0] != file_cache_map(fast.file, 3)[0]
+
+
+def test_plan_runs_needed_actions_in_order_and_commits_only_shared_results() -> None:
+    from bkcore.ops.file import plan_file_op
+
+    mk = pb.FileActionMkDir(path="/x", mode=0o755)
+    cp = pb.FileActionCopy(src="/x", dest="/y", mode=-1)
+    acts = [
+        pb.FileAction(input=0, secondary_input=-1, output=-1, mkdir=mk),  # idx 1: chained
+        pb.FileAction(input=1, secondary_input=-1, output=-1, mkdir=mk),  # idx 2: used twice
+        pb.FileAction(input=2, secondary_input=2, output=0, copy=cp),  # idx 3: output 0
+        pb.FileAction(input=-1, secondary_input=-1, output=-1, mkdir=mk),  # idx 4: unused
+        pb.FileAction(input=3, secondary_input=-1, output=1, mkdir=mk),  # idx 5: output 1
+    ]
+    plan = plan_file_op(make_op(acts, 1).file, 1)
+    assert plan.outputs == [2, 4]
+    assert plan.order == [0, 1, 2, 4]
+    assert plan.in_place == {0}
+    assert plan.commit == {1, 2, 4}

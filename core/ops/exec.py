@@ -188,11 +188,11 @@ class ExecOpAdapter:
             try:
                 async with view(result) as root:
                     return await asyncio.to_thread(_checksum_selection, os.fspath(root), paths)
-            except BkError:
+            except SolveError:
                 raise
-            except OSError as exc:
+            except (BkError, OSError) as exc:
                 raise SolveError(
-                    f"cannot compute the content key: {exc}", self.digest, self._description()
+                    f"failed to compute cache key: {exc}", self.digest, self._description()
                 ) from exc
 
         return compute

@@ -155,3 +155,31 @@ def test_second_solve_is_cached_and_content_keys_ignore_unselected_files(tmp_pat
             store.close()
 
     asyncio.run(main())
+
+
+def test_content_key_of_a_missing_selected_path_fails_with_the_vertex(tmp_path: Path) -> None:
+    from bkcore.errors import SolveError
+
+    async def main() -> None:
+        store = await asyncio.to_thread(CacheStore.open, tmp_path / "store")
+        worker = RuncWorker.for_root(tmp_path / "state", snapshotter=store.driver)
+        sessions = SessionManager()
+        engine = Engine(store, worker, sessions, BkPluginManager())
+        try:
+            base = TreeOp(store, "base", busybox_rootfs)
+            data = TreeOp(store, "data", lambda d: (d / "other").write_text("x"))
+            adapter = exec_adapter(engine, "true", "missing", "m")
+            v_base = Vertex("sha256:" + "1" * 64, base, name="base")
+            v_data = Vertex("sha256:" + "2" * 64, data, name="data")
+            v_exec = Vertex(adapter.digest, adapter, ((v_base, 0), (v_data, 0)), name="exec")
+            async with Solver(store.keys, results_for(store)) as solver:
+                async with solver.job() as job:
+                    with pytest.raises(SolveError, match="failed to compute cache key") as info:
+                        await solver.solve(v_exec, job)
+            assert info.value.digest == adapter.digest
+        finally:
+            await results_for(store).close()
+            await sessions.close()
+            store.close()
+
+    asyncio.run(main())

@@ -302,7 +302,7 @@ class Controller:
 
         engine = self.engine
         solver = self.solver
-        _check_outputs(options.outputs)
+        _check_outputs(options.outputs, self.plugins)
         if definition is None:
             definition = decode(options)
         stream = progress if progress is not None else ProgressStream()
@@ -385,10 +385,18 @@ def decode(options: BuildOptions) -> pb.Definition:
     return load_definition(options.definition, options.source)
 
 
-def _check_outputs(outputs: Sequence[OutputSpec]) -> None:
+def _check_outputs(outputs: Sequence[OutputSpec], plugins: BkPluginManager) -> None:
+    """Refuse outputs no exporter handles before anything is solved."""
     client_side = [o for o in outputs if o.type in CLIENT_SIDE_OUTPUTS]
     if len(client_side) > 1:
         raise ExportError("only one local/tar output per build is supported")
+    registry = plugins.registry("exporters")
+    for output in outputs:
+        if output.type not in registry:
+            known = ", ".join(sorted(registry.keys())) or "none"
+            raise ExportError(f"unknown output type {output.type!r} (known: {known})")
+        if output.type in CLIENT_SIDE_OUTPUTS:
+            _send_target(output)  # checks dest
 
 
 def _send_target(output: OutputSpec) -> dict[str, Any]:
@@ -422,7 +430,7 @@ async def run_build(
     """One build on a fresh controller, its progress drawn on ``progress_out`` (stderr)."""
     out = progress_out if progress_out is not None else sys.stderr
     definition = decode(options)  # fail before any state is touched
-    _check_outputs(options.outputs)
+    _check_outputs(options.outputs, plugins)
     renderer = make_renderer(plugins, progress, out)
     stream = ProgressStream()
     reader = stream.subscribe()

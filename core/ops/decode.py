@@ -52,6 +52,11 @@ _FIXED_FORMATS: Final = {
 }
 
 
+#: Deeper nesting is refused (``SourceInfo.definition`` makes the schema recursive); the
+#: strict loader refuses beyond 100 already.
+MAX_NESTING: Final = 100
+
+
 class _Unsupported(Exception):
     """Something the fast path does not handle; the caller falls back to betterproto."""
 
@@ -141,7 +146,9 @@ def _convert_varint(field: _Field, value: int) -> Any:
     return value
 
 
-def _decode(cls: type[M], data: bytes, start: int, end: int) -> M:
+def _decode(cls: type[M], data: bytes, start: int, end: int, depth: int = 0) -> M:
+    if depth > MAX_NESTING:
+        raise ValueError(f"{cls.__name__}: messages nested deeper than {MAX_NESTING} levels")
     table = _table(cls)
     values: dict[str, Any] = dict.fromkeys(table.names, _PLACEHOLDER)
     current: dict[str, str | None] = dict.fromkeys(table.groups)
@@ -182,9 +189,9 @@ def _decode(cls: type[M], data: bytes, start: int, end: int) -> M:
             elif kind == _K_BYTES:
                 value = data[value_start:value_end]
             elif kind == _K_MESSAGE:
-                value = _decode(field.cls, data, value_start, value_end)
+                value = _decode(field.cls, data, value_start, value_end, depth + 1)
             elif kind == _K_MAP:
-                entry = _decode(field.cls, data, value_start, value_end)
+                entry = _decode(field.cls, data, value_start, value_end, depth + 1)
                 mapping = values[field.name]
                 if mapping is _PLACEHOLDER:
                     mapping = values[field.name] = {}
@@ -237,7 +244,10 @@ def _packed(field: _Field, data: bytes, start: int, end: int) -> list[Any]:
 
 
 def parse_message(cls: type[M], data: bytes) -> M:
-    """``cls().parse(data)``, fast; falls back to betterproto on anything unexpected."""
+    """``cls().parse(data)``, fast; falls back to betterproto on anything unexpected.
+
+    Raises ValueError for messages nested deeper than :data:`MAX_NESTING` levels.
+    """
     try:
         return _decode(cls, data, 0, len(data))
     except (_Unsupported, IndexError, UnicodeDecodeError, struct.error):

@@ -186,3 +186,23 @@ def test_malformed_bytes_fall_back_to_betterproto(monkeypatch: pytest.MonkeyPatc
     parse_op(marshal(pb.Op(source=pb.SourceOp(identifier="local://x"))))
     assert calls == []
     assert decode._table(pb.Op).fields[3].name == "source"
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_deep_nesting_is_refused_and_shallow_nesting_matches() -> None:
+    def nest(levels: int) -> bytes:  # Definition.Source.infos[0].definition ...
+        data = b""
+        for _ in range(levels):
+            data = _len_field(3, _len_field(2, _len_field(3, data)))
+        return data
+
+    shallow = nest(10)
+    _same(parse_message(pb.Definition, shallow), pb.Definition().parse(shallow))
+    with pytest.raises(ValueError, match="nested deeper than 100 levels"):
+        parse_message(pb.Definition, nest(1000))
+    op = _len_field(5, _len_field(3, nest(1000)))  # Op.build.def
+    with pytest.raises(ValueError, match="nested deeper"):
+        parse_op(op)

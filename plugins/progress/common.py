@@ -22,10 +22,17 @@ __all__ = [
     "LineSplitter",
     "format_duration",
     "format_size",
+    "is_canceled",
 ]
 
 CANCELED = "context canceled"
 """The error text of a vertex stopped by cancellation (spec/solver.md §8)."""
+
+
+def is_canceled(error: str) -> bool:
+    """True for the error text of a vertex that was stopped rather than failed."""
+    return error in (CANCELED, "canceled")
+
 
 Clock = Callable[[], float]
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from bkcore.plugins.progress.common import (
-    CANCELED,
     BaseRenderer,
     Clock,
     LineSplitter,
     format_duration,
     format_size,
+    is_canceled,
 )
 from bkcore.progress import LogEvent, StatusEvent, VertexEvent, WarningEvent
 
@@ -132,7 +132,7 @@ class PlainRenderer(BaseRenderer):
         v.open = False
         v.done_for = v.completed
         self._flush_logs(v)
-        if v.error == CANCELED:
+        if is_canceled(v.error):
             self._line(v, "CANCELED")
         elif v.error:
             self._line(v, f"ERROR: {v.error}")

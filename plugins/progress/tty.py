@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from bkcore.plugins.progress.common import (
-    CANCELED,
     BaseRenderer,
     Clock,
     LineSplitter,
     format_duration,
     format_size,
+    is_canceled,
 )
 from bkcore.progress import LogEvent, StatusEvent, VertexEvent, WarningEvent
 
@@ -125,7 +125,7 @@ class TtyRenderer(BaseRenderer):
         v.cached, v.error = event.cached, event.error
         if event.started is not None and (self._start is None or event.started < self._start):
             self._start = event.started
-        if v.error and v.error != CANCELED and v not in self._failed:
+        if v.error and not is_canceled(v.error) and v not in self._failed:
             self._failed.append(v)
 
     @staticmethod
@@ -156,7 +156,7 @@ class TtyRenderer(BaseRenderer):
         return left + " " * (width - len(left) - len(right)) + right
 
     def _final_line(self, v: _Vertex, width: int) -> str:
-        if v.error == CANCELED:
+        if is_canceled(v.error):
             prefix = " => CANCELED "
         elif v.error:
             prefix = " => ERROR "
@@ -247,7 +247,7 @@ class TtyRenderer(BaseRenderer):
         self._closed = True
         now = self.clock()
         width, _ = self._size()
-        failed = bool(self._failed) or any(v.error == CANCELED for v in self._vertices.values())
+        failed = bool(self._failed) or any(is_canceled(v.error) for v in self._vertices.values())
         ended = max(
             (v.completed for v in self._vertices.values() if v.completed is not None),
             default=now,

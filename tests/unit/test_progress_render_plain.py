@@ -260,5 +260,11 @@ def test_run_renders_what_arrived_when_cancelled() -> None:
 
 
 def test_exporter_cancellation_text_also_reads_canceled() -> None:
-    text = render([VertexEvent(A, "exporting to client directory", 1.0, 1.5, error="canceled")])
+    text = render(
+        [
+            VertexEvent(
+                A, "exporting to client directory", started=1.0, completed=1.5, error="canceled"
+            )
+        ]
+    )
     assert text == "#1 exporting to client directory\n#1 CANCELED\n"

@@ -73,15 +73,16 @@ def build_graph(
     """
     default_platform = Platform.parse(engine.platform)
     parsed: list[tuple[str, pb.Op]] = []
+    ops_by_digest: dict[str, pb.Op] = {}
     for raw in definition.def_:
         digest = op_digest(raw)
-        try:
-            parsed.append((digest, parse_op(raw)))
-        except Exception as exc:  # betterproto raises assorted types on bad bytes
-            raise DefinitionError(f"cannot parse op: {exc}", digest) from exc
-    ops_by_digest: dict[str, pb.Op] = {}
-    for digest, op in parsed:
-        ops_by_digest.setdefault(digest, op)
+        op = ops_by_digest.get(digest)
+        if op is None:
+            try:
+                op = ops_by_digest[digest] = parse_op(raw)
+            except Exception as exc:  # betterproto raises assorted types on bad bytes
+                raise DefinitionError(f"cannot parse op: {exc}", digest) from exc
+        parsed.append((digest, op))
     names = _names(ops_by_digest, definition.metadata)
     loaded: dict[str, Op] = {}
     specs: list[OpSpec] = []

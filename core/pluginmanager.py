@@ -30,6 +30,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.cli.plugin",
     "bkcore.workers.runc.plugin",
     "bkcore.plugins.progress.plugin",
+    "bkcore.sources.local.plugin",
+    "bkcore.plugins.exporters.plugin",
+    "bkcore.sessions.filesync.plugin",
+    "bkcore.sessions.secrets.plugin",
+    "bkcore.sessions.sshforward.plugin",
 )
 
 #: Entry-point group third-party distributions use to provide plugins.

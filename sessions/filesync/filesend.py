@@ -9,12 +9,16 @@ is renamed into place only when the stream ends cleanly.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import secrets
+import stat
 import sys
 import tempfile
 from collections.abc import AsyncIterable, Mapping
 from typing import BinaryIO
 
+from bkcore.cache.fsutil import remove
 from bkcore.errors import SessionError
 from bkcore.session.transport import Caller, Handler, Metadata, ServerStream
 from bkcore.sessions.filesync.packets import BytesMessage, Packet
@@ -46,9 +50,22 @@ class FileSendTarget:
         return {FILESEND: Handler("stream", self._receive_file, BytesMessage, BytesMessage)}
 
     async def _receive_dir(self, stream: ServerStream) -> None:
+        """Receive into a temporary sibling of ``dest_dir``, then swap it into place.
+
+        Unlike BuildKit's client (which merges into the directory as files arrive), a failed
+        or cancelled export leaves the old destination exactly as it was, and a successful
+        one replaces it whole (files that are not in the result do not linger).
+        """
         assert self.dest_dir is not None
         self.metadata = stream.metadata
-        await receive_diffcopy(stream, self.dest_dir, delete=False, apply_owner=False)
+        dest = os.path.realpath(self.dest_dir)
+        tmp = await asyncio.to_thread(_sibling_dir, dest)
+        try:
+            await receive_diffcopy(stream, tmp, delete=False, apply_owner=False)
+            await asyncio.to_thread(_swap_into_place, tmp, dest)
+        except BaseException:
+            remove(tmp)  # blocking, on the failure path only (also when cancelled)
+            raise
 
     async def _receive_file(self, stream: ServerStream) -> None:
         self.metadata = stream.metadata
@@ -73,11 +90,80 @@ class FileSendTarget:
             raise
 
 
-async def send_dir_to_client(caller: Caller, src_dir: str) -> SendStats:
-    """Export ``src_dir`` to the client's output directory (owners are sent as they are)."""
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _sibling_dir(dest: str) -> str:
+    """A new empty directory beside ``dest`` (parents created), with the mode ``dest`` has or
+    a fresh ``mkdir`` would get."""
+    parent = os.path.dirname(dest)
+    try:
+        s = os.lstat(dest)
+    except FileNotFoundError:
+        s = None
+    if s is not None and not stat.S_ISDIR(s.st_mode):
+        raise SessionError(f"cannot export to {dest}: it exists and is not a directory")
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(dest)}.bkexport-{secrets.token_hex(6)}")
+    os.mkdir(tmp, 0o777)  # the umask applies, as for any new directory
+    if s is not None:
+        os.chmod(tmp, stat.S_IMODE(s.st_mode))
+    return tmp
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (``renameat2(RENAME_EXCHANGE)``); False when unsupported."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _swap_into_place(tmp: str, dest: str) -> None:
+    """Make the complete tree ``tmp`` become ``dest``; the old ``dest`` is removed after."""
+    try:
+        os.rename(tmp, dest)  # no dest yet (or an empty one): done in one step
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if _exchange(tmp, dest):
+        remove(tmp)  # now the old tree
+        return
+    old = f"{tmp}.old"
+    os.rename(dest, old)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        os.rename(old, dest)
+        raise
+    remove(old)
+
+
+async def send_dir_to_client(
+    caller: Caller, src_dir: str, *, mod_time_ns: int | None = None
+) -> SendStats:
+    """Export ``src_dir`` to the client's output directory (owners are sent as they are).
+
+    ``mod_time_ns`` replaces every entry's mtime (``source-date-epoch``).
+    """
     if not caller.supports(FILESEND):
         raise SessionError(f"method {FILESEND} not supported by the client")
     entries = await asyncio.to_thread(walk, src_dir, keep_owner=True)
+    if mod_time_ns is not None:
+        for entry in entries:
+            entry.stat.mod_time = mod_time_ns
     async with caller.open_stream(FILESEND, Packet) as stream:
         return await send_diffcopy(stream, entries)
 

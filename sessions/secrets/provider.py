@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import betterproto
@@ -118,6 +118,17 @@ class SecretsProvider:
 
     def __repr__(self) -> str:
         return f"SecretsProvider(ids={sorted(self.secrets)!r})"
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str]) -> SecretsProvider:
+        """A provider for ``--secret`` values; a repeated id is a :class:`SessionError`."""
+        secrets: dict[str, bytes | SecretSource] = {}
+        for spec in specs:
+            source = parse_secret_spec(spec)
+            if source.id in secrets:
+                raise SessionError(f"secret {source.id!r} is given twice")
+            secrets[source.id] = source
+        return cls(secrets)
 
     def handlers(self) -> Mapping[str, Handler]:
         return {GETSECRET: Handler("unary", self._get, GetSecretRequest, GetSecretResponse)}

@@ -8,7 +8,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 import betterproto
@@ -67,6 +67,17 @@ class SSHProvider:
 
     def __init__(self, agents: Mapping[str, str]) -> None:
         self._agents = dict(agents)
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str]) -> SSHProvider:
+        """A provider for ``--ssh`` values; a repeated id is a :class:`SessionError`."""
+        agents: dict[str, str] = {}
+        for spec in specs:
+            sid, path = parse_ssh_spec(spec)
+            if sid in agents:
+                raise SessionError(f"ssh id {sid!r} is given twice")
+            agents[sid] = path
+        return cls(agents)
 
     def handlers(self) -> Mapping[str, Handler]:
         return {

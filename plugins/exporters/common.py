@@ -1,0 +1,93 @@
+"""What the ``local`` and ``tar`` exporters share: attrs, the progress vertex, the view."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bkcore.errors import BkError, ExportError
+from bkcore.progress import VertexEvent
+
+if TYPE_CHECKING:
+    from bkcore.exporter import ExportContext
+    from bkcore.progress import ProgressStream
+    from bkcore.session.transport import Caller
+    from bkcore.solver.types import Result
+
+__all__ = ["client_of", "exporting", "source_date_epoch", "viewed"]
+
+EPOCH_ATTR = "source-date-epoch"
+
+
+def source_date_epoch(attrs: Mapping[str, str]) -> int | None:
+    """The ``source-date-epoch`` attr in whole seconds (None when absent or empty)."""
+    value = attrs.get(EPOCH_ATTR, "").strip()
+    if not value:
+        return None
+    try:
+        epoch = int(value, 10)
+    except ValueError:
+        raise ExportError(f"invalid {EPOCH_ATTR} {value!r}: expected decimal seconds") from None
+    if epoch < 0:
+        raise ExportError(f"invalid {EPOCH_ATTR} {value!r}: must not be negative")
+    return epoch
+
+
+def client_of(ctx: ExportContext, what: str) -> Caller:
+    caller = ctx.caller
+    if caller is None:
+        raise ExportError(f"{what} needs a client session to write to")
+    return caller
+
+
+@asynccontextmanager
+async def exporting(progress: ProgressStream, name: str) -> AsyncIterator[None]:
+    """Show the export as its own vertex: started, then completed or failed."""
+    digest = "sha256:" + hashlib.sha256(secrets.token_bytes(16)).hexdigest()
+    started = time.time()
+    progress.write(VertexEvent(digest, name, started=started))
+    try:
+        yield
+    except BaseException as exc:
+        error = str(exc) if isinstance(exc, Exception) else "canceled"
+        progress.write(
+            VertexEvent(digest, name, started=started, completed=time.time(), error=error)
+        )
+        raise
+    progress.write(VertexEvent(digest, name, started=started, completed=time.time()))
+
+
+@asynccontextmanager
+async def viewed(ctx: ExportContext, result: Result | None) -> AsyncIterator[Path]:
+    """``ctx.view(result)`` entered and left in threads (a view may mount a file system)."""
+    cm = ctx.view(result)
+    enter = asyncio.ensure_future(asyncio.to_thread(cm.__enter__))
+    try:
+        path = await asyncio.shield(enter)
+    except asyncio.CancelledError:
+        await asyncio.wait([enter])
+        if not enter.cancelled() and enter.exception() is None:
+            await asyncio.to_thread(cm.__exit__, None, None, None)
+        raise
+    try:
+        yield path
+    finally:
+        leave = asyncio.ensure_future(asyncio.to_thread(cm.__exit__, None, None, None))
+        try:
+            await asyncio.shield(leave)
+        except asyncio.CancelledError:
+            await asyncio.wait([leave])
+            raise
+
+
+def as_export_error(what: str, exc: BaseException) -> BkError:
+    """A one-line :class:`ExportError` for a failure while exporting."""
+    if isinstance(exc, ExportError):
+        return exc
+    return ExportError(f"{what}: {exc}")

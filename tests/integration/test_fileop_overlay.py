@@ -293,3 +293,49 @@ def test_empty_owner_means_root_and_no_owner_keeps_the_source_owner(store: Cache
             await res.release()
 
     asyncio.run(main())
+
+
+def test_symlinks_never_lead_out_of_the_snapshots(store: CacheStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret")
+
+    async def main() -> None:
+        with store.snapshots.prepare(None, "hostile base") as m:
+            root = m.mount()
+            os.symlink(str(outside), root / "abs")  # absolute: means /<outside> inside
+            os.symlink("../../../../../../" + str(outside).lstrip("/"), root / "rel")
+            base = await new_result(store, m.commit())
+        with store.snapshots.prepare(None, "hostile source") as m:
+            root = m.mount()
+            os.symlink(str(outside / "secret"), root / "s")
+            (root / "d").mkdir()
+            os.symlink("../../../../../../" + str(outside / "secret").lstrip("/"), root / "d/s")
+            src = await new_result(store, m.commit())
+        mk = pb.FileActionMkFile(path="/abs/new", mode=0o644, data=b"in", timestamp=-1)
+        mkabs = pb.FileActionMkDir(path="/abs", mode=0o755, timestamp=-1, make_parents=True)
+        md = pb.FileActionMkDir(path="/rel/dir", mode=0o755, timestamp=-1, make_parents=True)
+        for src_path in ("/s", "/d/s"):
+            # The followed links name paths that do not exist inside the source snapshot.
+            follow = pb.FileActionCopy(src=src_path, dest="/copied", mode=-1, follow_symlink=True)
+            with pytest.raises(FileOpError, match="no such file"):
+                await execute(store, make_op([act(0, 1, 0, copy=follow)], 2), [base, src])
+        ok = make_op(
+            [
+                act(0, -1, -1, mkdir=mkabs),
+                act(1, -1, -1, mkfile=mk),
+                act(2, -1, 0, mkdir=md),
+            ],
+            1,
+        )
+        [out] = await execute(store, ok, [base])
+        with store.snapshots.view(out.id) as root:
+            inside = root / str(outside).lstrip("/")
+            assert (inside / "new").read_text() == "in"
+            assert (inside / "dir").is_dir()
+            assert os.readlink(root / "abs") == str(outside)  # the link itself is kept
+        assert sorted(os.listdir(outside)) == ["secret"]
+        for r in (out, base, src):
+            await r.release()
+
+    asyncio.run(main())

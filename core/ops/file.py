@@ -31,16 +31,17 @@ import os
 import posixpath
 import threading
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import betterproto
 from bkcore.errors import CacheError, DefinitionError
 from bkcore.fs import fileops
-from bkcore.fs.errors import FileOpError
+from bkcore.fs.contenthash import ContentHasher, combine_selectors
+from bkcore.fs.errors import FileOpError, PathNotFoundError
 from bkcore.fs.securepath import resolve
 from bkcore.fs.users import Owner
 from bkcore.llb import pb
@@ -215,12 +216,14 @@ def file_cache_map(
 
 def _checksum(store: CacheStore, snapshot_id: str, selectors: Sequence[Selector]) -> str:
     """Blocking: the content key of ``selectors`` in a committed snapshot."""
-    from bkcore.fs.contenthash import ContentHasher, combine_selectors
-    from bkcore.fs.errors import PathNotFoundError
 
     local = _is_local(store, snapshot_id)
-    with store.snapshots.view(snapshot_id) as root:
-        hasher = ContentHasher(os.fspath(root), empty_root_header=local)
+    with _hashed(snapshot_id) as cached, store.snapshots.view(snapshot_id) as root:
+        hasher = cached.hasher
+        if hasher is None:
+            hasher = cached.hasher = ContentHasher(os.fspath(root), empty_root_header=local)
+        # Records are keyed by paths inside the snapshot: only the view's mount point moves.
+        hasher.root = os.path.abspath(root)
         digests = []
         for sel in selectors or [Selector("")]:
             path = _go_abs(sel.path)
@@ -243,6 +246,34 @@ def _checksum(store: CacheStore, snapshot_id: str, selectors: Sequence[Selector]
                     f" {snapshot_id}: {why}"
                 ) from exc
         return combine_selectors(digests)
+
+
+class _Hashed:
+    """The record cache of one committed (so immutable) snapshot, one thread at a time."""
+
+    __slots__ = ("hasher", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hasher: ContentHasher | None = None
+
+
+_HASHED: OrderedDict[str, _Hashed] = OrderedDict()
+_HASHED_LOCK = threading.Lock()
+_HASHED_MAX = 32
+
+
+@contextmanager
+def _hashed(snapshot_id: str) -> Iterator[_Hashed]:
+    """The cache of ``snapshot_id``, locked. Kept for the most recently hashed snapshots, so
+    ops selecting paths of one build context (or one stage) read each file once."""
+    with _HASHED_LOCK:
+        entry = _HASHED.pop(snapshot_id, None) or _Hashed()
+        _HASHED[snapshot_id] = entry
+        while len(_HASHED) > _HASHED_MAX:
+            _HASHED.popitem(last=False)
+    with entry.lock:
+        yield entry
 
 
 def _missing_parent(root: str, path: str) -> str | None:

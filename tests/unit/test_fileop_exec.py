@@ -383,3 +383,34 @@ def test_solver_caches_across_solvers_by_content(tmp_path: Path) -> None:
         assert results_for(w.store).live_refs() == 0
 
     run(main())
+
+
+def test_ops_on_one_snapshot_read_each_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bkcore.fs import contenthash
+
+    reads: list[str] = []
+    real = contenthash._hash_file
+
+    def counting(h: Any, host: str, size: int) -> None:
+        reads.append(os.path.basename(host))
+        real(h, host, size)
+
+    monkeypatch.setattr(contenthash, "_hash_file", counting)
+
+    async def main() -> None:
+        w = World(tmp_path)
+        ctx = await w.result({"src/a.txt": "A", "src/b.txt": "B"})
+        keys = []
+        for src in ("/src", "/src/a.txt", "/src"):
+            op = make_op([act(0, 1, 0, copy=cp(src, "/x"))], 2)
+            cmap, _ = await FileOpAdapter(op, "sha256:" + "d" * 64, w.engine).cache_map(w.ctx(), 0)
+            compute = cmap.deps[1].compute_digest
+            assert compute is not None
+            keys.append(await compute(ctx))
+        assert keys[0] == keys[2] != keys[1]
+        assert sorted(reads) == ["a.txt", "b.txt"]
+        await ctx.release()
+
+    run(main())

@@ -13,7 +13,7 @@ from bkcore.session import Session
 from bkcore.sessions.filesync import FileSendTarget, send_dir_to_client, send_file_to_client
 
 
-def test_directory_export_merges_into_output(tmp_path: Path) -> None:
+def test_directory_export_replaces_output(tmp_path: Path) -> None:
     rootfs, out = tmp_path / "rootfs", tmp_path / "out"
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "hosts").write_bytes(b"127.0.0.1 localhost\n")
@@ -29,7 +29,9 @@ def test_directory_export_merges_into_output(tmp_path: Path) -> None:
     assert (out / "etc" / "hosts").read_bytes() == b"127.0.0.1 localhost\n"
     assert (out / "big").read_bytes() == (rootfs / "big").read_bytes()
     assert os.readlink(out / "h") == "etc/hosts"
-    assert (out / "unrelated").read_bytes() == b"mine"  # merged, not deleted
+    # swapped in whole once complete (not merged as by BuildKit's client)
+    assert not (out / "unrelated").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out", "rootfs"]
 
 
 def test_file_export_is_atomic_and_carries_metadata(tmp_path: Path) -> None:

@@ -38,8 +38,12 @@ def _sources(defn: llb.Definition) -> list[pb.SourceOp]:
     return [op.source for op in ops if betterproto.which_one_of(op, "op")[0] == "source"]
 
 
+def _kind(op: pb.Op) -> str:
+    return betterproto.which_one_of(op, "op")[0]
+
+
 def _kinds(defn: llb.Definition) -> list[str]:
-    return sorted(betterproto.which_one_of(defn.op(d), "op")[0] for d in defn.digests)
+    return sorted(_kind(defn.op(d)) for d in defn.digests)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -52,13 +56,25 @@ def test_local_base_replaces_the_image(name: str) -> None:
     assert not any(s.identifier.startswith("docker-image://") for s in local_srcs)
     (base,) = [s for s in local_srcs if s.identifier == "local://base"]
     assert base.attrs["local.sharedkeyhint"] == "base"
-    # only the base changed: the same number and kinds of ops
-    assert _kinds(image) == _kinds(local)
+    # only the base changed: the image became a local source copied onto scratch
+    assert sorted([*_kinds(image), "file"]) == _kinds(local)
+    base_digest = next(
+        d
+        for d in local.digests
+        if _kind(local.op(d)) == "source" and local.op(d).source.identifier == "local://base"
+    )
+    (copy,) = [
+        op.file.actions[0].copy
+        for op in (local.op(d) for d in local.digests)
+        if _kind(op) == "file" and [i.digest for i in op.inputs] == [base_digest]
+    ]
+    assert (copy.src, copy.dest, copy.dir_copy_contents) == ("/", "/", True)
 
 
 def test_local_base_with_a_name_and_an_explicit_image() -> None:
     named = _sources(_defn("merge_diff", BKCORE_BASE="local:rootfs"))
     assert [s.identifier for s in named] == ["local://rootfs"]
+    assert named[0].attrs["local.sharedkeyhint"] == "rootfs"
     image = _sources(_defn("merge_diff", BKCORE_BASE="image:busybox:1.36"))
     assert [s.identifier for s in image] == ["docker-image://docker.io/library/busybox:1.36"]
     # BKCORE_BASE_IMAGE still works when BKCORE_BASE is unset or just "image"

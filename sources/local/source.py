@@ -29,7 +29,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -48,6 +48,9 @@ SCHEME = "local://"
 #: Directory under the store root holding the synced copies and the content map.
 LOCAL_DIR = "local"
 CONTENT_DIR = "content"
+#: File in a copy's directory naming the snapshot last committed from it.
+LAST = "last-snapshot"
+OVERLAY = "overlayfs"
 DESCRIPTION_PREFIX = "local source for "
 _LOCK_POLL = 0.05
 
@@ -281,21 +284,42 @@ class LocalInstance:
                 started=started,
                 completed=time.time(),
             )
-            return await self._commit(store, base / "tree", synced.digests)
+            return await self._commit(store, base, synced.digests, synced.changed)
 
-    async def _commit(self, store: CacheStore, tree: Path, digests: Mapping[str, str]) -> Result:
-        """A committed snapshot holding ``tree``: a known one, or a new copy."""
-        from bkcore.cache.fsutil import copy_tree
-        from bkcore.cache.results import commit_result, new_result, prepare
+    async def _commit(
+        self,
+        store: CacheStore,
+        base: Path,
+        digests: Mapping[str, str],
+        changed: Collection[str],
+    ) -> Result:
+        """A committed snapshot holding ``base/tree``: a known one, or a new one."""
+        from bkcore.cache.results import new_result
 
+        tree = base / "tree"
         identity = await asyncio.to_thread(tree_identity, str(tree), digests)
         entry = store.root / LOCAL_DIR / CONTENT_DIR / identity
         known = await asyncio.to_thread(_read_content_map, entry)
+        result: Result | None = None
         if known is not None:
-            try:
-                return await new_result(store, known)
-            except CacheError:
-                pass  # pruned since: make a new one
+            with contextlib.suppress(CacheError):  # pruned since: make a new one
+                result = await new_result(store, known)
+        if result is None:
+            result = await self._incremental(store, base, identity, digests, changed)
+        if result is None:
+            result = await self._full_copy(store, tree)
+        try:
+            await asyncio.to_thread(_write_content_map, entry, result.id)
+            await asyncio.to_thread(_write_content_map, base / LAST, result.id)
+        except BaseException:
+            await result.release()
+            raise
+        return result
+
+    async def _full_copy(self, store: CacheStore, tree: Path) -> Result:
+        from bkcore.cache.fsutil import copy_tree
+        from bkcore.cache.results import commit_result, prepare
+
         mutable = await prepare(store, None, DESCRIPTION_PREFIX + self.spec.name)
         try:
             path = await asyncio.to_thread(mutable.mount)
@@ -303,13 +327,92 @@ class LocalInstance:
         except BaseException:
             await asyncio.shield(asyncio.to_thread(mutable.discard))
             raise
-        result = await commit_result(store, mutable)
+        return await commit_result(store, mutable)
+
+    async def _incremental(
+        self,
+        store: CacheStore,
+        base: Path,
+        identity: str,
+        digests: Mapping[str, str],
+        changed: Collection[str],
+    ) -> Result | None:
+        """With overlay snapshots: the copy's last snapshot plus only what this sync changed,
+        checked against ``identity``; None when that is not possible (then: a full copy)."""
+        from bkcore.cache.results import commit_result, new_result, prepare
+
+        if store.driver != OVERLAY or not changed:
+            return None
+        last = await asyncio.to_thread(_read_content_map, base / LAST)
+        if last is None:
+            return None
         try:
-            await asyncio.to_thread(_write_content_map, entry, result.id)
-        except BaseException:
-            await result.release()
-            raise
-        return result
+            parent = await new_result(store, last)
+        except CacheError:
+            return None
+        try:
+            mutable = await prepare(store, parent, DESCRIPTION_PREFIX + self.spec.name)
+            try:
+                path = await asyncio.to_thread(mutable.mount)
+                same = await asyncio.to_thread(
+                    _apply_changes, base / "tree", path, changed, identity, digests
+                )
+                if not same:
+                    await asyncio.shield(asyncio.to_thread(mutable.discard))
+                    return None
+            except BaseException:
+                await asyncio.shield(asyncio.to_thread(mutable.discard))
+                raise
+            return await commit_result(store, mutable)
+        finally:
+            await parent.release()
+
+
+def _parents(rel: str) -> Iterator[str]:
+    while rel:
+        rel = rel.rpartition("/")[0]
+        yield rel
+
+
+def _apply_changes(
+    tree: Path, dest: Path, changed: Collection[str], identity: str, digests: Mapping[str, str]
+) -> bool:
+    """Bring ``dest`` (a copy of an earlier state of ``tree``) up to date by ``changed``
+    paths; True when it then holds exactly ``identity``. Hard-linked files are not handled
+    (False: the caller copies everything)."""
+    from bkcore.cache.fsutil import copy_entry, copy_metadata, remove
+
+    dirs: set[str] = {""}
+    for rel in sorted(changed, key=lambda p: p.split("/")):  # parents before children
+        src, dst = tree / rel, dest / rel
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            remove(dst)
+            dirs.update(_parents(rel))
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            return False
+        try:
+            old: os.stat_result | None = os.lstat(dst)
+        except FileNotFoundError:
+            old = None
+        if stat.S_ISDIR(st.st_mode):
+            if old is not None and not stat.S_ISDIR(old.st_mode):
+                remove(dst)
+                old = None
+            if old is None:
+                os.mkdir(dst, 0o700)
+            dirs.add(rel)
+        else:
+            if old is not None:
+                remove(dst)
+            copy_entry(src, dst, st)
+        dirs.update(_parents(rel))
+    for rel in sorted(dirs, key=lambda p: p.count("/") + bool(p), reverse=True):
+        src = tree / rel if rel else tree
+        copy_metadata(src, dest / rel if rel else dest, os.lstat(src))
+    return tree_identity(str(dest), digests) == identity
 
 
 class LocalSource:

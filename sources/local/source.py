@@ -67,6 +67,13 @@ class LocalSpec:
     shared_key_hint: str = ""
     differ: Literal["metadata", "none"] = "metadata"
 
+    @property
+    def dir_name(self) -> str:
+        """The directory name asked of the client: ``PREFIX-NAME`` when ``local.session`` is
+        written ``PREFIX:ID``, else ``NAME``."""
+        prefix, sep, _ = self.session.rpartition(":")
+        return f"{prefix}-{self.name}" if sep and prefix else self.name
+
 
 def _string_list(attrs: Mapping[str, str], key: str) -> tuple[str, ...] | None:
     raw = attrs.get(key)
@@ -236,8 +243,7 @@ class LocalInstance:
         group = self._group(ctx)
         if not group:
             raise SourceError(f"local source {self.spec.name!r}: no session to read it from")
-        session_id = group[0].rsplit(":", 1)[-1]
-        return cache_key_string(self.spec, session_id), True
+        return cache_key_string(self.spec, group[0]), True
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -268,7 +274,7 @@ class LocalInstance:
             try:
                 synced = await sync_dir(
                     conn.caller,
-                    spec.name,
+                    spec.dir_name,
                     str(base / "tree"),
                     spec.includes or (),
                     spec.excludes or (),

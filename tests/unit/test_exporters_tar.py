@@ -139,3 +139,21 @@ def test_export_failures(tmp_path: Path) -> None:
         asyncio.run(TarExporter().export(_Ctx(root, None), None, {}))
     with pytest.raises(ExportError, match="source-date-epoch"):
         asyncio.run(TarExporter().export(_Ctx(root, None), None, {"source-date-epoch": "x"}))
+
+
+def test_long_and_non_utf8_names_round_trip(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    long_dir = root / ("d" * 90) / ("e" * 90)
+    long_dir.mkdir(parents=True)
+    (long_dir / ("f" * 120)).write_text("deep")
+    odd = os.fsencode(root) + b"/caf\xe9"
+    with open(odd, "wb") as f:
+        f.write(b"latin-1 name")
+    data = _archive(root)
+    out = tmp_path / "x"
+    out.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(data), encoding="utf-8", errors="surrogateescape") as tf:
+        tf.extractall(out, filter="tar")
+    assert (out / ("d" * 90) / ("e" * 90) / ("f" * 120)).read_text() == "deep"
+    with open(os.fsencode(out) + b"/caf\xe9", "rb") as f:
+        assert f.read() == b"latin-1 name"

@@ -148,7 +148,8 @@ def test_cache_key_uses_local_session_first_then_jobs() -> None:
         inst = _instance(**{"local.session": "prefix:given"})
         ctx = _Ctx(engine=None, session_ids=["jobsession"])
         key, last = await inst.cache_key(ctx, 0)
-        assert last and key == cache_key_string(inst.spec, "given")
+        assert last and key == cache_key_string(inst.spec, "prefix:given")  # as written
+        assert inst.spec.dir_name == "prefix-ctx" and _instance().spec.dir_name == "ctx"
         inst2 = _instance()
         key2, _ = await inst2.cache_key(ctx, 0)
         assert key2 == cache_key_string(inst2.spec, "jobsession")
@@ -330,3 +331,44 @@ def test_tree_identity_covers_content_metadata_and_uses_known_digests(tmp_path: 
     mode_back = tree_identity(str(root))
     os.utime(root / "f", ns=(1, 1))
     assert tree_identity(str(root)) != mode_back
+
+
+def test_concurrent_fetches_of_one_copy_are_serialised(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, sessions, client = _setup(tmp_path)
+        session = _session(sessions, {"ctx": str(client)})
+        ctx = _Ctx(_Engine(store, sessions), [session.id])
+        results = await asyncio.gather(*(_instance().snapshot(ctx) for _ in range(4)))
+        assert len({r.id for r in results}) == 1
+        assert _view_files(store, results[0])["a.txt"] == b"alpha\n"
+        assert len(store.snapshots.all()) == 1
+        for r in results:
+            await r.release()
+        await results_for(store).close()
+        await sessions.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_fetch_leaves_nothing_and_the_copy_usable(tmp_path: Path) -> None:
+    async def main() -> None:
+        store, sessions, client = _setup(tmp_path)
+        for i in range(200):
+            (client / f"f{i}").write_bytes(os.urandom(20_000))
+        session = _session(sessions, {"ctx": str(client)})
+        ctx = _Ctx(_Engine(store, sessions), [session.id])
+        task = asyncio.ensure_future(_instance().snapshot(ctx))
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [s for s in store.snapshots.all() if s.state == "active"] == []
+        assert results_for(store).live_refs() == 0
+        result = await asyncio.wait_for(_instance().snapshot(ctx), 30)  # lock was released
+        files = _view_files(store, result)
+        assert files["f199"] == (client / "f199").read_bytes() and files["a.txt"] == b"alpha\n"
+        await result.release()
+        await results_for(store).close()
+        await sessions.close()
+
+    asyncio.run(main())

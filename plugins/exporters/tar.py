@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import struct
 import tarfile
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -115,6 +116,57 @@ def _header(
     return info, data
 
 
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
+_OCTAL_LIMIT = {8: 8**7, 12: 8**11}
+
+
+def _num(value: int, digits: int) -> bytes:
+    return b"%0*o\0" % (digits - 1, value)
+
+
+def ustar_header(info: tarfile.TarInfo) -> bytes | None:
+    """The 512-byte USTAR header tarfile's PAX format writes for ``info``, built in one
+    ``struct.pack``; None when the entry needs PAX records or non-ASCII names (then tarfile
+    builds it)."""
+    name = info.name + "/" if info.type == tarfile.DIRTYPE else info.name
+    if info.pax_headers or not (name.isascii() and info.linkname.isascii()):
+        return None
+    if len(name) > 100 or len(info.linkname) > 100:
+        return None
+    if not (
+        0 <= info.uid < 8**7
+        and 0 <= info.gid < 8**7
+        and 0 <= info.size < 8**11
+        and 0 <= info.mtime < 8**11
+        and 0 <= info.devmajor < 8**7
+        and 0 <= info.devminor < 8**7
+    ):
+        return None
+    device = info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE)
+    header = bytearray(
+        _USTAR.pack(
+            name.encode(),
+            _num(info.mode & 0o7777, 8),
+            _num(info.uid, 8),
+            _num(info.gid, 8),
+            _num(info.size, 12),
+            _num(int(info.mtime), 12),
+            b"        ",
+            info.type,
+            info.linkname.encode(),
+            b"ustar\0",
+            b"00",
+            b"",
+            b"",
+            _num(info.devmajor, 8) if device else b"",
+            _num(info.devminor, 8) if device else b"",
+            b"",
+        )
+    )
+    header[148:155] = b"%06o\0" % sum(header)
+    return bytes(header)
+
+
 def _file_blocks(host: str, size: int) -> Iterator[bytes]:
     """The file's bytes in large blocks, then its padding to a 512-byte boundary."""
     fd = os.open(host, _READ_FLAGS)
@@ -142,7 +194,7 @@ def tar_chunks(root: str, *, epoch: int | None = None) -> Iterator[bytes]:
         if made is None:
             continue
         info, data = made
-        buf += info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        buf += ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         if data:
             for block in _file_blocks(host, info.size):
                 if len(buf) + len(block) > CHUNK and buf:

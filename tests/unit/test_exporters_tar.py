@@ -157,3 +157,31 @@ def test_long_and_non_utf8_names_round_trip(tmp_path: Path) -> None:
     assert (out / ("d" * 90) / ("e" * 90) / ("f" * 120)).read_text() == "deep"
     with open(os.fsencode(out) + b"/caf\xe9", "rb") as f:
         assert f.read() == b"latin-1 name"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "link"),
+    [
+        (tarfile.REGTYPE, "a/b.txt", ""),
+        (tarfile.DIRTYPE, "a/dir", ""),
+        (tarfile.SYMTYPE, "ln", "../x/y"),
+        (tarfile.LNKTYPE, "hard", "a/b.txt"),
+        (tarfile.CHRTYPE, "dev/null", ""),
+        (tarfile.BLKTYPE, "dev/sda", ""),
+        (tarfile.FIFOTYPE, "fifo", ""),
+        (tarfile.REGTYPE, "n" * 100, ""),
+    ],
+)
+def test_fast_header_is_byte_identical_to_tarfile(kind: bytes, name: str, link: str) -> None:
+    from bkcore.plugins.exporters.tar import ustar_header
+
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.mode, info.uid, info.gid, info.mtime = 0o4755, 1234, 5678, 1_700_000_000
+    info.uname = info.gname = ""
+    info.size = 12345 if kind == tarfile.REGTYPE else 0
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor, info.devminor = 8, 3
+    assert ustar_header(info) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    info.name = "é" + name  # needs a PAX record: left to tarfile
+    assert ustar_header(info) is None

@@ -12,7 +12,7 @@ below them a live area is redrawn in place (ANSI cursor movement) about ten time
 
 Running steps show their statuses and the last lines of their output. The live area is
 clipped to the terminal's height and lines to its width. When the stream ends the final line
-reads ``[+] Building 3.1s (3/3) FINISHED`` (or ``FAILED``) and each failed step is shown
+reads ``[+] Building 3.1s (3/3) FINISHED`` (or ``FAILED``, ``CANCELED``) and each failed step is shown
 again with its last log lines, as in plain mode.
 """
 
@@ -247,7 +247,12 @@ class TtyRenderer(BaseRenderer):
         self._closed = True
         now = self.clock()
         width, _ = self._size()
-        failed = bool(self._failed) or any(is_canceled(v.error) for v in self._vertices.values())
+        if self._failed:
+            state = "FAILED"
+        elif any(is_canceled(v.error) for v in self._vertices.values()):
+            state = "CANCELED"
+        else:
+            state = "FINISHED"
         ended = max(
             (v.completed for v in self._vertices.values() if v.completed is not None),
             default=now,
@@ -255,7 +260,7 @@ class TtyRenderer(BaseRenderer):
         out: list[str] = []
         if self._live_lines:
             out.append("\r" + _UP.format(self._live_lines))
-        out.append(self._header(ended, width, "FAILED" if failed else "FINISHED") + _CLEAR_LINE)
+        out.append(self._header(ended, width, state) + _CLEAR_LINE)
         out.append("\n" + _CLEAR_DOWN)
         for v in self._failed:
             out.append("------\n")

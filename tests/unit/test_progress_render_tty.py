@@ -156,7 +156,7 @@ def test_successful_build_ends_finished_and_cancel_is_not_an_error_box() -> None
     r.close()
     assert [squash(s) for s in screen(out.getvalue())] == [
         "=> CANCELED y 0.5s",
-        "[+] Building 0.5s (1/1) FAILED",
+        "[+] Building 0.5s (1/1) CANCELED",
     ]
 
 

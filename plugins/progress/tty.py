@@ -12,8 +12,8 @@ below them a live area is redrawn in place (ANSI cursor movement) about ten time
 
 Running steps show their statuses and the last lines of their output. The live area is
 clipped to the terminal's height and lines to its width. When the stream ends the final line
-reads ``[+] Building 3.1s (3/3) FINISHED`` (or ``FAILED``, ``CANCELED``) and each failed step is shown
-again with its last log lines, as in plain mode.
+reads ``[+] Building 3.1s (3/3) FINISHED`` (or ``FAILED``, ``CANCELED``) and each failed
+step is shown again with its last log lines, as in plain mode.
 """
 
 from __future__ import annotations

@@ -103,9 +103,11 @@ class ProgressRenderer(Protocol):
 
 
 def make_renderer(plugins: BkPluginManager, mode: str, out: TextIO) -> ProgressRenderer:
-    """The renderer for ``--progress mode`` (``auto`` = ``tty`` on a terminal, else plain)."""
+    """The renderer for ``--progress mode`` (``auto``: ``tty`` on a terminal unless
+    ``TERM=dumb``, else ``plain``)."""
     if mode == "auto":
-        mode = "tty" if _isatty(out) else "plain"
+        live = _isatty(out) and os.environ.get("TERM", "") != "dumb"
+        mode = "tty" if live else "plain"
     registry = plugins.registry("progress_renderers")
     if mode not in registry:
         known = ", ".join(["auto", *sorted(registry.keys())])

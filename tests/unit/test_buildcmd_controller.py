@@ -88,3 +88,24 @@ def test_run_build_renders_progress_to_the_given_stream(tmp_path: Path) -> None:
     )
     assert dict(response.exporter_response) == {}
     assert out.getvalue().startswith("#1 mkfile /hello.txt\n#1 DONE ")
+
+
+def test_auto_progress_picks_tty_only_on_a_capable_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bkcore.controller import make_renderer
+    from bkcore.plugins.progress.plain import PlainRenderer
+    from bkcore.plugins.progress.rawjson import RawJsonRenderer
+    from bkcore.plugins.progress.tty import TtyRenderer
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    plugins = get_plugin_manager()
+    monkeypatch.setenv("TERM", "xterm")
+    assert isinstance(make_renderer(plugins, "auto", Terminal()), TtyRenderer)
+    assert isinstance(make_renderer(plugins, "auto", io.StringIO()), PlainRenderer)
+    assert isinstance(make_renderer(plugins, "rawjson", Terminal()), RawJsonRenderer)
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(make_renderer(plugins, "auto", Terminal()), PlainRenderer)

@@ -11,6 +11,16 @@ and hands the result to the exporter of each ``--output``.
 :func:`run_build` is the one-shot form the CLI uses: a controller, a progress renderer on
 ``stderr`` and one build. Every failure is a :class:`~bkcore.errors.BkError`; cancellation
 (Ctrl-C) stops the solve, releases everything and re-raises ``CancelledError``.
+
+Registry targets the controller builds, by family and key:
+
+* ``workers``: ``Target.for_root(state_root, snapshotter=...)`` when it has ``for_root``,
+  else ``Target(state_root / key)`` (a class) or the object itself;
+* ``attachables``: ``filesync(dirs: dict[name, dir])``, ``secrets(specs: list[str])``,
+  ``ssh(specs: list[str])``, ``filesend(dest_dir=... | file=... | stdout=True)``;
+* ``exporters``: ``Target()`` (a class) or the object; ``await exporter.export(ctx, result,
+  attrs)``;
+* ``progress_renderers``: ``Target(out)``; ``await renderer.run(reader)``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["plugins"], ["plugins", "--format", "json"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["build", "--help"], ["plugins"], ["plugins", "--format", "json"]]
+)
 def test_startup_imports_nothing_heavy(argv: list[str]) -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, check=True
@@ -30,3 +32,6 @@ def test_startup_imports_nothing_heavy(argv: list[str]) -> None:
     assert loaded == []
     if argv == ["--help"]:
         assert "bkcore.cli.plugins_cmd" not in result["modules"]
+        assert "bkcore.cli.build_cmd" not in result["modules"]
+    if argv[0] == "build":
+        assert "bkcore.controller" not in result["modules"]

@@ -51,7 +51,8 @@ class ProcessSpec:
     ``user`` is ``""`` (root), ``uid``, ``uid:gid``, ``name`` or ``name:group``; names are
     looked up in the rootfs's ``/etc/passwd`` and ``/etc/group``. ``network`` ``sandbox`` and
     ``none`` both get a private network namespace with only loopback (there is no CNI here);
-    ``host`` shares the host's. ``insecure`` runs privileged.
+    ``host`` shares the host's. ``insecure`` runs privileged. ``readonly_rootfs`` mounts the
+    root filesystem read-only (LLB: a read-only mount at ``/``).
     """
 
     args: Sequence[str]
@@ -64,6 +65,7 @@ class ProcessSpec:
     extra_hosts: Sequence[tuple[str, str]] = ()
     ulimits: Sequence[Ulimit] = ()
     cgroup_parent: str = ""
+    readonly_rootfs: bool = False
 
 
 @dataclass(frozen=True)

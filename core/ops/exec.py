@@ -229,6 +229,7 @@ class ExecOpAdapter:
                     extra_hosts=[(h.host, h.ip) for h in meta.extra_hosts],
                     ulimits=[Ulimit(u.name, u.soft, u.hard) for u in meta.ulimit],
                     cgroup_parent=meta.cgroup_parent,
+                    readonly_rootfs=any(m.dest == "/" and m.readonly for m in self.exec_op.mounts),
                 )
                 code = await self.engine.worker.run(
                     prepared.rootfs, prepared.mounts, process, on_output=on_output

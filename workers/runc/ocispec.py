@@ -283,7 +283,7 @@ def build_config(
             "rlimits": rlimits(process),
             "noNewPrivileges": False,
         },
-        "root": {"path": rootfs, "readonly": False},
+        "root": {"path": rootfs, "readonly": process.readonly_rootfs},
         "hostname": hostname,
         "mounts": arrange_mounts([*default_mounts(process.insecure), *mounts]),
         "linux": linux,

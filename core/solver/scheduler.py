@@ -473,11 +473,11 @@ class Solver:
         maps = await self._maps_inline(sv)
         input_keys = await self._all_def_keys(sv)
         needed: list[int] = []
-        for i, (shared, _) in enumerate(sv.inputs):
+        for i in range(len(sv.inputs)):
             content = any(m.deps[i].compute_digest is not None for m in maps)
-            if not input_keys[i] and not content and not shared.vertex.ignore_cache:
-                # It will run and get a new key, so nothing can match: go and run (§3.2.4).
-                return None
+            # An input without definition keys may still load from the cache through its
+            # own content keys (COPY from a local source): complete it, then match with the
+            # keys its edge carries. Only if it really runs does its key match nothing.
             if content or not input_keys[i]:
                 needed.append(i)
         if not needed:

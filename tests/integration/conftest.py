@@ -124,11 +124,25 @@ class Builder:
 
     # -- graphs ---------------------------------------------------------------------------
 
-    def base(self) -> Any:
-        """The busybox rootfs as an ``llb.State`` (local source ``rootfs``)."""
+    def local_rootfs(self) -> Any:
+        """The busybox rootfs as sent: the local source ``rootfs`` itself."""
         from bkcore import llb
 
         return llb.local(ROOTFS_LOCAL, shared_key_hint=ROOTFS_LOCAL, custom_name="rootfs")
+
+    def base(self) -> Any:
+        """The busybox rootfs copied by a FileOp onto scratch.
+
+        A local source's cache key is random per session (solver.md §2.3) and an exec keys
+        its rootfs input by that key, not by content (as BuildKit). The copy is keyed by the
+        content of the source, so steps built on it can be cache hits in later processes.
+        """
+        from bkcore import llb
+
+        return llb.scratch().file(
+            llb.copy(self.local_rootfs(), "/", "/", dir_contents_only=True),
+            custom_name="copy rootfs",
+        )
 
     @staticmethod
     def definition(graph: Any) -> bytes:

@@ -90,6 +90,7 @@ class _Shared:
         "inputs",
         "jobs",
         "key",
+        "may_gain",
         "owned",
         "progress",
         "reported_cached",
@@ -109,6 +110,12 @@ class _Shared:
         self.owned: list[Result] = []
         self.fast_records = False
         self.reported_cached = False
+        # Whether completing it may give keys its definition did not (set with those keys):
+        # it or an input ignores the cache or has a content key, so its edge may be loaded
+        # by the slow path or saved under an existing key, whose links lead on to records of
+        # its consumers (spec/solver.md §3.1, §3.3). Otherwise an edge without definition
+        # keys runs and gets a brand-new key that nothing links from.
+        self.may_gain = vertex.ignore_cache
 
     @property
     def ctx(self) -> OpContext:
@@ -415,6 +422,10 @@ class Solver:
                 many.cancel()
                 raise
             input_keys = await many
+        if not sv.may_gain:
+            sv.may_gain = any(s.may_gain for s, _ in inputs) or any(
+                dep.compute_digest is not None for m in maps for dep in m.deps
+            )
         if not all(input_keys):
             return frozenset()
         found: set[str] = set()
@@ -473,11 +484,14 @@ class Solver:
         maps = await self._maps_inline(sv)
         input_keys = await self._all_def_keys(sv)
         needed: list[int] = []
-        for i in range(len(sv.inputs)):
+        for i, (shared, _) in enumerate(sv.inputs):
             content = any(m.deps[i].compute_digest is not None for m in maps)
-            # An input without definition keys may still load from the cache through its
-            # own content keys (COPY from a local source): complete it, then match with the
-            # keys its edge carries. Only if it really runs does its key match nothing.
+            if not input_keys[i] and not content and not shared.may_gain:
+                # It will run and get a brand-new key, so nothing can match: run (§3.2.4).
+                return None
+            # An input without definition keys that may gain keys (a COPY from a local
+            # source, found by its content key) is completed, then matched by the keys its
+            # edge carries: the stored keys it was loaded by, or the key it was saved under.
             if content or not input_keys[i]:
                 needed.append(i)
         if not needed:

@@ -674,3 +674,76 @@ async def test_normal_vertex_joins_a_running_ignore_cache_one_but_not_the_revers
     world.keys = type(world.keys)()
     await both(first_ignores=False)
     assert world.execs == ["run", "run"]
+
+
+def session_source(world: World, files: dict[str, str]) -> Vertex:
+    """A local-like source: its cache key is ``random:`` and new in every build (§2.3)."""
+    key = "random:" + hashlib.sha256(str(next(_ids)).encode()).hexdigest()
+    op = FakeOp(world, "local", key=key, files=files)
+    return Vertex(digest=f"sha256:{key[7:]}", op=op, name="local")
+
+
+def local_chain(world: World, files: dict[str, str]) -> dict[str, Vertex]:
+    """local -> copy (content key over /a) -> mkdir (plain) -> out (plain), plus a fan-in."""
+    local = session_source(world, files)
+    copy = vtx(FakeOp(world, "copy", selectors=["/a"]), local)
+    mkdir = vtx(FakeOp(world, "mkdir", selectors=[None]), copy)
+    out = vtx(FakeOp(world, "out", selectors=[None]), mkdir)
+    img = vtx(FakeOp(world, "img"))
+    both = vtx(FakeOp(world, "both", selectors=[None, None]), out, img)
+    return {"local": local, "copy": copy, "mkdir": mkdir, "out": out, "both": both}
+
+
+@run_async
+async def test_children_of_a_vertex_loaded_through_its_content_key_are_cached() -> None:
+    world = World()
+    first = await solve_once(world, local_chain(world, {"/a": "1"})["out"])
+    assert world.execs == ["local", "copy", "mkdir", "out"]
+
+    # A new build (fresh solver, same storage): the local source gets a new random key, the
+    # copy is found through the content key of /a, and everything built on it must load too.
+    world.execs.clear()
+    world.store.loads.clear()
+    graph = local_chain(world, {"/a": "1", "/b": "other"})
+    stream = ProgressStream()
+    reader = stream.subscribe()
+    second = await solve_once(world, graph["out"], stream)
+    stream.close()
+    state = final_state([e async for e in reader])
+    assert world.execs == ["local"]  # only the source runs (its key is random)
+    assert second == first
+    for name in ("copy", "mkdir", "out"):
+        assert state[graph[name].digest].cached, name
+    assert world.store.live_refs() == 0
+
+    # Again, with a head that fans in a plain source: still nothing but the local runs.
+    world.execs.clear()
+    await solve_once(world, local_chain(world, {"/a": "1"})["both"])
+    assert sorted(world.execs) == ["both", "img", "local"]
+    world.execs.clear()
+    await solve_once(world, local_chain(world, {"/a": "1"})["both"])
+    assert world.execs == ["local"]
+
+    # New content under the selected path: the copy and everything on it run again.
+    world.execs.clear()
+    changed = await solve_once(world, local_chain(world, {"/a": "2"})["out"])
+    assert world.execs == ["local", "copy", "mkdir", "out"]
+    assert changed["/a"] == "2"
+
+
+@run_async
+async def test_keys_gained_below_an_uncached_vertex_reach_its_consumers() -> None:
+    world = World()
+
+    def graph(ignore: bool) -> Vertex:
+        src = vtx(FakeOp(world, "src", files={"/etc": "x"}), ignore_cache=ignore)
+        a = vtx(FakeOp(world, "a", selectors=[None]), src)
+        b = vtx(FakeOp(world, "b", selectors=[None]), a)
+        return vtx(FakeOp(world, "c", selectors=[None]), b)
+
+    await solve_once(world, graph(False))
+    world.execs.clear()
+    # Only the source ignores the cache: it runs and is saved under its old root key, so
+    # a, b and c (whose definition keys are unknown without it) are all found from it.
+    await solve_once(world, graph(True))
+    assert world.execs == ["src"]

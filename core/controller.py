@@ -87,7 +87,9 @@ class BuildOptions:
     """What one build needs; the CLI fills it from its flags.
 
     ``secrets`` and ``ssh`` hold the flag values as given (``id=ID,src=FILE``,
-    ``default|ID=SOCKET``): the attachables that serve them parse them.
+    ``default|ID=SOCKET``): the attachables that serve them parse them. ``entitlements``
+    are the ones granted (``network.host``, ``security.insecure``): jobs carry them as
+    ``values["entitlements"]``, which the exec op checks.
     """
 
     definition: bytes
@@ -97,6 +99,7 @@ class BuildOptions:
     ssh: Sequence[str] = ()
     outputs: Sequence[OutputSpec] = ()
     no_cache: bool = False
+    entitlements: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +325,11 @@ class Controller:
         engine.sessions.attach(session)
         try:
             head = build_graph(definition, engine, ignore_cache_all=options.no_cache)
-            values = {"session": session.id, "no_cache": options.no_cache}
+            values = {
+                "session": session.id,
+                "no_cache": options.no_cache,
+                "entitlements": frozenset(options.entitlements),
+            }
             async with solver.job(progress=stream, values=values) as job:
                 result = await solver.solve(head.vertex, job, head.output)
                 try:

@@ -19,9 +19,20 @@ from bkcore.errors import BkError
 if TYPE_CHECKING:
     from bkcore.controller import BuildOptions, OutputSpec
 
-__all__ = ["BuildArgs", "add_arguments", "parse_args", "parse_local", "parse_output", "run"]
+__all__ = [
+    "ENTITLEMENTS",
+    "BuildArgs",
+    "add_arguments",
+    "parse_allow",
+    "parse_args",
+    "parse_local",
+    "parse_output",
+    "run",
+]
 
 PROGRESS_MODES = ("auto", "tty", "plain", "rawjson")
+#: What ``--allow`` may grant (buildctl's entitlements).
+ENTITLEMENTS = ("network.host", "security.insecure")
 
 
 class UsageError(BkError):
@@ -59,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write the result: type=local,dest=DIR or type=tar,dest=FILE|- (stdout)",
     )
     parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="ENTITLEMENT",
+        help="grant an entitlement to the build: network.host or security.insecure (repeatable)",
+    )
+    parser.add_argument(
         "--no-cache", action="store_true", help="run every step again, ignoring the cache"
     )
     parser.add_argument(
@@ -85,6 +103,15 @@ def parse_local(value: str) -> tuple[str, str]:
     if not os.path.isdir(path):
         raise UsageError(f"--local {name}: {path} is not a directory")
     return name, path
+
+
+def parse_allow(values: list[str]) -> frozenset[str]:
+    """The ``--allow`` values as a set of entitlements; an unknown one is an error."""
+    for value in values:
+        if value not in ENTITLEMENTS:
+            known = ", ".join(ENTITLEMENTS)
+            raise UsageError(f"invalid --allow {value!r}: unknown entitlement (known: {known})")
+    return frozenset(values)
 
 
 def _fields(value: str, flag: str) -> list[str]:
@@ -142,6 +169,7 @@ class BuildArgs:
         self.locals = locals_
         self.secrets = [_check_spec(v, "--secret") for v in args.secret]
         self.ssh = [_check_spec(v, "--ssh") for v in args.ssh]
+        self.entitlements = parse_allow(getattr(args, "allow", []))
         self.outputs = [parse_output(v) for v in args.output]
         if sum(1 for o in self.outputs if o.type in ("local", "tar")) > 1:
             raise UsageError("only one local or tar --output per build is supported")
@@ -168,6 +196,7 @@ class BuildArgs:
             ssh=tuple(self.ssh),
             outputs=tuple(self.outputs),
             no_cache=self.no_cache,
+            entitlements=self.entitlements,
         )
 
 

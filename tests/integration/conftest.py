@@ -209,18 +209,19 @@ class Builder:
     def start(self, graph: Any, **options: Any) -> subprocess.Popen[bytes]:
         """Start a build in the background (its own session, so signals reach only it)."""
         argv = self.argv(**options)
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=self.tmp,
-            start_new_session=True,
-        )
+        self._started_count = getattr(self, "_started_count", 0) + 1
+        definition = self.tmp / f"background-{self._started_count}.llb"
+        definition.write_bytes(self.definition(graph))
+        with open(definition, "rb") as stdin:
+            proc = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.tmp,
+                start_new_session=True,
+            )
         self._started.append(proc)
-        assert proc.stdin is not None
-        proc.stdin.write(self.definition(graph))
-        proc.stdin.close()
         return proc
 
     def wait_for(self, path: Path, proc: subprocess.Popen[bytes]) -> None:

@@ -2,7 +2,8 @@
 
 ``CacheStore.open(root)`` runs crash recovery under a store-wide ``flock`` (released right
 after, so several processes can then share the store), ``du`` lists what takes space and
-``prune`` removes whatever no lease, active write or dependent snapshot holds.
+``prune`` removes whatever no lease, active write or dependent snapshot holds. The local
+source's synced copies (:mod:`bkcore.cache.localcopies`) are listed and pruned here too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bkcore.cache.cachemounts import CacheMounts
 from bkcore.cache.content import ContentStore
 from bkcore.cache.db import Database
 from bkcore.cache.keystore import SqliteKeyStorage
+from bkcore.cache.localcopies import LocalCopies
 from bkcore.cache.refs import Leases
 from bkcore.cache.snapshots import SnapshotStore
 from bkcore.errors import CacheError
@@ -24,6 +26,9 @@ from bkcore.errors import CacheError
 KIND_SNAPSHOT = "regular"
 KIND_BLOB = "blob"
 KIND_CACHE_MOUNT = "exec.cachemount"
+KIND_LOCAL = "source.local"
+#: Record ids of local copies are this prefix plus the copy's directory name.
+LOCAL_ID_PREFIX = "local-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +36,7 @@ class UsageRecord:
     """One line of ``bkcore du``."""
 
     id: str
-    kind: str  # "regular" (snapshot), "blob", "exec.cachemount"
+    kind: str  # "regular" (snapshot), "blob", "exec.cachemount", "source.local"
     size: int
     in_use: bool
     last_used: float
@@ -50,6 +55,7 @@ class CacheStore:
         self.keys = SqliteKeyStorage(db)
         self.cache_mounts = CacheMounts(root, db)
         self.leases = Leases(db)
+        self.local_copies = LocalCopies(root)
 
     @classmethod
     def open(cls, root: Path, driver: str | None = None) -> CacheStore:
@@ -87,9 +93,11 @@ class CacheStore:
         self.snapshots.recover()
         self.content.recover()
         self.cache_mounts.recover()
+        self.local_copies.recover()
 
     def du(self) -> list[UsageRecord]:
-        """Every snapshot, blob and cache mount with its size and whether it is in use."""
+        """Every snapshot, blob, cache mount and local copy with its size and whether it is
+        in use (a local copy is while a sync holds its lock)."""
         held_snaps = self.leases.held("snapshot")
         held_blobs = self.leases.held("blob")
         out: list[UsageRecord] = []
@@ -129,14 +137,28 @@ class CacheStore:
                     description=f"cache mount {m.id}",
                 )
             )
+        for c in self.local_copies.all():
+            out.append(
+                UsageRecord(
+                    id=LOCAL_ID_PREFIX + c.name,
+                    kind=KIND_LOCAL,
+                    size=c.size,
+                    in_use=c.in_use,
+                    last_used=c.last_used,
+                    description=c.description,
+                )
+            )
         return out
 
     def prune(self, all_unused: bool = True) -> int:
         """Remove every unused record; returns the bytes freed.
 
         Kept: snapshots held by a live lease, being written, or below a kept snapshot; leased
-        blobs; cache mounts in use. Removed snapshots vanish from the key index too. With
-        ``all_unused=False`` snapshots that hold a cache result and all cache mounts are kept.
+        blobs; cache mounts and local copies in use (a local copy is taken with its lock, not
+        waiting, so a running sync is never disturbed). Removed snapshots vanish from the key
+        index too, and so do the local source's content-map entries naming them. With
+        ``all_unused=False`` snapshots that hold a cache result, all cache mounts and all
+        local copies are kept.
         """
         self.leases.expire_dead()
         freed = 0
@@ -192,6 +214,9 @@ class CacheStore:
         if all_unused:
             for m in self.cache_mounts.all():
                 freed += self.cache_mounts.remove(m.num)
+            for name in self.local_copies.names():
+                freed += self.local_copies.remove(name)
+        self.local_copies.drop_stale_content(self.snapshots.exists)
         return freed
 
     def close(self) -> None:

@@ -39,10 +39,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One line of ``du`` (a snapshot, blob or cache mount)."""
+    """One line of ``du`` (a snapshot, blob, cache mount or local source copy)."""
 
     id: str
-    type: str  # "regular" | "blob" | "exec.cachemount"
+    type: str  # "regular" | "blob" | "exec.cachemount" | "source.local"
     size: int
     in_use: bool
     reclaimable: bool

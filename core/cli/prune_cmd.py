@@ -5,8 +5,8 @@ Like ``buildctl prune``: the removed records as a table (``--verbose``: blocks),
 ``--keep-storage MB`` keeps the most recently used records while the store stays within that
 size (oldest go first). Kept records are protected for the duration of the prune the same way
 a running build protects its own (a lease on snapshots and blobs, a shared lock on cache
-mounts), so the store's own prune never sees them as unused. Records in use by running builds
-(also in other processes) are never touched.
+mounts and local source copies), so the store's own prune never sees them as unused. Records
+in use by running builds (also in other processes) are never touched.
 """
 
 from __future__ import annotations
@@ -107,8 +107,11 @@ def _protect(store: CacheStore, records: Sequence[Record], keep: set[str]) -> It
                 lease.add("snapshot", r.id)
             elif r.type == "blob":
                 lease.add("blob", r.id)
-            elif r.type == "exec.cachemount":
-                lock = store.cache_mounts.dir / r.id.removeprefix("cachemount-") / "lock"
+            elif r.type in ("exec.cachemount", "source.local"):
+                if r.type == "exec.cachemount":
+                    lock = store.cache_mounts.dir / r.id.removeprefix("cachemount-") / "lock"
+                else:
+                    lock = store.local_copies.lock_path(r.id.removeprefix("local-"))
                 try:
                     fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
                 except FileNotFoundError:

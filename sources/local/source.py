@@ -15,25 +15,26 @@ back, or the same files in another project) reuses its committed snapshot instea
 copied again. Snapshots are described ``local source for NAME`` so consumers checksum them
 with the root header sha256(empty) (``ContentHasher(root, empty_root_header=True)``).
 
-A per-copy ``flock`` serialises the sync and commit of one copy across processes.
+A per-copy ``flock`` serialises the sync and commit of one copy across processes; the copies'
+layout and that lock live in :mod:`bkcore.cache.localcopies`, shared with ``du``/``prune``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from bkcore.cache.localcopies import CONTENT_DIR, INDEX, LOCAL_DIR, copy_dir_for, lock_copy
 from bkcore.errors import CacheError, SessionError, SourceError
 
 if TYPE_CHECKING:
@@ -45,14 +46,10 @@ if TYPE_CHECKING:
 __all__ = ["LocalInstance", "LocalSource", "LocalSpec", "copy_dir_for", "tree_identity"]
 
 SCHEME = "local://"
-#: Directory under the store root holding the synced copies and the content map.
-LOCAL_DIR = "local"
-CONTENT_DIR = "content"
 #: File in a copy's directory naming the snapshot last committed from it.
 LAST = "last-snapshot"
 OVERLAY = "overlayfs"
 DESCRIPTION_PREFIX = "local source for "
-_LOCK_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +121,6 @@ def cache_key_string(spec: LocalSpec, session_id: str) -> str:
         }
     )
     return f"session:{spec.name}:sha256:{hashlib.sha256(doc.encode()).hexdigest()}"
-
-
-def copy_dir_for(store_root: Path, name: str, hint: str, shared_key: str) -> Path:
-    """The persistent copy of ``NAME:hint:shared_key`` (its ``tree`` and sync index)."""
-    ident = hashlib.sha256(f"{name}:{hint}:{shared_key}".encode()).hexdigest()[:32]
-    return store_root / LOCAL_DIR / ident
 
 
 def _file_sha256(path: str) -> str:
@@ -206,22 +197,6 @@ def _write_content_map(path: Path, snapshot_id: str) -> None:
         raise
 
 
-@contextlib.asynccontextmanager
-async def _locked(path: Path) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path`` (polled, so waiting stays cancellable)."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(_LOCK_POLL)
-        yield
-    finally:
-        os.close(fd)  # also releases the lock
-
-
 class LocalInstance:
     """One ``local://NAME`` op (:class:`bkcore.source.SourceInstance`)."""
 
@@ -266,9 +241,8 @@ class LocalInstance:
         spec = self.spec
         store = ctx.engine.store
         base = copy_dir_for(store.root, spec.name, spec.shared_key_hint, conn.shared_key)
-        await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
         status_id = f"transferring {spec.name}:"
-        async with _locked(base / "lock"):
+        async with lock_copy(base, DESCRIPTION_PREFIX + spec.name):
             started = time.time()
             ctx.progress.status(status_id, started=started)
             try:
@@ -279,7 +253,7 @@ class LocalInstance:
                     spec.includes or (),
                     spec.excludes or (),
                     spec.follow_paths or (),
-                    index_path=str(base / "index.json"),
+                    index_path=str(base / INDEX),
                     differ=spec.differ,
                 )
             except OSError as exc:

@@ -31,6 +31,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.workers.runc.plugin",
     "bkcore.plugins.progress.plugin",
     "bkcore.sources.local.plugin",
+    "bkcore.sources.git.plugin",
     "bkcore.plugins.exporters.plugin",
     "bkcore.sessions.filesync.plugin",
     "bkcore.sessions.secrets.plugin",

@@ -348,11 +348,6 @@ def git_daemon(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         daemon.wait(timeout=10)
 
 
-@pytest.mark.xfail(
-    "git" not in source_schemes(),
-    reason="no source plugin for git:// is registered yet (not part of this phase)",
-    strict=True,
-)
 def test_git_source_reports_on_the_checkout(
     rootfs: Path, store: Path, tmp_path: Path, git_daemon: tuple[str, dict[str, bytes]]
 ) -> None:

@@ -1,0 +1,1 @@
+"""The ``git://`` source: a repository checked out at a branch, tag or commit."""

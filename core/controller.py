@@ -313,7 +313,7 @@ class Controller:
 
         ``definition`` is ``options.definition`` already decoded (see :func:`decode`).
         """
-        from bkcore.ops.load import build_graph
+        from bkcore.ops.load import build_graph, check_entitlements
 
         engine = self.engine
         solver = self.solver
@@ -325,6 +325,7 @@ class Controller:
         engine.sessions.attach(session)
         try:
             head = build_graph(definition, engine, ignore_cache_all=options.no_cache)
+            check_entitlements(head, options.entitlements)
             values = {
                 "session": session.id,
                 "no_cache": options.no_cache,

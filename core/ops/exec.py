@@ -31,6 +31,7 @@ from bkcore.solver.types import CacheMap, ComputeDigest, Dep, OpContext, Result
 from bkcore.worker import NetworkMode, ProcessSpec, Ulimit
 
 if TYPE_CHECKING:
+    from bkcore.cache.store import CacheStore
     from bkcore.engine import Engine
 
 __all__ = [
@@ -128,13 +129,22 @@ def dedupe_paths(paths: Sequence[str]) -> list[str]:
     return kept
 
 
-def _checksum_selection(root: str, paths: Sequence[str]) -> str:
+def _checksum_selection(root: str, paths: Sequence[str], *, empty_root_header: bool = False) -> str:
     from bkcore.fs.contenthash import ContentHasher, combine_selectors
 
-    hasher = ContentHasher(root)
+    hasher = ContentHasher(root, empty_root_header=empty_root_header)
     return combine_selectors(
         [hasher.checksum(p, follow_links=True) for p in dedupe_paths(paths) or ["/"]]
     )
+
+
+def _checksum_snapshot(store: CacheStore, snapshot_id: str, root: str, paths: Sequence[str]) -> str:
+    """Blocking: the content key of ``paths`` in the committed snapshot viewed at ``root``
+    (a local source's root metadata never counts, as for file ops)."""
+    from bkcore.cache.results import uses_empty_root_header
+
+    empty_root = uses_empty_root_header(store, snapshot_id)
+    return _checksum_selection(root, paths, empty_root_header=empty_root)
 
 
 # -- the adapter ----------------------------------------------------------------------------
@@ -186,8 +196,11 @@ class ExecOpAdapter:
             from bkcore.cache.results import view
 
             try:
+                store = self.engine.store
                 async with view(result) as root:
-                    return await asyncio.to_thread(_checksum_selection, os.fspath(root), paths)
+                    return await asyncio.to_thread(
+                        _checksum_snapshot, store, result.id, os.fspath(root), paths
+                    )
             except SolveError:
                 raise
             except (BkError, OSError) as exc:
@@ -262,12 +275,18 @@ class ExecOpAdapter:
             )
         return [outputs[i] for i in range(self._num_outputs)]
 
-    def _check_entitlements(self, ctx: OpContext) -> None:
+    @property
+    def required_entitlements(self) -> list[str]:
+        """Entitlements a job must grant before this exec may run or be loaded from cache."""
         needed = []
         if self.exec_op.network == pb.NetMode.HOST:
             needed.append(ENTITLEMENT_NETWORK_HOST)
         if self.exec_op.security == pb.SecurityMode.INSECURE:
             needed.append(ENTITLEMENT_INSECURE)
+        return needed
+
+    def _check_entitlements(self, ctx: OpContext) -> None:
+        needed = self.required_entitlements
         if not needed:
             return
         granted: set[str] = set()

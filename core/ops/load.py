@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import betterproto
-from bkcore.errors import BkError, DefinitionError
+from bkcore.errors import BkError, DefinitionError, SolveError
 from bkcore.llb import pb
 from bkcore.llb.digest import op_digest
 from bkcore.llb.dump import go_quote
@@ -31,7 +31,14 @@ from bkcore.solver.types import Op, Vertex
 if TYPE_CHECKING:
     from bkcore.engine import Engine
 
-__all__ = ["ADAPTERS", "AdapterFactory", "GraphHead", "build_graph", "default_name"]
+__all__ = [
+    "ADAPTERS",
+    "AdapterFactory",
+    "GraphHead",
+    "build_graph",
+    "check_entitlements",
+    "default_name",
+]
 
 AdapterFactory = Callable[[pb.Op, str, "Engine", Platform], Op]
 """Builds the solver :class:`Op` of one LLB op: ``(op, digest, engine, platform)``."""
@@ -241,3 +248,27 @@ def _names(ops: Mapping[str, pb.Op], metadata: Mapping[str, pb.OpMetadata]) -> d
             visiting.discard(digest)
             stack.pop()
     return names
+
+
+def check_entitlements(head: GraphHead, granted: Collection[str]) -> None:
+    """Refuse the graph when a vertex needs an entitlement ``granted`` lacks.
+
+    Like BuildKit, this runs when the graph is loaded, before any cache lookup, so a step
+    that was cached by a build that had the entitlement is still refused without it.
+    """
+    seen: set[int] = set()
+    stack = [head.vertex]
+    while stack:
+        vertex = stack.pop()
+        if id(vertex) in seen:
+            continue
+        seen.add(id(vertex))
+        needed = getattr(vertex.op, "required_entitlements", ())
+        for name in needed:
+            if name not in granted:
+                raise SolveError(
+                    f"{name} is not allowed (grant the {name} entitlement to use it)",
+                    vertex.digest,
+                    vertex.name,
+                )
+        stack.extend(v for v, _ in vertex.inputs)

@@ -9,6 +9,7 @@ one error line naming the missing entitlement, unless ``--allow`` grants it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,20 @@ def test_a_step_needing_both_gets_them_from_two_flags(tmp_path: Path, busybox_ro
     seen = _report(tmp_path)
     assert seen[-1] == "mounted"
     assert sorted(seen[:-1]) == sorted(os.listdir("/sys/class/net"))
+
+
+def test_a_cached_step_is_still_refused_without_the_entitlement(
+    tmp_path: Path, busybox_rootfs: Path
+) -> None:
+    # The rootfs is a content-keyed copy of the local base, so the step is cached across
+    # builds; the entitlement check must run before the cache is consulted.
+    base = llb.scratch().file(llb.copy(llb.local("base"), "/", "/", dir_contents_only=True))
+    out = llb.bind("/out", llb.scratch())
+    step = base.sh(NET_PROBE, mounts=[out], network=llb.NetMode.HOST)
+    definition = step.get_mount("/out").marshal().to_bytes()
+    granted = _build(tmp_path, busybox_rootfs, definition, "network.host")
+    assert granted.returncode == 0, granted.stderr
+    again = _build(tmp_path, busybox_rootfs, definition, "network.host")
+    assert again.returncode == 0 and "CACHED" in again.stderr, again.stderr
+    shutil.rmtree(tmp_path / "out")
+    _assert_refused(_build(tmp_path, busybox_rootfs, definition), "network.host", tmp_path)

@@ -61,6 +61,11 @@ class GitSpec:
         """How errors name the source: ``git://host/repo#ref`` (no credentials)."""
         return redact(self.identifier)
 
+    def error(self, what: str, detail: str = "") -> SourceError:
+        """``git://host/repo#ref: what (detail)`` as one line, credentials hidden."""
+        line = " ".join(detail.split())
+        return SourceError(redact(f"{self.label}: {what}" + (f" ({line})" if line else "")))
+
     @property
     def transport(self) -> str:
         """``http``, ``git``, ``ssh`` or ``file``."""

@@ -133,6 +133,7 @@ class Built:
     ok: bool
     stderr: str
     cached: dict[str, bool]  # vertex name -> cached
+    statuses: list[str]  # status ids, in order of first appearance
 
 
 def build(state: llb.State, root: Path, out: Path, *extra: str) -> Built:
@@ -141,13 +142,18 @@ def build(state: llb.State, root: Path, out: Path, *extra: str) -> Built:
             "--output", f"type=local,dest={out}", *extra]  # fmt: skip
     proc = subprocess.run(args, input=data, capture_output=True, timeout=120)
     cached: dict[str, bool] = {}
+    statuses: list[str] = []
     for line in (proc.stdout + proc.stderr).decode(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
-        for v in json.loads(line).get("vertexes", []):
+        event = json.loads(line)
+        for v in event.get("vertexes", []):
             if v.get("completed") and v.get("name"):
                 cached[v["name"]] = bool(v.get("cached"))
-    return Built(proc.returncode == 0, proc.stderr.decode(errors="replace"), cached)
+        for st in event.get("statuses", []):
+            if st["id"] not in statuses:
+                statuses.append(st["id"])
+    return Built(proc.returncode == 0, proc.stderr.decode(errors="replace"), cached, statuses)
 
 
 def files(root: Path) -> dict[str, str]:
@@ -185,6 +191,8 @@ def test_branch_tag_and_commit_over_git_daemon(remote: Remote, tmp_path: Path) -
     assert built.ok, built.stderr
     assert files(out) == V2
     assert not (out / ".git").exists()
+    assert built.statuses == ["resolving main", f"fetching {remote.main[:12]}",
+                              f"checking out {remote.main[:12]}"]  # fmt: skip
     assert os.access(out / "src" / "b.txt", os.X_OK) and not os.access(out / "README.md", os.X_OK)
 
     tag = tmp_path / "tag"
@@ -331,9 +339,71 @@ def test_auth_token_secret_becomes_a_header_only_in_gits_environment(tmp_path: P
             with_token.stderr
         )
         _Recorder.seen = []
+        header = tmp_path / "header"
+        header.write_text("bearer h3ad3r-value")
+        with_header = build(llb.git(url, "main"), root, tmp_path / "q",
+                            "--secret", f"id=GIT_AUTH_TOKEN,src={secret}",
+                            "--secret", f"id=GIT_AUTH_HEADER,src={header}")  # fmt: skip
+        assert not with_header.ok
+        assert _Recorder.seen and set(_Recorder.seen) == {"bearer h3ad3r-value"}
+        assert "h3ad3r" not in with_header.stderr
+        _Recorder.seen = []
         without = build(llb.git(url, "main"), root, tmp_path / "p")
         assert not without.ok
         assert _Recorder.seen and all(h is None for h in _Recorder.seen)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_file_submodule_of_a_network_remote_is_refused(remote: Remote, tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git("init", "-q", "-b", "main", str(lib), cwd=tmp_path)
+    write(lib, {"secret.txt": "host file\n"})
+    git("add", ".", cwd=lib)
+    git("commit", "-q", "-m", "lib", cwd=lib)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", f"file://{lib}", "lib",
+        cwd=remote.work)  # fmt: skip
+    remote.commit({}, "add a host-local submodule")
+    built = build(llb.git(remote.url, "main"), tmp_path / "state", tmp_path / "o")
+    assert not built.ok
+    assert f"{remote.url}#main: submodule update failed" in built.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_ssh_remote_without_a_forwarded_agent_fails_clearly(tmp_path: Path) -> None:
+    built = build(llb.git("git@127.0.0.1:org/repo.git", "main"), tmp_path / "s", tmp_path / "o")
+    assert not built.ok
+    assert "git://127.0.0.1/org/repo.git#main: ssh agent 'default' unavailable" in built.stderr
+
+
+def test_two_processes_fetch_one_remote_at_once(remote: Remote, tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    data = llb.git(remote.url, "main").marshal().to_bytes()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bkcore",
+                "build",
+                "--root",
+                str(root),
+                "--progress",
+                "plain",
+                "--output",
+                f"type=local,dest={tmp_path / f'o{i}'}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(data, timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err.decode(errors="replace")
+    assert files(tmp_path / "o0") == files(tmp_path / "o1") == V2
+    assert len(list((root / "git" / "remotes").iterdir())) == 1
+    assert list((root / "git" / "tmp").iterdir()) == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from bkcore.errors import SourceError
+from bkcore.sources.git.access import auth_scope, strip_credentials
 from bkcore.sources.git.gitcmd import GitRunner
-from bkcore.sources.git.source import _auth_scope, _pick_ref, _strip_credentials
+from bkcore.sources.git.remote import pick_ref
 from bkcore.sources.git.spec import is_commit, key_string, parse, redact
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -103,8 +104,8 @@ def test_is_commit() -> None:
 
 def test_redact_hides_passwords_in_urls() -> None:
     assert redact("fatal: https://user:pw@host/r.git") == "fatal: https://***@host/r.git"
-    assert _strip_credentials("https://user:pw@host:8443/r.git") == "https://host:8443/r.git"
-    assert _auth_scope("https://user:pw@host:8443/a/r.git") == "https://host:8443/"
+    assert strip_credentials("https://user:pw@host:8443/r.git") == "https://host:8443/r.git"
+    assert auth_scope("https://user:pw@host:8443/a/r.git") == "https://host:8443/"
     err = parse("git://user:pw@host/r.git#nope", {})
     assert "pw" not in err.label
 
@@ -119,12 +120,12 @@ def test_pick_ref_prefers_branches_and_peeled_tags() -> None:
         ("f" * 40, "refs/heads/feature/rel2"),
         ("1" * 40, "HEAD"),
     ]
-    assert _pick_ref(listing, "v1") == ("a" * 40, "refs/heads/v1")
-    assert _pick_ref(listing, "rel") == ("e" * 40, "refs/tags/rel")
-    assert _pick_ref(listing, "refs/tags/v1") == ("c" * 40, "refs/tags/v1")
-    assert _pick_ref(listing, "rel2") == ("f" * 40, "refs/heads/feature/rel2")
-    assert _pick_ref(listing, "HEAD") == ("1" * 40, "HEAD")
-    assert _pick_ref(listing, "missing") is None
+    assert pick_ref(listing, "v1") == ("a" * 40, "refs/heads/v1")
+    assert pick_ref(listing, "rel") == ("e" * 40, "refs/tags/rel")
+    assert pick_ref(listing, "refs/tags/v1") == ("c" * 40, "refs/tags/v1")
+    assert pick_ref(listing, "rel2") == ("f" * 40, "refs/heads/feature/rel2")
+    assert pick_ref(listing, "HEAD") == ("1" * 40, "HEAD")
+    assert pick_ref(listing, "missing") is None
 
 
 def test_git_environment_is_private_and_carries_config_only_in_env(

@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,33 @@ def test_output_files_keep_content_hashes(bk: Any, tmp_path: Path) -> None:
     assert sorted(sums) == ["f1", "f2", "f3", "f4", "f5"]
     for name, digest in sums.items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+
+
+def test_ssh_agent_socket_is_forwarded(bk: Any, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("ssh-agent") is None:
+        pytest.skip("ssh-agent (openssh-client) not installed")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        while not sock.exists():
+            assert agent.poll() is None, "ssh-agent did not start"
+            time.sleep(0.01)
+        step = bk.base().sh(
+            'test -S "$SSH_AUTH_SOCK" && stat -c "%F %a %u" "$SSH_AUTH_SOCK" > /tmp/r'
+            ' && echo "$SSH_AUTH_SOCK" >> /tmp/r',
+            mounts=[llb.ssh(id="default", uid=1000, mode=0o600)],
+            custom_name="use agent",
+        )
+        out = tmp_path / "out"
+        bk.build(
+            llb.scratch().file(llb.copy(step.root(), "/tmp/r", "/r")),
+            ssh=[f"default={sock}"],
+            out=out,
+        )
+    finally:
+        agent.kill()
+        agent.wait()
+    assert (out / "r").read_text() == "socket 600 1000\n/run/buildkit/ssh_agent.0\n"

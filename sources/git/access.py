@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from bkcore.source import SourceContext
     from bkcore.sources.git.spec import GitSpec
 
-__all__ = ["GIT_DIR", "auth_scope", "open_runner", "remove", "strip_credentials", "tmpdir"]
+__all__ = [
+    "GIT_DIR",
+    "auth_scope",
+    "open_runner",
+    "remove",
+    "strip_credentials",
+    "sweep_tmp",
+    "tmpdir",
+]
 
 #: Directory under the store root holding remotes, git's private home and scratch dirs.
 GIT_DIR = "git"
@@ -68,10 +76,30 @@ def strip_credentials(url: str) -> str:
 
 
 def tmpdir(store_root: Path) -> str:
-    """A new private scratch directory under ``<store root>/git/tmp``."""
+    """A new private scratch directory under ``<store root>/git/tmp``, named after this
+    process so :func:`sweep_tmp` can tell when it was left behind."""
+    from bkcore.cache import procs
+
     base = store_root / GIT_DIR / "tmp"
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return tempfile.mkdtemp(dir=base)
+    pid, started = procs.me()
+    return tempfile.mkdtemp(prefix=f"{pid}-{started}-", dir=base)
+
+
+def sweep_tmp(store_root: Path) -> None:
+    """Remove scratch directories whose process is gone (killed mid-checkout)."""
+    from bkcore.cache import procs
+
+    base = store_root / GIT_DIR / "tmp"
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return
+    for name in names:
+        pid, _, rest = name.partition("-")
+        started = rest.partition("-")[0]
+        if pid.isdigit() and started and not procs.alive(int(pid), started):
+            remove(os.path.join(base, name))
 
 
 def remove(path: str) -> None:

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bkcore.sources.git.access import open_runner
+from bkcore.sources.git.access import open_runner, sweep_tmp
 from bkcore.sources.git.checkout import checkout
 from bkcore.sources.git.remote import ensure_commit, locked, remote_dir, resolve
 from bkcore.sources.git.spec import GitSpec, key_string, parse
@@ -55,6 +55,7 @@ class GitInstance:
         store = ctx.engine.store
         base = remote_dir(store.root, self.spec.url)
         await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(sweep_tmp, store.root)
         repo = str(base / "repo.git")
         async with open_runner(ctx, self.spec) as runner, locked(base / "lock"):
             await ensure_commit(self.spec, runner, ctx.progress, repo, commit, fullref)

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from bkcore.session import Session
-from bkcore.sessions.filesync import FileSyncProvider, SyncResult, sync_dir
-from bkcore.sessions.filesync.walker import RACY_NS
+from bkcore.session.filesync import SyncResult, sync_dir
+from bkcore.session.filesync.walker import RACY_NS
+from bkcore.sessions.filesync import FileSyncProvider
 
 
 def generate(root: Path, files: int, total_bytes: int) -> list[Path]:

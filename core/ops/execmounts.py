@@ -277,7 +277,7 @@ class _Setup:
 
     async def _fetch_secret(self, secret_id: str) -> bytes | None:
         """The secret's bytes from the first session of the build that has it, or None."""
-        from bkcore.sessions.secrets import SecretNotFoundError, get_secret
+        from bkcore.session.secrets import SecretNotFoundError, get_secret
 
         group = session_group(self.ctx)
         if not group:
@@ -328,7 +328,7 @@ class _Setup:
         self.out.mounts.append(MountSpec(m.dest, source, readonly=True))
 
     async def _ssh(self, m: pb.Mount) -> None:
-        from bkcore.sessions.sshforward import forward_agent
+        from bkcore.session.sshforward import forward_agent
 
         opt = m.ssh_opt
         socket_path: str | None = None

@@ -37,7 +37,7 @@ class LocalExporter:
     async def export(
         self, ctx: ExportContext, result: Result | None, attrs: Mapping[str, str]
     ) -> Mapping[str, str]:
-        from bkcore.sessions.filesync import send_dir_to_client
+        from bkcore.session.filesync import send_dir_to_client
 
         epoch = source_date_epoch(attrs)
         caller = client_of(ctx, "output type=local")

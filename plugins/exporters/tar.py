@@ -239,7 +239,7 @@ class TarExporter:
     async def export(
         self, ctx: ExportContext, result: Result | None, attrs: Mapping[str, str]
     ) -> Mapping[str, str]:
-        from bkcore.sessions.filesync import send_file_to_client
+        from bkcore.session.filesync import send_file_to_client
 
         epoch = source_date_epoch(attrs)
         caller = client_of(ctx, "output type=tar")

@@ -1,5 +1,7 @@
-"""FileSync and FileSend attachables (session.md §5) and the diffcopy state machines.
+"""FileSync and FileSend client-side attachables (session.md §5).
 
+The diffcopy codec and state machines, and the daemon side (``sync_dir``,
+``send_dir_to_client``, ``send_file_to_client``), live in :mod:`bkcore.session.filesync`.
 Names are imported lazily (PEP 562) so loading the package's ``plugin`` module at
 start-up stays cheap.
 """
@@ -10,59 +12,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bkcore.sessions.filesync.filesend import (
-        FILESEND,
-        FileSendTarget,
-        send_dir_to_client,
-        send_file_to_client,
-    )
-    from bkcore.sessions.filesync.provider import (
-        DIFFCOPY,
-        FileSyncProvider,
-        SyncedDir,
-        default_index_path,
-        sync_dir,
-    )
-    from bkcore.sessions.filesync.receiver import (
-        SyncResult,
-        receive_diffcopy,
-    )
-    from bkcore.sessions.filesync.sender import (
-        SendStats,
-        send_diffcopy,
-    )
+    from bkcore.sessions.filesync.filesend import FileSendTarget
+    from bkcore.sessions.filesync.provider import FileSyncProvider, SyncedDir
 
 _WHERE = {
-    "FILESEND": "bkcore.sessions.filesync.filesend",
     "FileSendTarget": "bkcore.sessions.filesync.filesend",
-    "send_dir_to_client": "bkcore.sessions.filesync.filesend",
-    "send_file_to_client": "bkcore.sessions.filesync.filesend",
-    "DIFFCOPY": "bkcore.sessions.filesync.provider",
     "FileSyncProvider": "bkcore.sessions.filesync.provider",
     "SyncedDir": "bkcore.sessions.filesync.provider",
-    "default_index_path": "bkcore.sessions.filesync.provider",
-    "sync_dir": "bkcore.sessions.filesync.provider",
-    "SyncResult": "bkcore.sessions.filesync.receiver",
-    "receive_diffcopy": "bkcore.sessions.filesync.receiver",
-    "SendStats": "bkcore.sessions.filesync.sender",
-    "send_diffcopy": "bkcore.sessions.filesync.sender",
 }
 
-__all__ = [
-    "DIFFCOPY",
-    "FILESEND",
-    "FileSendTarget",
-    "FileSyncProvider",
-    "SendStats",
-    "SyncResult",
-    "SyncedDir",
-    "default_index_path",
-    "receive_diffcopy",
-    "send_diffcopy",
-    "send_dir_to_client",
-    "send_file_to_client",
-    "sync_dir",
-]
+__all__ = ["FileSendTarget", "FileSyncProvider", "SyncedDir"]
 
 
 def __getattr__(name: str) -> Any:

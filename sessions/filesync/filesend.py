@@ -1,9 +1,10 @@
-"""FileSend: the daemon delivers exports to the client (session.md §5.4).
+"""FileSend, client side: receive the daemon's exports (session.md §5.4).
 
-Directory outputs use the diffcopy protocol with the daemon as sender; the client merges
-into its output directory (nothing is deleted) and keeps its own ownership. File outputs
-(tar and friends) are raw bytes in ``BytesMessage`` chunks, written to a temporary file that
-is renamed into place only when the stream ends cleanly.
+Directory outputs arrive with the diffcopy protocol (the daemon sends, see
+:func:`bkcore.session.filesync.send_dir_to_client`); the client keeps its own ownership and
+replaces its output directory only once the whole export has arrived. File outputs (tar and
+friends) are raw bytes in ``BytesMessage`` chunks, written to a temporary file that is renamed
+into place only when the stream ends cleanly.
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ import secrets
 import stat
 import sys
 import tempfile
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from bkcore.cache.fsutil import remove
 from bkcore.errors import SessionError
-from bkcore.session.transport import Caller, Handler, Metadata, ServerStream
-from bkcore.sessions.filesync.packets import BytesMessage, Packet
-from bkcore.sessions.filesync.receiver import receive_diffcopy
-from bkcore.sessions.filesync.sender import SendStats, send_diffcopy
-from bkcore.sessions.filesync.walker import walk
+from bkcore.session.filesync.packets import BytesMessage, Packet
+from bkcore.session.filesync.receiver import receive_diffcopy
+from bkcore.session.filesync.send import FILESEND
+from bkcore.session.transport import Handler, Metadata, ServerStream
 
-__all__ = ["FILESEND", "FileSendTarget", "send_dir_to_client", "send_file_to_client"]
-
-FILESEND = "/moby.filesync.v1.FileSend/DiffCopy"
+__all__ = ["FileSendTarget"]
 
 
 class FileSendTarget:
@@ -149,36 +147,3 @@ def _swap_into_place(tmp: str, dest: str) -> None:
         os.rename(old, dest)
         raise
     remove(old)
-
-
-async def send_dir_to_client(
-    caller: Caller, src_dir: str, *, mod_time_ns: int | None = None
-) -> SendStats:
-    """Export ``src_dir`` to the client's output directory (owners are sent as they are).
-
-    ``mod_time_ns`` replaces every entry's mtime (``source-date-epoch``).
-    """
-    if not caller.supports(FILESEND):
-        raise SessionError(f"method {FILESEND} not supported by the client")
-    entries = await asyncio.to_thread(walk, src_dir, keep_owner=True)
-    if mod_time_ns is not None:
-        for entry in entries:
-            entry.stat.mod_time = mod_time_ns
-    async with caller.open_stream(FILESEND, Packet) as stream:
-        return await send_diffcopy(stream, entries)
-
-
-async def send_file_to_client(
-    caller: Caller, chunks: AsyncIterable[bytes], metadata: Mapping[str, str] | None = None
-) -> int:
-    """Stream an archive to the client's output file; returns the byte count."""
-    if not caller.supports(FILESEND):
-        raise SessionError(f"method {FILESEND} not supported by the client")
-    md = [(f"exporter-md-{k}", v) for k, v in (metadata or {}).items()]
-    total = 0
-    async with caller.open_stream(FILESEND, BytesMessage, md) as stream:
-        async for chunk in chunks:
-            if chunk:
-                total += len(chunk)
-                await stream.send(BytesMessage(chunk))
-    return total

@@ -1,7 +1,8 @@
-"""The Secrets attachable (session.md §6).
+"""The Secrets client-side attachable (session.md §6).
 
-Names are imported lazily (PEP 562) so loading the package's ``plugin`` module at
-start-up stays cheap.
+The protocol messages and the daemon side (``get_secret``, ``SecretNotFoundError``) live in
+:mod:`bkcore.session.secrets`. Names are imported lazily (PEP 562) so loading the package's
+``plugin`` module at start-up stays cheap.
 """
 
 from __future__ import annotations
@@ -11,31 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bkcore.sessions.secrets.provider import (
-        GETSECRET,
-        SecretNotFoundError,
         SecretSource,
         SecretsProvider,
-        get_secret,
         parse_secret_spec,
     )
 
 _WHERE = {
-    "GETSECRET": "bkcore.sessions.secrets.provider",
-    "SecretNotFoundError": "bkcore.sessions.secrets.provider",
     "SecretSource": "bkcore.sessions.secrets.provider",
     "SecretsProvider": "bkcore.sessions.secrets.provider",
-    "get_secret": "bkcore.sessions.secrets.provider",
     "parse_secret_spec": "bkcore.sessions.secrets.provider",
 }
 
-__all__ = [
-    "GETSECRET",
-    "SecretNotFoundError",
-    "SecretSource",
-    "SecretsProvider",
-    "get_secret",
-    "parse_secret_spec",
-]
+__all__ = ["SecretSource", "SecretsProvider", "parse_secret_spec"]
 
 
 def __getattr__(name: str) -> Any:

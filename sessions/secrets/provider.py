@@ -1,6 +1,8 @@
-"""Secrets: the client serves secret values by id; the daemon fetches them (session.md §6).
+"""Secrets, client side: serve secret values by id (session.md §6).
 
-Values are never put in exceptions, reprs or logs; errors name only the secret id.
+The messages and the daemon side (:func:`bkcore.session.secrets.get_secret`) live in
+:mod:`bkcore.session.secrets`. Values are never put in exceptions, reprs or logs; errors name
+only the secret id.
 """
 
 from __future__ import annotations
@@ -10,44 +12,18 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import betterproto
 from bkcore.errors import SessionError
-from bkcore.session.transport import Caller, CallError, Handler, Metadata, Status
+from bkcore.session.secrets import GETSECRET, GetSecretRequest, GetSecretResponse
+from bkcore.session.transport import CallError, Handler, Metadata, Status
 
 __all__ = [
-    "GETSECRET",
     "MAX_SECRET_SIZE",
-    "GetSecretRequest",
-    "GetSecretResponse",
-    "SecretNotFoundError",
     "SecretSource",
     "SecretsProvider",
-    "get_secret",
     "parse_secret_spec",
 ]
 
-GETSECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 MAX_SECRET_SIZE = 500 * 1024
-
-
-@dataclass(eq=False, repr=False)
-class GetSecretRequest(betterproto.Message):
-    id: str = betterproto.string_field(1)
-    annotations: dict[str, str] = betterproto.map_field(  # noqa: RUF009
-        2, betterproto.TYPE_STRING, betterproto.TYPE_STRING
-    )
-
-
-@dataclass(eq=False, repr=False)
-class GetSecretResponse(betterproto.Message):
-    data: bytes = betterproto.bytes_field(1)
-
-    def __repr__(self) -> str:  # never show the value
-        return f"GetSecretResponse(<{len(self.data)} bytes>)"
-
-
-class SecretNotFoundError(SessionError):
-    """The client does not provide the requested secret."""
 
 
 @dataclass(frozen=True)
@@ -144,16 +120,3 @@ class SecretsProvider:
         except OSError as exc:
             raise CallError(Status.NOT_FOUND, f"secret {request.id}: {exc.strerror}") from None
         return GetSecretResponse(data=data)
-
-
-async def get_secret(caller: Caller, secret_id: str) -> bytes:
-    """Fetch secret ``secret_id`` from the client; :class:`SecretNotFoundError` when absent."""
-    try:
-        response = await caller.call_unary(
-            GETSECRET, GetSecretRequest(id=secret_id), GetSecretResponse
-        )
-    except CallError as exc:
-        if exc.code in (Status.NOT_FOUND, Status.UNIMPLEMENTED):
-            raise SecretNotFoundError(f"secret {secret_id} not found") from None
-        raise SessionError(f"secret {secret_id}: {exc.message}") from None
-    return response.data

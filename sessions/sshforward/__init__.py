@@ -1,7 +1,8 @@
-"""The SSH agent forwarding attachable (session.md §6).
+"""The SSH agent forwarding client-side attachable (session.md §6).
 
-Names are imported lazily (PEP 562) so loading the package's ``plugin`` module at
-start-up stays cheap.
+The protocol messages and the daemon side (``forward_agent``) live in
+:mod:`bkcore.session.sshforward`. Names are imported lazily (PEP 562) so loading the
+package's ``plugin`` module at start-up stays cheap.
 """
 
 from __future__ import annotations
@@ -10,29 +11,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bkcore.sessions.sshforward.agent import (
-        CHECK_AGENT,
-        FORWARD_AGENT,
-        SSHProvider,
-        forward_agent,
-        parse_ssh_spec,
-    )
+    from bkcore.sessions.sshforward.agent import SSHProvider, parse_ssh_spec
 
 _WHERE = {
-    "CHECK_AGENT": "bkcore.sessions.sshforward.agent",
-    "FORWARD_AGENT": "bkcore.sessions.sshforward.agent",
     "SSHProvider": "bkcore.sessions.sshforward.agent",
-    "forward_agent": "bkcore.sessions.sshforward.agent",
     "parse_ssh_spec": "bkcore.sessions.sshforward.agent",
 }
 
-__all__ = [
-    "CHECK_AGENT",
-    "FORWARD_AGENT",
-    "SSHProvider",
-    "forward_agent",
-    "parse_ssh_spec",
-]
+__all__ = ["SSHProvider", "parse_ssh_spec"]
 
 
 def __getattr__(name: str) -> Any:

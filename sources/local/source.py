@@ -236,7 +236,7 @@ class LocalInstance:
             raise SourceError(f"local source {self.spec.name!r}: {exc}") from exc
 
     async def _fetch(self, ctx: SourceContext, conn: ConnectedSession) -> Result:
-        from bkcore.sessions.filesync import sync_dir
+        from bkcore.session.filesync import sync_dir
 
         spec = self.spec
         store = ctx.engine.store

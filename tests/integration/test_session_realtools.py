@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from bkcore.session import Session
-from bkcore.sessions.filesync import FileSyncProvider, sync_dir
-from bkcore.sessions.sshforward import SSHProvider, forward_agent
+from bkcore.session.filesync import sync_dir
+from bkcore.session.sshforward import forward_agent
+from bkcore.sessions.filesync import FileSyncProvider
+from bkcore.sessions.sshforward import SSHProvider
 
 pytestmark = pytest.mark.integration
 

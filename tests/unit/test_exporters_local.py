@@ -94,7 +94,7 @@ def test_export_creates_missing_destination_and_parents(tmp_path: Path) -> None:
 def test_failed_export_leaves_old_destination_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bkcore.sessions.filesync.sender as sender
+    import bkcore.session.filesync.sender as sender
 
     src = _result_tree(tmp_path / "result")
     dest = tmp_path / "out"

@@ -10,9 +10,12 @@ from bkcore.errors import SessionError
 from bkcore.pluginmanager import BUILTIN_PLUGINS, BkPluginManager
 from bkcore.plugins.exporters.local import LocalExporter
 from bkcore.plugins.exporters.tar import TarExporter
-from bkcore.sessions.filesync import DIFFCOPY, FILESEND, FileSendTarget, FileSyncProvider
-from bkcore.sessions.secrets import GETSECRET, SecretsProvider
-from bkcore.sessions.sshforward import CHECK_AGENT, SSHProvider
+from bkcore.session.filesync import DIFFCOPY, FILESEND
+from bkcore.session.secrets import GETSECRET
+from bkcore.session.sshforward import CHECK_AGENT
+from bkcore.sessions.filesync import FileSendTarget, FileSyncProvider
+from bkcore.sessions.secrets import SecretsProvider
+from bkcore.sessions.sshforward import SSHProvider
 from bkcore.sources.local.source import LocalSource
 
 MINE = (

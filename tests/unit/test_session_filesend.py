@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from bkcore.errors import SessionError
 from bkcore.session import Session
-from bkcore.sessions.filesync import FileSendTarget, send_dir_to_client, send_file_to_client
+from bkcore.session.filesync import send_dir_to_client, send_file_to_client
+from bkcore.sessions.filesync import FileSendTarget
 
 
 def test_directory_export_replaces_output(tmp_path: Path) -> None:

@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 from bkcore.errors import SessionError
 from bkcore.session import CallError, Handler, ServerStream, Session, Status
-from bkcore.sessions.filesync import (
-    DIFFCOPY,
-    FileSyncProvider,
-    SyncResult,
-    default_index_path,
-    sync_dir,
-)
-from bkcore.sessions.filesync.packets import Packet, PacketType, Stat
-from bkcore.sessions.filesync.walker import RACY_NS
+from bkcore.session.filesync import DIFFCOPY, SyncResult, default_index_path, sync_dir
+from bkcore.session.filesync.packets import Packet, PacketType, Stat
+from bkcore.session.filesync.walker import RACY_NS
+from bkcore.sessions.filesync import FileSyncProvider
 
 
 def make_tree(root: Path) -> None:

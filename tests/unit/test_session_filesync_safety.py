@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from bkcore.errors import SessionError
 from bkcore.session import Handler, ServerStream, Session
-from bkcore.sessions.filesync import DIFFCOPY, sync_dir
-from bkcore.sessions.filesync.packets import GO_DIR, GO_SYMLINK, Packet, PacketType, Stat
+from bkcore.session.filesync import DIFFCOPY, sync_dir
+from bkcore.session.filesync.packets import GO_DIR, GO_SYMLINK, Packet, PacketType, Stat
 
 FILE = 0o644
 DIR = GO_DIR | 0o755

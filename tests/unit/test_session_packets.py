@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from bkcore.sessions.filesync.packets import (
+from bkcore.session.filesync.packets import (
     BytesMessage,
     Packet,
     PacketType,

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 from bkcore.errors import SessionError
 from bkcore.session import Session
-from bkcore.sessions.secrets import (
+from bkcore.session.secrets import (
     GETSECRET,
+    GetSecretRequest,
+    GetSecretResponse,
     SecretNotFoundError,
-    SecretSource,
-    SecretsProvider,
     get_secret,
-    parse_secret_spec,
 )
-from bkcore.sessions.secrets.provider import GetSecretRequest, GetSecretResponse
+from bkcore.sessions.secrets import SecretSource, SecretsProvider, parse_secret_spec
 
 
 def session_with(secrets: dict[str, bytes | SecretSource]) -> Session:

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 from bkcore.errors import SessionError
 from bkcore.session import Session
-from bkcore.sessions.sshforward import (
-    CHECK_AGENT,
-    FORWARD_AGENT,
-    SSHProvider,
-    forward_agent,
-    parse_ssh_spec,
-)
+from bkcore.session.sshforward import CHECK_AGENT, FORWARD_AGENT, forward_agent
+from bkcore.sessions.sshforward import SSHProvider, parse_ssh_spec
 
 
 async def fake_agent(path: str) -> asyncio.Server:

@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from bkcore.session import Handler, InProcessCaller, Metadata, ServerStream, Session
-from bkcore.sessions.filesync import (
-    FileSendTarget,
-    FileSyncProvider,
-    send_dir_to_client,
-    sync_dir,
-)
-from bkcore.sessions.filesync.walker import RACY_NS
-from bkcore.sessions.secrets import SecretsProvider, get_secret
+from bkcore.session.filesync import send_dir_to_client, sync_dir
+from bkcore.session.filesync.walker import RACY_NS
+from bkcore.session.secrets import get_secret
+from bkcore.sessions.filesync import FileSendTarget, FileSyncProvider
+from bkcore.sessions.secrets import SecretsProvider
 
 
 def roundtrip(msg: Any, kind: type[Any]) -> Any:

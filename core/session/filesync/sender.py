@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bkcore.errors import SessionError
+from bkcore.session.filesync.packets import Packet, PacketType
+from bkcore.session.filesync.receiver import HASH_REQUEST, PacketStream
+from bkcore.session.filesync.walker import Entry
 from bkcore.session.tasks import run_together
-from bkcore.sessions.filesync.packets import Packet, PacketType
-from bkcore.sessions.filesync.receiver import HASH_REQUEST, PacketStream
-from bkcore.sessions.filesync.walker import Entry
 
 __all__ = ["CHUNK_SIZE", "SendStats", "send_diffcopy"]
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bkcore.errors import SessionError
-from bkcore.sessions.filesync.dest import DestTree, Existing, hash_existing, scan
-from bkcore.sessions.filesync.index import Record, load_index, save_index
-from bkcore.sessions.filesync.packets import (
+from bkcore.session.filesync.dest import DestTree, Existing, hash_existing, scan
+from bkcore.session.filesync.index import Record, load_index, save_index
+from bkcore.session.filesync.packets import (
     GO_DEVICE,
     GO_DIR,
     GO_SYMLINK,

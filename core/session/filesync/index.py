@@ -4,7 +4,7 @@ One JSON document per destination, kept beside it (never inside the synced tree)
 atomically at the end of each sync. A record maps a path to:
 
 * ``token``: the sender's change token for the file when it was last verified (see
-  :func:`bkcore.sessions.filesync.walker.change_token`), ``""`` when none was trusted;
+  :func:`bkcore.session.filesync.walker.change_token`), ``""`` when none was trusted;
 * ``sha256``: the content digest, computed while receiving or when verified by hash;
 * ``ino``/``ctime``: the destination file's inode and ctime right after it was written or
   verified. A record whose destination file no longer has them is ignored: the file was

@@ -18,7 +18,7 @@ import stat as st
 from dataclasses import dataclass
 
 from bkcore.errors import SessionError
-from bkcore.sessions.filesync.packets import Stat, posix_mode
+from bkcore.session.filesync.packets import Stat, posix_mode
 
 __all__ = ["DestTree", "Existing", "scan"]
 

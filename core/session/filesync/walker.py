@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bkcore.fs.patterns import PathMatcher
 from bkcore.fs.securepath import resolve_components
-from bkcore.sessions.filesync.packets import Stat, go_mode
+from bkcore.session.filesync.packets import Stat, go_mode
 
 __all__ = ["Entry", "follow_targets", "walk"]
 

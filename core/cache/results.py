@@ -12,7 +12,8 @@ instance of a store (the solver and every op adapter must share it).
 
 Adapter helpers: :func:`new_result` (a reference to a committed snapshot),
 :func:`commit_result` (lease, then commit a mutable snapshot), :func:`prepare` (a mutable
-snapshot on top of a result), :func:`view` (a read-only directory of a result).
+snapshot on top of a result), :func:`view` (a read-only directory of a result),
+:func:`uses_empty_root_header` (how content checksums of a snapshot treat its root).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from bkcore.solver.types import Result
 
 __all__ = [
+    "LOCAL_SOURCE_DESCRIPTION",
     "SnapshotResult",
     "SnapshotResults",
     "commit_result",
@@ -44,8 +46,13 @@ __all__ = [
     "new_result",
     "prepare",
     "results_for",
+    "uses_empty_root_header",
     "view",
 ]
+
+#: Snapshot descriptions starting with this mark a synced local source
+#: (``bkcore.sources.local`` describes its snapshots ``local source for NAME``).
+LOCAL_SOURCE_DESCRIPTION = "local source"
 
 _T = TypeVar("_T")
 
@@ -314,3 +321,14 @@ def mounts(result: Result) -> list[Mount]:
     """How a runtime mounts the result read-only (a cheap database read; no mount happens)."""
     res = _snapshot_result(result)
     return res.store.snapshots.mounts(res.id)
+
+
+def uses_empty_root_header(store: CacheStore, snapshot_id: str) -> bool:
+    """Whether content checksums of ``snapshot_id`` use the empty root header.
+
+    True for a synced local source: its root directory's own metadata (mode, owner, mtime of
+    the client's directory) never counts, so ``ContentHasher(root, empty_root_header=True)``.
+    Every op computing content keys (file ops, exec mounts) asks this one question.
+    Blocking (a metadata read); :class:`~bkcore.errors.CacheError` when the snapshot is gone.
+    """
+    return store.snapshots.get(snapshot_id).description.startswith(LOCAL_SOURCE_DESCRIPTION)

@@ -216,8 +216,9 @@ def file_cache_map(
 
 def _checksum(store: CacheStore, snapshot_id: str, selectors: Sequence[Selector]) -> str:
     """Blocking: the content key of ``selectors`` in a committed snapshot."""
+    from bkcore.cache.results import uses_empty_root_header
 
-    local = _is_local(store, snapshot_id)
+    local = uses_empty_root_header(store, snapshot_id)
     with _hashed(snapshot_id) as cached, store.snapshots.view(snapshot_id) as root:
         hasher = cached.hasher
         if hasher is None:
@@ -288,11 +289,6 @@ def _missing_parent(root: str, path: str) -> str | None:
     except FileOpError:
         return None
     return None
-
-
-def _is_local(store: CacheStore, snapshot_id: str) -> bool:
-    """Whether the snapshot holds a synced local source (its root metadata never counts)."""
-    return store.snapshots.get(snapshot_id).description.startswith("local source")
 
 
 # -- execution ------------------------------------------------------------------------------

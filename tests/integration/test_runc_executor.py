@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
 import signal
 import stat
@@ -441,8 +442,12 @@ def _pids_with_marker(marker: str) -> list[int]:
     return pids
 
 
-def _cancel_after(executor: RuncExecutor, rootfs: Path, delay: float | None) -> None:
-    """Cancel the run once it printed "started" (delay None) or after ``delay`` seconds."""
+def _cancel_after(executor: RuncExecutor, rootfs: Path, delay: float | None) -> set[str]:
+    """Cancel the run once it printed "started" (delay None) or after ``delay`` seconds.
+
+    Returns the id of the container it used (to look for leftovers of this run only).
+    """
+    ids: set[str] = set()
 
     async def main() -> None:
         started = asyncio.Event()
@@ -458,11 +463,13 @@ def _cancel_after(executor: RuncExecutor, rootfs: Path, delay: float | None) -> 
             await asyncio.wait_for(started.wait(), 10)
         else:
             await asyncio.sleep(delay)
+        ids.update(executor._active)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
+    return ids
 
 
 # None: once the process runs; the delays land in preparation, the runc spawn, container setup.
@@ -471,20 +478,25 @@ def test_cancellation_leaves_nothing_behind(
     executor: RuncExecutor, rootfs: Path, delay: float | None
 ) -> None:
     before = tree_state(rootfs)
-    _cancel_after(executor, rootfs, delay)
+    ids = _cancel_after(executor, rootfs, delay)
     assert runc_list(executor) == ""
     assert os.listdir(executor.bundles_dir) == []
     assert mounts_under(rootfs, Path(executor.state_dir)) == []
     assert _pids_with_marker("sleep\x004242") == []
     assert tree_state(rootfs) == before
-    assert _container_cgroups() == []
+    assert len(ids) == 1
+    assert _container_cgroups(ids) == []
 
 
-def _container_cgroups() -> list[str]:
-    """cgroup directories named after one of our containers (ids start with "bk")."""
+def _container_cgroups(ids: set[str]) -> list[str]:
+    """cgroup directories named after one of the containers ``ids``.
+
+    Only these ids: other bkcore builds may run on this machine meanwhile (another test
+    run under load), and their live containers have cgroups named ``bk...`` too.
+    """
     found: list[str] = []
     for pattern in ("bk*", "*/bk*", "*/*/bk*", "*/*/*/bk*", "*/*/*/*/bk*"):
-        found.extend(str(p) for p in Path("/sys/fs/cgroup").glob(pattern))
+        found.extend(str(p) for p in Path("/sys/fs/cgroup").glob(pattern) if p.name in ids)
     return found
 
 
@@ -523,6 +535,13 @@ def test_callback_error_kills_the_container(executor: RuncExecutor, rootfs: Path
     assert _pids_with_marker("sleep\x004242") == []
 
 
+#: Bound of every in-container wait for another container's marker (usleep 10 ms each):
+#: 120 s and more. Each wait ends as soon as the marker appears; only a broken executor (the
+#: runs do not overlap) reaches the bound. A 10 s bound failed under heavy load, when the
+#: two ``runc run`` start-ups were more than 10 s apart.
+MARKER_WAIT_LOOPS = 12000
+
+
 def test_two_runs_really_overlap(executor: RuncExecutor, rootfs: Path, tmp_path: Path) -> None:
     """Each container waits for the other's marker file: only concurrent runs can finish."""
     shared = tmp_path / "rendezvous"
@@ -530,18 +549,70 @@ def test_two_runs_really_overlap(executor: RuncExecutor, rootfs: Path, tmp_path:
 
     def spec(me: str, other: str) -> ProcessSpec:
         script = f"touch /r/{me}; i=0; while [ ! -e /r/{other} ]; do usleep 10000; "
-        script += "i=$((i+1)); [ $i -gt 1000 ] && exit 7; done; exit 0"
+        script += f"i=$((i+1)); [ $i -gt {MARKER_WAIT_LOOPS} ] && echo no /r/{other} && exit 7; "
+        script += "done; exit 0"
         return ProcessSpec(args=["sh", "-c", script])
 
     mounts = [MountSpec(dest="/r", source=str(shared))]
+    outputs = [Output(), Output()]
 
     async def main() -> list[int]:
         async with asyncio.TaskGroup() as tg:
-            a = tg.create_task(executor.run(str(rootfs), mounts, spec("a", "b")))
-            b = tg.create_task(executor.run(str(rootfs), mounts, spec("b", "a")))
+            a = tg.create_task(
+                executor.run(str(rootfs), mounts, spec("a", "b"), on_output=outputs[0])
+            )
+            b = tg.create_task(
+                executor.run(str(rootfs), mounts, spec("b", "a"), on_output=outputs[1])
+            )
         return [a.result(), b.result()]
 
-    assert asyncio.run(main()) == [0, 0]
+    codes = asyncio.run(main())
+    assert codes == [0, 0], [o.text(1) + o.text(2) for o in outputs]
+
+
+def _pipe_holding_runtime(tmp_path: Path) -> str:
+    """A runc wrapper that leaves a process holding the output pipes after runc exits."""
+    wrapper = tmp_path / "runc-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" run "*) sleep 4545 & ;; esac\n'
+        f'exec {shutil.which("runc")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_a_process_holding_the_output_pipes_does_not_hang_the_run(
+    rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runc's exit ends the run even if the pipes stay open (Python 3.11's Process.wait()
+    on PIPE waited for them, and the cleanup after a cancel could then never end)."""
+    import bkcore.workers.runc.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "_DRAIN_SECONDS", 0.5)
+    executor = RuncExecutor(str(tmp_path / "state"), runc=_pipe_holding_runtime(tmp_path))
+    try:
+        code, out = run(executor, rootfs, "echo done")
+        assert (code, out.text(1)) == (0, "done\n")
+        assert len(_pids_with_marker("sleep\x004545")) == 1  # still holding the pipes
+
+        async def cancel_running() -> None:
+            started = asyncio.Event()
+            spec = ProcessSpec(args=["sh", "-c", "echo started; exec sleep 4242"])
+            task = asyncio.create_task(
+                executor.run(str(rootfs), [], spec, on_output=lambda fd, d: started.set())
+            )
+            await asyncio.wait_for(started.wait(), 60)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(asyncio.wait_for(cancel_running(), 120))
+        assert runc_list(executor) == ""
+        assert _pids_with_marker("sleep\x004242") == []
+    finally:
+        for pid in _pids_with_marker("sleep\x004545"):
+            os.kill(pid, signal.SIGKILL)
 
 
 CRASHING_CHILD = """
@@ -566,6 +637,9 @@ def test_recover_cleans_up_after_a_crashed_process(executor: RuncExecutor, rootf
     )
     try:
         assert child.stdout is not None
+        # Bounded: a child that never starts its container fails the test, not hangs it.
+        ready, _, _ = select.select([child.stdout], [], [], 300)
+        assert ready, "the child did not start its container within 300 s"
         assert child.stdout.readline() == b"started\n"
     finally:
         child.kill()
@@ -581,7 +655,7 @@ def test_recover_cleans_up_after_a_crashed_process(executor: RuncExecutor, rootf
     assert os.listdir(executor.bundles_dir) == []
     assert tree_state(rootfs) == before
     assert _pids_with_marker("sleep\x004646") == []
-    assert _container_cgroups() == []
+    assert _container_cgroups(set(leftover)) == []
     assert asyncio.run(executor.recover()) == []
 
 

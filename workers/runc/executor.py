@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 _CHUNK = 64 * 1024
 _KILL_ATTEMPTS = 50
+#: How long output may still arrive once runc has exited (normally it is all there at once).
+_DRAIN_SECONDS = 10.0
 _STUBS_FILE = "stubs.json"
 
 
@@ -232,40 +234,74 @@ class RuncExecutor:
         stdin: bytes | None,
     ) -> int:
         log_path = os.path.join(bundle, "runc-log.json")
-        # Spawned shielded: a cancellation during the spawn must not lose the process handle.
-        proc, cancelled = await _shielded(
-            asyncio.create_subprocess_exec(
-                *self.runc_command(
-                    "--log",
-                    log_path,
-                    "--log-format",
-                    "json",
-                    "run",
-                    "--bundle",
-                    bundle,
-                    container_id,
-                ),
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
+        # Output pipes are ours, not asyncio's: with PIPE, Python 3.11's ``proc.wait()``
+        # returns only once every pipe is closed too, so any process still holding one (a
+        # container process that outlived runc) made the uncancellable cleanup wait forever.
+        # Now ``proc.wait()`` is runc's exit alone; the readers are closed by us.
+        pipes = [os.pipe(), os.pipe()]
+        try:
+            # Spawned shielded: a cancellation during the spawn must not lose the handle.
+            proc, cancelled = await _shielded(
+                asyncio.create_subprocess_exec(
+                    *self.runc_command(
+                        "--log",
+                        log_path,
+                        "--log-format",
+                        "json",
+                        "run",
+                        "--bundle",
+                        bundle,
+                        container_id,
+                    ),
+                    stdin=asyncio.subprocess.PIPE
+                    if stdin is not None
+                    else asyncio.subprocess.DEVNULL,
+                    stdout=pipes[0][1],
+                    stderr=pipes[1][1],
+                    start_new_session=True,
+                )
             )
-        )
+        except BaseException:
+            for read_end, _ in pipes:
+                os.close(read_end)
+            raise
+        finally:
+            for _, write_end in pipes:
+                os.close(write_end)
+        readers: list[asyncio.ReadTransport] = []
+        unowned = [read_end for read_end, _ in pipes]  # read ends no transport owns yet
         try:
             if cancelled:
                 raise asyncio.CancelledError
+            streams = [await _reader(unowned, readers) for _ in pipes]
             async with asyncio.TaskGroup() as tg:
-                assert proc.stdout is not None and proc.stderr is not None
-                tg.create_task(_pump(proc.stdout, 1, on_output))
-                tg.create_task(_pump(proc.stderr, 2, on_output))
+                pumps = [
+                    tg.create_task(_pump(s, fd, on_output))
+                    for fd, s in ((1, streams[0]), (2, streams[1]))
+                ]
                 if stdin is not None:
                     assert proc.stdin is not None
                     tg.create_task(_feed(proc.stdin, stdin))
-                waiter = tg.create_task(proc.wait())
+                code = await proc.wait()
+                # runc is gone, and with it the container's processes: what they wrote is
+                # in the pipes. Drain it; a pipe some stray process still holds open is
+                # closed after a grace period instead of being waited for.
+                _, pending = await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
+                if pending:
+                    for transport in readers:
+                        transport.close()  # feeds EOF to its reader
         except BaseException:
-            await _uncancellable(self._abort(container_id, proc))
+            try:
+                await _uncancellable(self._abort(container_id, proc))
+            finally:
+                for transport in readers:
+                    transport.close()
             raise
-        code = waiter.result()
+        finally:
+            for read_end in unowned:
+                os.close(read_end)  # never handed to a transport (cancelled before)
+        for transport in readers:
+            transport.close()
         if code != 0:
             failure = await asyncio.to_thread(_runc_failure, log_path)
             if failure:
@@ -295,6 +331,25 @@ class RuncExecutor:
             proc.kill()
             await proc.wait()
         await self._runc_quiet("delete", "--force", container_id)
+
+
+async def _reader(
+    unowned: list[int], transports: list[asyncio.ReadTransport]
+) -> asyncio.StreamReader:
+    """A StreamReader over the first fd of ``unowned``, which it takes (closing it if it
+    fails); the new transport owns the fd and is added to ``transports`` for the caller."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+    pipe = os.fdopen(unowned.pop(0), "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+        )
+    except BaseException:
+        pipe.close()
+        raise
+    transports.append(transport)
+    return reader
 
 
 async def _pump(stream: asyncio.StreamReader, fd: int, on_output: OutputCallback | None) -> None:

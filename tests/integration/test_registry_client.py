@@ -1,0 +1,651 @@
+"""bkcore.registry_client against Debian's real ``docker-registry`` on loopback.
+
+Fixtures (kept in this file: with ``--import-mode=importlib`` test modules cannot import each
+other) start the registry plain and with htpasswd basic auth, run a small bearer-token server
+(a loopback proxy that demands tokens it issued), a flaky proxy (503s and dropped
+connections), and build a deterministic busybox-static image plus a multi-platform index that
+the tests push with the client itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import http.client
+import http.server
+import io
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bkcore.errors import SourceError
+from bkcore.llb.platforms import Platform
+from bkcore.registry_client import (
+    Descriptor,
+    ImageReference,
+    RegistryClient,
+    RetryPolicy,
+)
+from bkcore.registry_client import mediatypes as mt
+
+pytestmark = pytest.mark.integration
+
+REGISTRY_BIN = shutil.which("docker-registry")
+BUSYBOX = Path("/bin/busybox")
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
+USER, PASSWORD = "alice", "s3cret-pw"
+
+
+# -- registry process -------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RegistryServer:
+    host: str  # 127.0.0.1:PORT
+    storage: Path
+
+    def blob_data_path(self, digest: str) -> Path:
+        algo, hexd = digest.split(":", 1)
+        return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
+
+
+def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # 401 from an auth-enabled registry: it is up
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("docker-registry did not start within 20 s")
+
+
+@pytest.fixture
+def _registry_factory(tmp_path: Path) -> Iterator[Any]:
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry binary not installed (apt-get install docker-registry)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, htpasswd: Path | None = None) -> RegistryServer:
+        base = tmp_path / name
+        storage = base / "storage"
+        storage.mkdir(parents=True)
+        host = f"127.0.0.1:{_free_port()}"
+        auth = f"auth:\n  htpasswd:\n    realm: bk-test\n    path: {htpasswd}\n" if htpasswd else ""
+        config = base / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {host}\n{auth}"
+        )
+        log = base / "registry.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(REGISTRY_BIN), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        procs.append(proc)
+        _wait_up(host, proc, log)
+        return RegistryServer(host, storage)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def registry(_registry_factory: Any) -> RegistryServer:
+    server: RegistryServer = _registry_factory("plain")
+    return server
+
+
+@pytest.fixture
+def auth_registry(_registry_factory: Any, tmp_path: Path) -> RegistryServer:
+    htpasswd_bin = shutil.which("htpasswd")
+    if htpasswd_bin is None:
+        pytest.skip("htpasswd not installed (apt-get install apache2-utils)")
+    line = subprocess.run(
+        [htpasswd_bin, "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    path = tmp_path / "htpasswd"
+    path.write_text(line + "\n")
+    server: RegistryServer = _registry_factory("basic", path)
+    return server
+
+
+# -- loopback proxy: bearer-token server and flaky front ---------------------------------------
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection"}
+
+
+@dataclass
+class ProxyState:
+    upstream: str
+    token_auth: bool = False
+    fail_first: int = 0  # 503 for the first N hits of every (method, path)
+    drop_first: int = 0  # close the connection without an answer for the first N hits
+    hits: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures: int = 0
+    tokens: dict[str, set[str]] = field(default_factory=dict)
+    token_requests: list[dict[str, list[str]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _scope_allows(scopes: set[str], repo: str, action: str) -> bool:
+    for scope in scopes:
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if kind == "repository" and name == repo and action in actions.split(","):
+            return True
+    return False
+
+
+def _make_handler(state: ProxyState, own_host: str) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(code)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _token_endpoint(self) -> None:
+            from urllib.parse import parse_qs, urlsplit
+
+            query = parse_qs(urlsplit(self.path).query)
+            state.token_requests.append(query)
+            expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {})
+                return
+            token = secrets.token_hex(16)
+            state.tokens[token] = set(query.get("scope", []))
+            body = json.dumps({"token": token, "expires_in": 300}).encode()
+            self._send(200, body, {"Content-Type": "application/json"})
+
+        def _authorized(self) -> bool:
+            path = self.path.split("?", 1)[0]
+            parts = path.split("/")
+            repo, action = "", "pull"
+            for marker in ("manifests", "blobs", "tags"):
+                if marker in parts[2:]:
+                    repo = "/".join(parts[2 : parts.index(marker, 2)])
+                    break
+            if self.command not in ("GET", "HEAD"):
+                action = "push"
+            auth = self.headers.get("Authorization", "")
+            scopes = state.tokens.get(auth.removeprefix("Bearer "), None)
+            if scopes is not None and (not repo or _scope_allows(scopes, repo, action)):
+                return True
+            challenge = f'Bearer realm="http://{own_host}/token",service="bk-test"'
+            if repo:
+                challenge += f',scope="repository:{repo}:{action}"'
+            self._send(
+                401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge}
+            )
+            return False
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            key = (self.command, self.path)
+            with state.lock:
+                hit = state.hits.get(key, 0)
+                state.hits[key] = hit + 1
+            if hit < state.drop_first:
+                state.failures += 1
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if hit < state.fail_first:
+                state.failures += 1
+                self._send(503, b"try later", {})
+                return
+            if state.token_auth:
+                if self.path.startswith("/token"):
+                    self._token_endpoint()
+                    return
+                if not self._authorized():
+                    return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            headers.pop("Authorization", None)
+            host, port = state.upstream.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                out = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP}
+                if self.command == "HEAD":
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in _HOP or k.lower() == "content-length":
+                            self.send_header(k, v)
+                    self.end_headers()
+                else:
+                    self._send(resp.status, data, out)
+            finally:
+                conn.close()
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+    return Handler
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Any]:
+    servers: list[http.server.ThreadingHTTPServer] = []
+    threads: list[threading.Thread] = []
+
+    def start(state: ProxyState) -> str:
+        port = _free_port()
+        host = f"127.0.0.1:{port}"
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _make_handler(state, host))
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append(server)
+        threads.append(thread)
+        return host
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    for thread in threads:
+        thread.join(5)
+
+
+# -- deterministic test images ------------------------------------------------------------------
+PASSWD = (
+    b"root:x:0:0:root:/root:/bin/sh\n"
+    b"nobody:x:65534:65534:nobody:/:/bin/false\n"
+    b"user:x:1000:1000:user:/home/user:/bin/sh\n"
+)
+GROUP = b"root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n"
+
+
+@dataclass
+class FixtureImage:
+    platform: Platform
+    layer: bytes  # gzip blob
+    diff_id: str
+    config: bytes
+    manifest: bytes
+
+    @property
+    def layer_digest(self) -> str:
+        return _sha(self.layer)
+
+    @property
+    def config_digest(self) -> str:
+        return _sha(self.config)
+
+    @property
+    def digest(self) -> str:
+        return _sha(self.manifest)
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer_tar(files: dict[str, tuple[str, bytes | str, int]]) -> bytes:
+    """name -> (kind "d"/"f"/"l", content or link target, mode); sorted, mtime 0, root-owned."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            kind, content, mode = files[name]
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, mode
+            if kind == "d":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind == "l":
+                info.type, info.linkname = tarfile.SYMTYPE, str(content)
+                tar.addfile(info)
+            else:
+                assert isinstance(content, bytes)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def make_image(platform: Platform, extra: dict[str, tuple[str, bytes | str, int]]) -> FixtureImage:
+    files: dict[str, tuple[str, bytes | str, int]] = {
+        "bin": ("d", b"", 0o755),
+        "etc": ("d", b"", 0o755),
+        "etc/passwd": ("f", PASSWD, 0o644),
+        "etc/group": ("f", GROUP, 0o644),
+        "tmp": ("d", b"", 0o1777),
+        **extra,
+    }
+    tar = _layer_tar(files)
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as out:
+        out.write(tar)
+    layer = gz.getvalue()
+    plat: dict[str, str] = {"architecture": platform.architecture, "os": platform.os}
+    if platform.variant:
+        plat["variant"] = platform.variant
+    config = json.dumps(
+        {
+            **plat,
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": [_sha(tar)]},
+            "history": [{"created_by": "bkcore test fixture"}],
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": Descriptor(mt.OCI_CONFIG, _sha(config), len(config)).to_json(),
+            "layers": [Descriptor(mt.OCI_LAYER_GZIP, _sha(layer), len(layer)).to_json()],
+        },
+        sort_keys=True,
+    ).encode()
+    return FixtureImage(platform, layer, _sha(tar), config, manifest)
+
+
+def busybox_image() -> FixtureImage:
+    if not BUSYBOX.exists():
+        pytest.skip("busybox-static (/bin/busybox) not installed")
+    extra: dict[str, tuple[str, bytes | str, int]] = {
+        "bin/busybox": ("f", BUSYBOX.read_bytes(), 0o755),
+        "bin/sh": ("l", "busybox", 0o777),
+    }
+    return make_image(Platform.host(), extra)
+
+
+async def push_image(
+    client: RegistryClient, ref: ImageReference, image: FixtureImage, workdir: Path
+) -> list[str]:
+    outcomes: list[str] = []
+    for blob in (image.layer, image.config):
+        path = workdir / _sha(blob).replace(":", "-")
+        path.write_bytes(blob)
+        outcomes.append(await client.push_blob(ref, _sha(blob), path))
+    await client.put_manifest(ref, image.manifest, mt.OCI_MANIFEST)
+    return outcomes
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+# -- tests ------------------------------------------------------------------------------------
+def test_push_then_pull_by_tag_and_digest(registry: RegistryServer, tmp_path: Path) -> None:
+    image = busybox_image()
+    again = busybox_image()
+    assert again.manifest == image.manifest  # the fixture image is deterministic
+    ref = ImageReference.parse(f"{registry.host}/test/busybox:1")
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            assert await push_image(client, ref, image, tmp_path) == ["uploaded", "uploaded"]
+            assert await push_image(client, ref, image, tmp_path) == ["exists", "exists"]
+            desc = await client.resolve(ref)
+            assert desc.digest == image.digest
+            assert desc.size == len(image.manifest)
+            assert desc.media_type == mt.OCI_MANIFEST
+            by_tag = await client.fetch_manifest(ref)
+            by_digest = await client.fetch_manifest(ref.with_digest(image.digest))
+            assert by_tag.data == by_digest.data == image.manifest
+            assert by_tag.digest == image.digest and not by_tag.is_index
+            layer_desc = by_digest.json["layers"][0]
+            config = await client.fetch_blob_bytes(ref, by_digest.json["config"]["digest"], 1 << 20)
+            assert json.loads(config)["rootfs"]["diff_ids"] == [image.diff_id]
+            dest = tmp_path / "pulled" / "layer"
+            dest.parent.mkdir()
+            size = await client.fetch_blob(ref, layer_desc["digest"], dest, layer_desc["size"])
+            assert size == len(image.layer) and dest.read_bytes() == image.layer
+            assert os.listdir(dest.parent) == ["layer"]
+            with gzip.open(dest) as gz, tarfile.open(fileobj=gz) as tar:
+                assert tar.getmember("bin/busybox").size == BUSYBOX.stat().st_size
+
+    _run(main())
+    skopeo = shutil.which("skopeo")
+    if skopeo is not None:  # an independent client agrees on what was pushed
+        out = subprocess.run(
+            [skopeo, "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        assert out == image.manifest
+
+
+def test_missing_tag_and_blob_are_clear_errors(registry: RegistryServer, tmp_path: Path) -> None:
+    ref = ImageReference.parse(f"{registry.host}/test/nothing:here")
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            with pytest.raises(SourceError, match=r"test/nothing:here: manifest not found"):
+                await client.fetch_manifest(ref)
+            with pytest.raises(SourceError, match="not found"):
+                await client.fetch_blob(ref, _sha(b"x"), tmp_path / "x")
+            assert not (tmp_path / "x").exists()
+
+    _run(main())
+
+
+def test_chunked_upload_and_cross_repo_mount(registry: RegistryServer, tmp_path: Path) -> None:
+    blob = secrets.token_bytes(300_000)
+    digest = _sha(blob)
+    src = tmp_path / "blob"
+    src.write_bytes(blob)
+    a = ImageReference.parse(f"{registry.host}/test/a:1")
+    b = ImageReference.parse(f"{registry.host}/test/b:1")
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            assert not await client.blob_exists(a, digest)
+            assert await client.push_blob(a, digest, src, chunk_size=64 * 1024) == "uploaded"
+            assert await client.blob_exists(a, digest)
+            assert not await client.blob_exists(b, digest)
+            assert await client.push_blob(b, digest, src, mount_from=a.repository) == "mounted"
+            assert await client.blob_exists(b, digest)
+            back = tmp_path / "back"
+            await client.fetch_blob(b, digest, back, len(blob))
+            assert back.read_bytes() == blob
+
+    _run(main())
+
+
+def test_platform_selection_from_index(registry: RegistryServer, tmp_path: Path) -> None:
+    host = busybox_image()
+    platforms = [Platform("linux", "arm64", "v8"), Platform("linux", "arm", "v6")]
+    others = [
+        make_image(p, {"etc/platform": ("f", str(p).encode(), 0o644)})
+        for p in platforms
+        if p != host.platform
+    ]
+    images = [host, *others]
+    ref = ImageReference.parse(f"{registry.host}/test/multi:1")
+    entries = []
+    for img in images:
+        entry = Descriptor(mt.OCI_MANIFEST, img.digest, len(img.manifest), img.platform).to_json()
+        if img.platform.architecture == "arm64":
+            entry["platform"]["variant"] = "v8"  # as published indexes write it
+        entries.append(entry)
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, sort_keys=True
+    ).encode()
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            for img in images:
+                await push_image(client, ref.with_tag(img.digest[7:19]), img, tmp_path)
+            await client.put_manifest(ref, index, mt.OCI_INDEX)
+            top = await client.fetch_manifest(ref)
+            assert top.is_index and top.digest == _sha(index)
+            assert (await client.resolve(ref)).media_type == mt.OCI_INDEX
+
+            got = await client.fetch_image_manifest(ref, Platform.host())
+            assert got.digest == host.digest
+            by_plat = {str(i.platform): i.digest for i in images}
+            arm64 = await client.fetch_image_manifest(ref, Platform.parse("linux/arm64"))
+            assert arm64.digest == by_plat["linux/arm64"]
+            arm64v8 = await client.fetch_image_manifest(ref, Platform.parse("linux/arm64/v8"))
+            assert arm64v8.digest == by_plat["linux/arm64"]
+            # an arm/v7 machine runs the arm/v6 image when there is no v7 one
+            v7 = await client.fetch_image_manifest(ref, Platform.parse("linux/arm/v7"))
+            assert v7.digest == by_plat["linux/arm/v6"]
+            with pytest.raises(SourceError, match=r"no manifest for platform linux/s390x"):
+                await client.fetch_image_manifest(ref, Platform.parse("linux/s390x"))
+            with pytest.raises(SourceError, match=r"linux/arm/v5 \(available: "):
+                await client.fetch_image_manifest(ref, Platform.parse("linux/arm/v5"))
+
+    _run(main())
+
+
+def test_basic_auth(auth_registry: RegistryServer, tmp_path: Path) -> None:
+    image = busybox_image()
+    ref = ImageReference.parse(f"{auth_registry.host}/private/busybox:1")
+    asked: list[str] = []
+
+    def good(host: str) -> tuple[str, str]:
+        asked.append(host)
+        return (USER, PASSWORD)
+
+    async def bad(host: str) -> tuple[str, str]:
+        return (USER, "wrong-password")
+
+    async def main() -> None:
+        async with RegistryClient(credentials=good, retry=FAST_RETRY) as client:
+            await push_image(client, ref, image, tmp_path)
+            assert (await client.resolve(ref)).digest == image.digest
+        assert asked and set(asked) == {auth_registry.host}
+        async with RegistryClient(credentials=bad, retry=FAST_RETRY) as client:
+            with pytest.raises(SourceError, match=r"rejected the credentials of user 'alice'"):
+                await client.fetch_manifest(ref)
+            dest = tmp_path / "dl" / "layer"
+            dest.parent.mkdir()
+            with pytest.raises(SourceError, match="rejected the credentials"):
+                await client.fetch_blob(ref, image.layer_digest, dest)
+            assert os.listdir(dest.parent) == []
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            with pytest.raises(SourceError, match="requires authentication and no credentials"):
+                await client.resolve(ref)
+
+    _run(main())
+
+
+def test_bearer_token_auth(registry: RegistryServer, proxy_factory: Any, tmp_path: Path) -> None:
+    state = ProxyState(upstream=registry.host, token_auth=True)
+    front = proxy_factory(state)
+    image = busybox_image()
+    ref = ImageReference.parse(f"{front}/tok/busybox:1")
+
+    async def main() -> None:
+        async with RegistryClient(credentials=lambda h: (USER, PASSWORD), retry=FAST_RETRY) as c:
+            await push_image(c, ref, image, tmp_path)
+            manifest = await c.fetch_manifest(ref)
+            assert manifest.digest == image.digest
+            dest = tmp_path / "layer"
+            await c.fetch_blob(ref, image.layer_digest, dest)
+            assert dest.read_bytes() == image.layer
+        scopes = {s for q in state.token_requests for s in q.get("scope", [])}
+        assert "repository:tok/busybox:pull,push" in scopes
+        assert "repository:tok/busybox:pull" in scopes
+        assert all(q.get("service") == ["bk-test"] for q in state.token_requests)
+        # tokens are cached: far fewer token requests than registry requests
+        assert len(state.token_requests) <= 4
+        async with RegistryClient(credentials=lambda h: (USER, "nope"), retry=FAST_RETRY) as c:
+            with pytest.raises(SourceError, match=r"token server http://.*/token rejected user"):
+                await c.fetch_manifest(ref)
+        async with RegistryClient(retry=FAST_RETRY) as c:
+            with pytest.raises(SourceError, match="rejected anonymous access"):
+                await c.fetch_manifest(ref)
+
+    _run(main())
+
+
+def test_corrupted_blob_rejected_nothing_written(registry: RegistryServer, tmp_path: Path) -> None:
+    blob = secrets.token_bytes(3 * 1024 * 1024 + 17)
+    digest = _sha(blob)
+    src = tmp_path / "src"
+    src.write_bytes(blob)
+    ref = ImageReference.parse(f"{registry.host}/test/corrupt:1")
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            await client.push_blob(ref, digest, src)
+            stored = registry.blob_data_path(digest)
+            data = bytearray(stored.read_bytes())
+            assert bytes(data) == blob
+            data[len(data) // 2] ^= 0xFF
+            stored.write_bytes(bytes(data))
+            out = tmp_path / "out"
+            out.mkdir()
+            with pytest.raises(SourceError) as info:
+                await client.fetch_blob(ref, digest, out / "layer", len(blob))
+            msg = str(info.value)
+            assert str(ref) in msg and "digest mismatch" in msg
+            assert f"expected {digest}" in msg and f"got {_sha(bytes(data))}" in msg
+            assert os.listdir(out) == []
+            with pytest.raises(SourceError, match="digest mismatch"):
+                await client.fetch_blob_bytes(ref, digest, 1 << 23)
+
+    _run(main())
+
+
+def test_retries_on_503_and_dropped_connections(
+    registry: RegistryServer, proxy_factory: Any, tmp_path: Path
+) -> None:
+    image = busybox_image()
+    ref_plain = ImageReference.parse(f"{registry.host}/test/flaky:1")
+    flaky = ProxyState(upstream=registry.host, fail_first=2)
+    dropping = ProxyState(upstream=registry.host, drop_first=1)
+    broken = ProxyState(upstream=registry.host, fail_first=100)
+    hosts = [proxy_factory(s) for s in (flaky, dropping, broken)]
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            await push_image(client, ref_plain, image, tmp_path)
+            for host in hosts[:2]:
+                ref = ImageReference.parse(f"{host}/test/flaky:1")
+                assert (await client.fetch_manifest(ref)).digest == image.digest
+                dest = tmp_path / f"layer-{host.replace(':', '_')}"
+                await client.fetch_blob(ref, image.layer_digest, dest)
+                assert dest.read_bytes() == image.layer
+            bad = ImageReference.parse(f"{hosts[2]}/test/flaky:1")
+            with pytest.raises(SourceError, match=r"registry answered 503"):
+                await client.fetch_manifest(bad)
+
+    _run(main())
+    assert flaky.failures == 4  # two 503s for the manifest GET, two for the blob GET
+    assert dropping.failures == 2
+    assert broken.failures == FAST_RETRY.attempts  # bounded: gave up after the policy's attempts

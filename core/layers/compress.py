@@ -1,0 +1,286 @@
+"""Streaming layer compression (gzip, zstd, none) and decompression by magic bytes.
+
+gzip uses ISA-L (``isal``) when it is installed, else zlib, and writes the header Go's
+``compress/gzip`` writes (``1f8b 0800 00000000 00 ff``: no name, mtime 0, OS unknown).
+Levels are Go gzip levels as BuildKit's ``compression-level`` takes them: the default (6)
+and 3-6 map to ISA-L's levels 3/2, 1-2 to ISA-L 1, -2 (Huffman only) to ISA-L 0; 7-9 ask
+for ratio over speed and use zlib at that level. zstd uses the ``zstandard`` package at
+level 3 by default (a BuildKit level maps to zstd presets: <3 fastest=1, 3-6 default=3, 7-8
+better=7, >=9 best=11), with worker threads (output does not depend on their number).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, BinaryIO, Literal
+
+from bkcore.errors import ExportError
+from bkcore.layers.write import CHUNK, DigestWriter, TarInfo, Writable
+
+Compression = Literal["gzip", "zstd", "uncompressed"]
+COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "uncompressed")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GO_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+_MEDIA = {
+    ("gzip", True): "application/vnd.oci.image.layer.v1.tar+gzip",
+    ("zstd", True): "application/vnd.oci.image.layer.v1.tar+zstd",
+    ("uncompressed", True): "application/vnd.oci.image.layer.v1.tar",
+    ("gzip", False): "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    ("zstd", False): "application/vnd.docker.image.rootfs.diff.tar.zstd",
+    ("uncompressed", False): "application/vnd.docker.image.rootfs.diff.tar",
+}
+
+
+def media_type(compression: Compression, *, oci: bool) -> str:
+    """The layer media type for ``compression`` in the OCI or Docker family."""
+    return _MEDIA[(compression, oci)]
+
+
+def check_compression(name: str) -> Compression:
+    if name not in COMPRESSIONS:
+        raise ExportError(f"unknown compression {name!r} (want gzip, zstd or uncompressed)")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class CompressedBlob:
+    """A layer blob: digest and size of the stored bytes, diff ID of the tar inside."""
+
+    digest: str
+    size: int
+    diff_id: str
+    compression: Compression
+
+
+def _isal() -> ModuleType | None:
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return None
+    return isal_zlib
+
+
+def _deflater(level: int | None) -> Any:
+    go = 6 if level is None or level == -1 else level
+    isal = _isal()
+    if not -2 <= go <= 9:
+        raise ExportError(f"invalid gzip compression level {level} (want -2..9)")
+    if go == 0:
+        return zlib.compressobj(0, zlib.DEFLATED, -15)
+    if isal is not None and go <= 6:
+        isal_level = 0 if go == -2 else 1 if go <= 2 else 2 if go <= 5 else 3
+        return isal.compressobj(isal_level, zlib.DEFLATED, -15)
+    return zlib.compressobj(max(go, 1), zlib.DEFLATED, -15)
+
+
+def zstd_level(level: int | None) -> int:
+    if level is None or level < 0:
+        return 3
+    return 1 if level < 3 else 3 if level <= 6 else 7 if level <= 8 else 11
+
+
+class _GzipWriter:
+    def __init__(self, out: Writable, level: int | None) -> None:
+        self._out = out
+        self._deflate = _deflater(level)
+        isal = _isal()
+        self._crc32: Callable[[bytes, int], int] = isal.crc32 if isal is not None else zlib.crc32
+        self._crc = 0
+        self._size = 0
+        out.write(_GO_GZIP_HEADER)
+
+    def write(self, data: bytes) -> int:
+        self._crc = self._crc32(data, self._crc)
+        self._size += len(data)
+        packed = self._deflate.compress(data)
+        if packed:
+            self._out.write(packed)
+        return len(data)
+
+    def close(self) -> None:
+        self._out.write(self._deflate.flush())
+        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+
+
+class _ZstdWriter:
+    def __init__(self, out: Writable, level: int | None) -> None:
+        import zstandard
+
+        self._out = out
+        cctx = zstandard.ZstdCompressor(level=zstd_level(level), threads=-1)
+        self._obj = cctx.compressobj()
+
+    def write(self, data: bytes) -> int:
+        packed = self._obj.compress(data)
+        if packed:
+            self._out.write(packed)
+        return len(data)
+
+    def close(self) -> None:
+        self._out.write(self._obj.flush())
+
+
+class _Plain:
+    def __init__(self, out: Writable) -> None:
+        self._out = out
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+class _Counted:
+    """Hashes and counts the compressed bytes on their way to the file."""
+
+    def __init__(self, out: Writable) -> None:
+        self._out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self._out.write(data)
+        return len(data)
+
+
+def compress_tar(
+    produce: Callable[[Writable], TarInfo | None],
+    out: Writable,
+    compression: Compression,
+    *,
+    level: int | None = None,
+) -> CompressedBlob:
+    """Run ``produce(sink)`` (it writes a tar into ``sink``) and compress what it writes into
+    ``out`` in one pass; returns the blob's digest and size and the tar's diff ID.
+    Blocking: run in a thread."""
+    counted = _Counted(out)
+    comp: _GzipWriter | _ZstdWriter | _Plain
+    if compression == "gzip":
+        comp = _GzipWriter(counted, level)
+    elif compression == "zstd":
+        comp = _ZstdWriter(counted, level)
+    else:
+        comp = _Plain(counted)
+    tar = DigestWriter(comp)
+    produce(tar)
+    diff_id = tar.close()
+    comp.close()
+    return CompressedBlob("sha256:" + counted.hash.hexdigest(), counted.size, diff_id, compression)
+
+
+def compress_file(
+    src: BinaryIO, out: Writable, compression: Compression, *, level: int | None = None
+) -> CompressedBlob:
+    """Compress an uncompressed tar stream ``src`` (for example a layer written earlier)."""
+
+    def copy(sink: Writable) -> None:
+        while block := src.read(CHUNK):
+            sink.write(block)
+
+    return compress_tar(copy, out, compression, level=level)
+
+
+class DecodedReader:
+    """A file-like ``read`` over a layer blob's uncompressed bytes, whatever the blob's
+    compression (found from its first bytes); hashes the uncompressed bytes for the diff ID.
+    Output per read is bounded, so a small blob that expands hugely is read in pieces."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        head = raw.read(4)
+        self._pending = head
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._eof = False
+        self._zreader: Any = None
+        self._gz: Any = None
+        if head.startswith(GZIP_MAGIC):
+            self.compression: Compression = "gzip"
+            self._gz = self._new_gz()
+        elif head.startswith(ZSTD_MAGIC):
+            import zstandard
+
+            self.compression = "zstd"
+            self._zreader = zstandard.ZstdDecompressor().stream_reader(
+                _Prefixed(head, raw),  # type: ignore[arg-type]  # read() is all it uses
+                read_across_frames=True,
+            )
+            self._pending = b""
+        else:
+            self.compression = "uncompressed"
+
+    @staticmethod
+    def _new_gz() -> Any:
+        isal = _isal()
+        return (isal or zlib).decompressobj(31)
+
+    def _read_gzip(self, n: int) -> bytes:
+        while True:
+            if self._gz.unconsumed_tail:
+                data = self._gz.decompress(self._gz.unconsumed_tail, n)
+            else:
+                if self._gz.eof:
+                    rest = self._gz.unused_data or self._raw.read(CHUNK // 4)
+                    if not rest:
+                        return b""
+                    self._gz = self._new_gz()
+                    data = self._gz.decompress(rest, n)
+                else:
+                    chunk = self._pending or self._raw.read(CHUNK // 4)
+                    self._pending = b""
+                    if not chunk:
+                        raise zlib.error("truncated gzip stream")
+                    data = self._gz.decompress(chunk, n)
+            if data:
+                return bytes(data)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._eof:
+            return b""
+        want = CHUNK if n is None or n < 0 else max(n, 1)
+        if self._gz is not None:
+            data = self._read_gzip(want)
+        elif self._zreader is not None:
+            data = self._zreader.read(want)
+        else:
+            data = self._pending + self._raw.read(max(want - len(self._pending), 0))
+            self._pending = b""
+        if not data:
+            self._eof = True
+            return b""
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> str:
+        """Read to the end; return the ``sha256:`` diff ID of all uncompressed bytes."""
+        while self.read(CHUNK):
+            pass
+        return "sha256:" + self._hash.hexdigest()
+
+
+class _Prefixed:
+    """``raw`` with the bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            if n is None or n < 0:
+                return head + self._raw.read()
+            return head + self._raw.read(max(n - len(head), 0))
+        return self._raw.read(n)

@@ -282,10 +282,6 @@ def apply_layer(
     except OSError as exc:
         where = f" at {current!r}" if current else ""
         raise SourceError(f"layer {digest}: cannot extract{where}: {exc}") from exc
-    except Exception as exc:
-        if type(exc).__module__.startswith("zstd"):
-            raise SourceError(f"layer {digest}: not a valid layer archive: {exc}") from exc
-        raise
     if diff_id is not None and got != diff_id:
         raise SourceError(f"layer {digest}: diff ID mismatch: expected {diff_id}, got {got}")
     return AppliedLayer(got, reader.size, reader.compression)

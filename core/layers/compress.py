@@ -191,6 +191,10 @@ def compress_file(
     return compress_tar(copy, out, compression, level=level)
 
 
+class CorruptBlobError(ValueError):
+    """The compressed bytes of a blob cannot be decoded."""
+
+
 class DecodedReader:
     """A file-like ``read`` over a layer blob's uncompressed bytes, whatever the blob's
     compression (found from its first bytes); hashes the uncompressed bytes for the diff ID.
@@ -249,10 +253,13 @@ class DecodedReader:
         if self._eof:
             return b""
         want = CHUNK if n is None or n < 0 else max(n, 1)
-        if self._gz is not None:
-            data = self._read_gzip(want)
-        elif self._zreader is not None:
-            data = self._zreader.read(want)
+        if self._gz is not None or self._zreader is not None:
+            try:
+                data = self._read_gzip(want) if self._gz is not None else self._zreader.read(want)
+            except OSError:
+                raise
+            except Exception as exc:  # zlib.error, IsalError, ZstdError: corrupt data
+                raise CorruptBlobError(f"corrupt {self.compression} data: {exc}") from exc
         else:
             data = self._pending + self._raw.read(max(want - len(self._pending), 0))
             self._pending = b""

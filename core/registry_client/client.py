@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -160,20 +160,9 @@ class RegistryClient:
     async def fetch_manifest(self, ref: ImageReference) -> Manifest:
         """GET the manifest ``ref`` names; by digest it must hash to that digest."""
         url = self._url(ref, "manifests", ref.object)
-        resp = await self._t.request(ref, "GET", url, headers={"Accept": mt.MANIFEST_ACCEPT})
-        if resp.status_code != 200:
-            raise await self._fail(ref, resp, "manifest")
-        try:
-            data = bytearray()
-            async for chunk in resp.aiter_bytes():
-                data += chunk
-                if len(data) > MAX_MANIFEST_SIZE:
-                    raise SourceError(f"{ref}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
-        except httpx.TransportError as exc:
-            raise SourceError(f"{ref}: reading manifest failed: {exc}") from exc
-        finally:
-            await resp.aclose()
-        body = bytes(data)
+        resp, body = await self._get_small(
+            ref, url, {"Accept": mt.MANIFEST_ACCEPT}, MAX_MANIFEST_SIZE, "manifest"
+        )
         if ref.digest is not None:
             expected = check_digest(ref.digest, str(ref))
             actual = digest_of(body, expected.split(":", 1)[0])
@@ -223,32 +212,51 @@ class RegistryClient:
     async def fetch_blob_bytes(self, ref: ImageReference, digest: str, max_size: int) -> bytes:
         """A small blob (an image config) in memory, verified against ``digest``."""
         check_digest(digest, str(ref))
-        resp = await self._t.request(ref, "GET", self._url(ref, "blobs", digest))
-        if resp.status_code != 200:
-            raise await self._fail(ref, resp, f"blob {digest}")
-        try:
-            data = bytearray()
-            async for chunk in resp.aiter_bytes():
-                data += chunk
-                if len(data) > max_size:
-                    raise SourceError(f"{ref}: blob {digest} larger than {max_size} bytes")
-        except httpx.TransportError as exc:
-            raise SourceError(f"{ref}: reading blob {digest} failed: {exc}") from exc
-        finally:
-            await resp.aclose()
-        actual = digest_of(bytes(data), digest.split(":", 1)[0])
+        url = self._url(ref, "blobs", digest)
+        _, data = await self._get_small(ref, url, {}, max_size, f"blob {digest}")
+        actual = digest_of(data, digest.split(":", 1)[0])
         if actual != digest:
             raise SourceError(f"{ref}: blob digest mismatch: expected {digest}, got {actual}")
-        return bytes(data)
+        return data
+
+    async def _get_small(
+        self, ref: ImageReference, url: str, headers: Mapping[str, str], limit: int, what: str
+    ) -> tuple[httpx.Response, bytes]:
+        """GET a body of at most ``limit`` bytes; a connection lost mid-body is retried."""
+        attempt = 0
+        while True:
+            resp = await self._t.request(ref, "GET", url, headers=headers)
+            if resp.status_code != 200:
+                raise await self._fail(ref, resp, what)
+            data = bytearray()
+            try:
+                async for chunk in resp.aiter_bytes():
+                    data += chunk
+                    if len(data) > limit:
+                        raise SourceError(f"{ref}: {what} larger than {limit} bytes")
+                return resp, bytes(data)
+            except httpx.TransportError as exc:
+                attempt += 1
+                if attempt >= self._t.retry.attempts:
+                    raise SourceError(f"{ref}: reading {what} failed: {exc}") from exc
+            finally:
+                await resp.aclose()
+            await asyncio.sleep(self._t.retry.delay(attempt - 1))
 
     async def fetch_blob(
-        self, ref: ImageReference, digest: str, dest: Path, size: int | None = None
+        self,
+        ref: ImageReference,
+        digest: str,
+        dest: Path,
+        size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Stream blob ``digest`` into ``dest``, verified while streaming; return its size.
 
         The blob lands in a temporary file beside ``dest`` and is renamed into place only when
         digest (and ``size``, if given) match; on any failure nothing is left behind.
         Connection errors mid-stream restart the download (bounded by the retry policy).
+        ``progress`` is called with the bytes received so far (it restarts from 0 on a retry).
         """
         check_digest(digest, str(ref))
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
@@ -256,7 +264,7 @@ class RegistryClient:
             attempt = 0
             while True:
                 try:
-                    written = await self._download(ref, digest, tmp, size)
+                    written = await self._download(ref, digest, tmp, size, progress)
                     break
                 except httpx.TransportError as exc:
                     attempt += 1
@@ -270,7 +278,14 @@ class RegistryClient:
         finally:
             await asyncio.to_thread(tmp.unlink, True)
 
-    async def _download(self, ref: ImageReference, digest: str, tmp: Path, size: int | None) -> int:
+    async def _download(
+        self,
+        ref: ImageReference,
+        digest: str,
+        tmp: Path,
+        size: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> int:
         resp = await self._t.request(ref, "GET", self._url(ref, "blobs", digest))
         if resp.status_code != 200:
             raise await self._fail(ref, resp, f"blob {digest}")
@@ -285,7 +300,7 @@ class RegistryClient:
 
                 pending: list[bytes] = []
                 pending_len = 0
-                async for chunk in resp.aiter_raw():
+                async for chunk in resp.aiter_bytes():
                     written += len(chunk)
                     if size is not None and written > size:
                         raise SourceError(
@@ -296,8 +311,12 @@ class RegistryClient:
                     if pending_len >= _WRITE_BATCH:
                         await asyncio.to_thread(flush, b"".join(pending))
                         pending, pending_len = [], 0
+                        if progress is not None:
+                            progress(written)
                 if pending:
                     await asyncio.to_thread(flush, b"".join(pending))
+                if progress is not None:
+                    progress(written)
         finally:
             await resp.aclose()
         actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"

@@ -73,6 +73,7 @@ class Transport:
         self._challenges: dict[str, Challenge] = {}
         self._basic: dict[str, tuple[str, str]] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], BearerToken] = {}
+        self._token_locks: dict[tuple[str, tuple[str, ...]], asyncio.Lock] = {}
 
     # -- hosts ----------------------------------------------------------------------------
     def options(self, host: str) -> HostOptions:
@@ -95,7 +96,8 @@ class Transport:
                 verify=verify,
                 timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 15.0)),
                 follow_redirects=True,
-                headers={"User-Agent": self._user_agent},
+                # Digests cover the stored bytes: ask for them unencoded.
+                headers={"User-Agent": self._user_agent, "Accept-Encoding": "identity"},
             )
             self._clients[key] = client
         return client
@@ -114,10 +116,13 @@ class Transport:
         if challenge.scheme == "basic":
             creds = self._basic.get(host)
             return basic_header(creds) if creds else None
-        token = self._tokens.get((host, scopes))
-        if token is None or not token.valid():
-            token = await self._fetch_token(ref, challenge, scopes)
-            self._tokens[(host, scopes)] = token
+        key = (host, scopes)
+        # One token request per scope even when many layers start at once.
+        async with self._token_locks.setdefault(key, asyncio.Lock()):
+            token = self._tokens.get(key)
+            if token is None or not token.valid():
+                token = await self._fetch_token(ref, challenge, scopes)
+                self._tokens[key] = token
         return f"Bearer {token.token}"
 
     async def _fetch_token(

@@ -150,6 +150,7 @@ class ProxyState:
     token_auth: bool = False
     fail_first: int = 0  # 503 for the first N hits of every (method, path)
     drop_first: int = 0  # close the connection without an answer for the first N hits
+    truncate_first: int = 0  # send only half of a GET body, then close, for the first N hits
     hits: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: int = 0
     tokens: dict[str, set[str]] = field(default_factory=dict)
@@ -247,7 +248,18 @@ def _make_handler(state: ProxyState, own_host: str) -> type[http.server.BaseHTTP
                 resp = conn.getresponse()
                 data = resp.read()
                 out = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP}
-                if self.command == "HEAD":
+                if hit < state.truncate_first and self.command == "GET" and len(data) > 2:
+                    state.failures += 1
+                    self.send_response(resp.status)
+                    for k, v in out.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif self.command == "HEAD":
                     self.send_response(resp.status)
                     for k, v in resp.getheaders():
                         if k.lower() not in _HOP or k.lower() == "content-length":
@@ -476,6 +488,11 @@ def test_chunked_upload_and_cross_repo_mount(registry: RegistryServer, tmp_path:
             assert await client.blob_exists(a, digest)
             assert not await client.blob_exists(b, digest)
             assert await client.push_blob(b, digest, src, mount_from=a.repository) == "mounted"
+            # a mount from a repository without the blob falls back to an upload
+            other = tmp_path / "other"
+            other.write_bytes(blob[:1000])
+            got = await client.push_blob(b, _sha(blob[:1000]), other, mount_from="test/none")
+            assert got == "uploaded" and await client.blob_exists(b, _sha(blob[:1000]))
             assert await client.blob_exists(b, digest)
             back = tmp_path / "back"
             await client.fetch_blob(b, digest, back, len(blob))
@@ -629,23 +646,70 @@ def test_retries_on_503_and_dropped_connections(
     ref_plain = ImageReference.parse(f"{registry.host}/test/flaky:1")
     flaky = ProxyState(upstream=registry.host, fail_first=2)
     dropping = ProxyState(upstream=registry.host, drop_first=1)
+    truncating = ProxyState(upstream=registry.host, truncate_first=1)
     broken = ProxyState(upstream=registry.host, fail_first=100)
-    hosts = [proxy_factory(s) for s in (flaky, dropping, broken)]
+    hosts = [proxy_factory(s) for s in (flaky, dropping, truncating, broken)]
+    seen: list[int] = []
 
     async def main() -> None:
         async with RegistryClient(retry=FAST_RETRY) as client:
             await push_image(client, ref_plain, image, tmp_path)
-            for host in hosts[:2]:
+            for host in hosts[:3]:
                 ref = ImageReference.parse(f"{host}/test/flaky:1")
                 assert (await client.fetch_manifest(ref)).digest == image.digest
                 dest = tmp_path / f"layer-{host.replace(':', '_')}"
-                await client.fetch_blob(ref, image.layer_digest, dest)
+                seen.clear()
+                await client.fetch_blob(ref, image.layer_digest, dest, progress=seen.append)
                 assert dest.read_bytes() == image.layer
-            bad = ImageReference.parse(f"{hosts[2]}/test/flaky:1")
+                assert seen[-1] == len(image.layer)
+                assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+            bad = ImageReference.parse(f"{hosts[3]}/test/flaky:1")
             with pytest.raises(SourceError, match=r"registry answered 503"):
                 await client.fetch_manifest(bad)
 
     _run(main())
     assert flaky.failures == 4  # two 503s for the manifest GET, two for the blob GET
     assert dropping.failures == 2
+    assert truncating.failures == 2  # a half manifest and a half layer, both fetched again
     assert broken.failures == FAST_RETRY.attempts  # bounded: gave up after the policy's attempts
+
+
+def test_docker_schema2_and_manifest_list(registry: RegistryServer, tmp_path: Path) -> None:
+    image = busybox_image()
+    config = image.config
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.DOCKER_MANIFEST,
+            "config": Descriptor(mt.DOCKER_CONFIG, _sha(config), len(config)).to_json(),
+            "layers": [
+                Descriptor(mt.DOCKER_LAYER_GZIP, image.layer_digest, len(image.layer)).to_json()
+            ],
+        }
+    ).encode()
+    other = make_image(Platform("linux", "ppc64le"), {})
+    entries = [
+        Descriptor(mt.DOCKER_MANIFEST, _sha(manifest), len(manifest), image.platform).to_json(),
+        Descriptor(mt.OCI_MANIFEST, other.digest, len(other.manifest), other.platform).to_json(),
+    ]
+    mlist = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST_LIST, "manifests": entries}
+    ).encode()
+    ref = ImageReference.parse(f"{registry.host}/test/docker:1")
+
+    async def main() -> None:
+        async with RegistryClient(retry=FAST_RETRY) as client:
+            await push_image(client, ref.with_tag("ppc"), other, tmp_path)
+            await push_image(client, ref.with_tag("oci"), image, tmp_path)
+            await client.put_manifest(ref, manifest, mt.DOCKER_MANIFEST, tag="schema2")
+            await client.put_manifest(ref, mlist, mt.DOCKER_MANIFEST_LIST)
+            desc = await client.resolve(ref)
+            assert (desc.media_type, desc.digest) == (mt.DOCKER_MANIFEST_LIST, _sha(mlist))
+            got = await client.fetch_image_manifest(ref, Platform.host())
+            assert (got.media_type, got.data) == (mt.DOCKER_MANIFEST, manifest)
+            ppc = await client.fetch_image_manifest(ref, Platform.parse("linux/ppc64le"))
+            assert (ppc.media_type, ppc.digest) == (mt.OCI_MANIFEST, other.digest)
+            single = await client.resolve(ref.with_tag("schema2"))
+            assert (single.media_type, single.digest) == (mt.DOCKER_MANIFEST, _sha(manifest))
+
+    _run(main())

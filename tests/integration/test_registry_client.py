@@ -89,12 +89,16 @@ def _registry_factory(tmp_path: Path) -> Iterator[Any]:
         pytest.skip("docker-registry binary not installed (apt-get install docker-registry)")
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, htpasswd: Path | None = None) -> RegistryServer:
+    def start(name: str, htpasswd: Path | None = None, auth_yaml: str = "") -> RegistryServer:
         base = tmp_path / name
         storage = base / "storage"
         storage.mkdir(parents=True)
         host = f"127.0.0.1:{_free_port()}"
-        auth = f"auth:\n  htpasswd:\n    realm: bk-test\n    path: {htpasswd}\n" if htpasswd else ""
+        auth = (
+            f"auth:\n  htpasswd:\n    realm: bk-test\n    path: {htpasswd}\n"
+            if htpasswd
+            else auth_yaml
+        )
         config = base / "config.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: error\n"
@@ -296,6 +300,102 @@ def proxy_factory() -> Iterator[Any]:
         server.shutdown()
         server.server_close()
     for thread in threads:
+        thread.join(5)
+
+
+# -- a real token server for the registry's own token auth (RS256 JWTs, x5c chain) -------------
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class TokenServer:
+    realm: str
+    key: Path
+    cert_der: bytes
+    requests: list[dict[str, list[str]]] = field(default_factory=list)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        head = _b64url(json.dumps(header).encode())
+        signing_input = f"{head}.{_b64url(json.dumps(claims).encode())}"
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        return f"{signing_input}.{_b64url(sig)}"
+
+
+def _token_handler(server: TokenServer) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            from urllib.parse import parse_qs, urlsplit
+
+            query = parse_qs(urlsplit(self.path).query)
+            server.requests.append(query)
+            expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                body, code = b'{"details":"bad credentials"}', 401
+            else:
+                access = []
+                for scope in query.get("scope", []):
+                    kind, _, rest = scope.partition(":")
+                    name, _, actions = rest.rpartition(":")
+                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                now = int(time.time())
+                claims = {
+                    "iss": "bk-test-issuer",
+                    "sub": USER,
+                    "aud": query.get("service", [""])[0],
+                    "exp": now + 300,
+                    "nbf": now - 10,
+                    "iat": now,
+                    "jti": secrets.token_hex(8),
+                    "access": access,
+                }
+                body = json.dumps({"token": server.sign(claims), "expires_in": 300}).encode()
+                code = 200
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+@pytest.fixture
+def token_registry(
+    _registry_factory: Any, tmp_path: Path
+) -> Iterator[tuple[RegistryServer, TokenServer]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (needed to sign registry tokens)")
+    key, cert = tmp_path / "token.key", tmp_path / "token.pem"
+    req = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    req += ["-subj", "/CN=bk-test-token", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(req, check=True, capture_output=True)
+    der = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    port = _free_port()
+    server = TokenServer(f"http://127.0.0.1:{port}/token", key, der)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _token_handler(server))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    auth_yaml = (
+        f"auth:\n  token:\n    realm: {server.realm}\n    service: bk-test\n"
+        f"    issuer: bk-test-issuer\n    rootcertbundle: {cert}\n"
+    )
+    try:
+        yield _registry_factory("token", auth_yaml=auth_yaml), server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
         thread.join(5)
 
 
@@ -711,5 +811,29 @@ def test_docker_schema2_and_manifest_list(registry: RegistryServer, tmp_path: Pa
             assert (ppc.media_type, ppc.digest) == (mt.OCI_MANIFEST, other.digest)
             single = await client.resolve(ref.with_tag("schema2"))
             assert (single.media_type, single.digest) == (mt.DOCKER_MANIFEST, _sha(manifest))
+
+    _run(main())
+
+
+def test_registry_token_auth(
+    token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
+) -> None:
+    """The registry itself checks the RS256 tokens our token server signs."""
+    registry_, tokens = token_registry
+    image = busybox_image()
+    ref = ImageReference.parse(f"{registry_.host}/tok/busybox:1")
+
+    async def main() -> None:
+        async with RegistryClient(credentials=lambda h: (USER, PASSWORD), retry=FAST_RETRY) as c:
+            await push_image(c, ref, image, tmp_path)
+            assert (await c.resolve(ref)).digest == image.digest
+            dest = tmp_path / "layer"
+            await c.fetch_blob(ref, image.layer_digest, dest, len(image.layer))
+            assert dest.read_bytes() == image.layer
+        scopes = {s for q in tokens.requests for s in q.get("scope", [])}
+        assert {"repository:tok/busybox:pull,push", "repository:tok/busybox:pull"} <= scopes
+        async with RegistryClient(credentials=lambda h: (USER, "bad"), retry=FAST_RETRY) as c:
+            with pytest.raises(SourceError, match=r"token server .* rejected user 'alice'"):
+                await c.resolve(ref)
 
     _run(main())

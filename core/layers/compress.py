@@ -12,7 +12,9 @@ better=7, >=9 best=11), with worker threads (output does not depend on their num
 from __future__ import annotations
 
 import hashlib
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,7 +116,7 @@ class _ZstdWriter:
         import zstandard
 
         self._out = out
-        cctx = zstandard.ZstdCompressor(level=zstd_level(level), threads=-1)
+        cctx = zstandard.ZstdCompressor(level=zstd_level(level), threads=0)
         self._obj = cctx.compressobj()
 
     def write(self, data: bytes) -> int:
@@ -172,11 +174,55 @@ def compress_tar(
         comp = _ZstdWriter(counted, level)
     else:
         comp = _Plain(counted)
-    tar = DigestWriter(comp)
-    produce(tar)
-    diff_id = tar.close()
+    if compression == "uncompressed":
+        tar = DigestWriter(comp)
+        produce(tar)
+        diff_id = tar.close()
+    else:
+        # The tar side (reading files, hashing the diff ID) and the compressing side
+        # (deflate/zstd, hashing and writing the blob) run in two threads; both release
+        # the GIL in their C calls, so they overlap.
+        pipe = _Pipe(comp)
+        tar = DigestWriter(pipe)
+        try:
+            produce(tar)
+            diff_id = tar.close()
+        finally:
+            pipe.close()
     comp.close()
     return CompressedBlob("sha256:" + counted.hash.hexdigest(), counted.size, diff_id, compression)
+
+
+class _Pipe:
+    """Hands large blocks to a thread that writes them to ``sink`` (bounded queue)."""
+
+    def __init__(self, sink: Writable) -> None:
+        self._sink = sink
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="layer-compress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sink.write(block)
+                except BaseException as exc:  # handed to the producer thread
+                    self._error = exc
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+        return len(data)
+
+    def close(self) -> None:
+        """Wait for the queued blocks; raise what the writing thread hit."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def compress_file(

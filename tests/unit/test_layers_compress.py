@@ -14,6 +14,7 @@ import pytest
 import zstandard
 from bkcore.cache.content import ContentStore
 from bkcore.cache.db import Database
+from bkcore.errors import ExportError
 from bkcore.layers.apply import apply_layer
 from bkcore.layers.blobcache import LayerBlobCache
 from bkcore.layers.compress import (
@@ -165,3 +166,49 @@ def test_whiteouts_and_opaque_directories(tmp_path: Path) -> None:
     assert sorted(os.listdir(root / "other")) == ["y"]
     assert sorted(os.listdir(root)) == ["dir", "other"]
     assert not any(n.startswith(".wh.") for _, d, f in os.walk(root) for n in d + f)
+
+
+class FailingFile:
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if self.writes > 2:
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_errors_on_either_side_of_the_pipe_reach_the_caller(
+    tmp_path: Path, compression: Compression
+) -> None:
+    import threading
+
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "big").write_bytes(os.urandom(6 << 20))
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        compress_tar(lambda s: write_directory(root, s), FailingFile(), compression)
+
+    def broken(sink: Writable) -> None:
+        sink.write(bytes(3 << 20))
+        raise RuntimeError("tar side broke")
+
+    with pytest.raises(RuntimeError, match="tar side broke"):
+        compress_tar(broken, io.BytesIO(), compression)
+    assert threading.active_count() == before  # the compressing thread always ends
+
+
+def test_blob_cache_failure_leaves_no_ingest_file(tmp_path: Path) -> None:
+    cache = make_cache(tmp_path)
+
+    def broken(sink: Writable) -> None:
+        sink.write(bytes(2 << 20))
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(ExportError, match=r"cannot write blob: .*Input/output error"):
+        cache.get_or_create(broken, "gzip", key="k")
+    assert not list(cache.content.ingest_dir.iterdir())
+    assert cache.content.digests() == [] and cache.diff_id_of("k") is None

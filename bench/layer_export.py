@@ -12,6 +12,9 @@ Measured (each the best of ``--rounds``, output written to a file on the same di
 * a floor: sha256 over the tar and over half as many bytes (the diff ID and the blob
   digest that an export must compute and the command-line tools do not).
 
+Then extraction of those blobs: ``bkcore apply`` (:func:`apply_layer`, diff ID included)
+next to ``tar -xzf`` and ``tar --zstd -xf``, each into an empty directory.
+
 MB/s is uncompressed MB per second (1 MB = 10^6 bytes); ratio is tar size / blob size.
 Needs the ``gzip`` and ``zstd`` commands (``apt-get install zstd``). No figure is asserted.
 
@@ -31,6 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bkcore.layers.apply import apply_layer
 from bkcore.layers.compress import compress_file, compress_tar
 from bkcore.layers.write import write_directory
 
@@ -102,10 +106,11 @@ def main() -> None:
         t, tar_size = best(args.rounds, tar_only)
         rows = [("bkcore tar (diff ID, no compression)", t, tar_size)]
 
+        data = memoryview(tar_path.read_bytes())
+
         def hash_floor() -> int:
             # what any exporter pays on top of compressing: the diff ID over the tar and
             # the digest over a blob of half its size (the CLI tools compute neither)
-            data = tar_path.read_bytes()
             hashlib.sha256(data).hexdigest()
             hashlib.sha256(data[: len(data) // 2]).hexdigest()
             return tar_size
@@ -124,6 +129,39 @@ def main() -> None:
         for name, run in cases:
             t, size = best(args.rounds, run)
             rows.append((name, t, size))
+        # extraction of the blobs just made (what a pull does per layer) next to GNU tar
+        blobs = {}
+        for comp in ("gzip", "zstd"):
+            blobs[comp] = work / f"layer.{comp}"
+            with open(tar_path, "rb") as src, open(blobs[comp], "wb") as f:
+                compress_file(src, f, comp)
+        dest = work / "dest"
+
+        def fresh() -> Path:
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            return dest
+
+        def apply(comp: str) -> Callable[[], int]:
+            return lambda: apply_layer(blobs[comp], fresh(), digest="sha256:bench").size
+
+        def gnu_tar(flag: str, comp: str) -> Callable[[], int]:
+            def run() -> int:
+                subprocess.run(
+                    ["tar", flag, "-xf", str(blobs[comp]), "-C", str(fresh())], check=True
+                )
+                return blobs[comp].stat().st_size
+
+            return run
+
+        for name, comp, run in [
+            ("bkcore apply gzip", "gzip", apply("gzip")),
+            ("tar -xzf", "gzip", gnu_tar("-z", "gzip")),
+            ("bkcore apply zstd", "zstd", apply("zstd")),
+            ("tar --zstd -xf", "zstd", gnu_tar("--zstd", "zstd")),
+        ]:
+            t, _ = best(args.rounds, run)
+            rows.append((name, t, blobs[comp].stat().st_size))
         mb = tar_size / 1e6
         print(
             f"layer: {mb:.1f} MB tar (half zeros, half random), best of {args.rounds}, "

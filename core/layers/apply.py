@@ -10,7 +10,8 @@ mtimes are kept. Untrusted names never reach outside the root:
 * a name whose parent path goes through a symlink is refused when that symlink points out
   of the root (an absolute target, or ``..`` above the root); symlinks that stay inside the
   root (``lib -> usr/lib``) are followed;
-* device nodes that cannot be created (no privilege) are refused.
+* device nodes that cannot be created (no privilege) are refused;
+* ``trusted.overlay.*`` attributes are dropped (they would steer overlayfs lookups).
 
 Every refusal is a :class:`SourceError` naming the layer digest and the entry. The last
 component of a name is never followed: an existing symlink there is replaced.
@@ -39,6 +40,8 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WH = ".wh."
 _OPAQUE = ".wh..wh..opq"
 _IS_ROOT = os.geteuid() == 0
+# overlayfs reads these on a layer's directories (opaque, redirect, metacopy): never from a tar
+_OVERLAY_XATTR = "SCHILY.xattr.trusted.overlay."
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +238,7 @@ def _apply_meta(path: str, member: tarfile.TarInfo) -> None:
         if _IS_ROOT:
             raise
     for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
+        if key.startswith("SCHILY.xattr.") and not key.startswith(_OVERLAY_XATTR):
             raw = value.encode("utf-8", "surrogateescape")
             try:
                 os.setxattr(path, key[len("SCHILY.xattr.") :], raw, follow_symlinks=False)

@@ -140,3 +140,18 @@ def test_garbage_is_a_clear_error(world: tuple[Path, Path]) -> None:
         apply_layer(io.BytesIO(b"\x1f\x8b\x08\x00garbage" * 10), root, digest=DIGEST)
     with pytest.raises(SourceError, match="diff ID mismatch"):
         apply_layer(io.BytesIO(make_tar([("a", "file", "x")])), root, digest=DIGEST, diff_id=DIGEST)
+
+
+def test_overlay_xattrs_from_a_layer_are_dropped(world: tuple[Path, Path]) -> None:
+    root, _ = world
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("d")
+        info.type = tarfile.DIRTYPE
+        info.pax_headers = {
+            "SCHILY.xattr.trusted.overlay.redirect": "/elsewhere",
+            "SCHILY.xattr.user.kept": "yes",
+        }
+        tf.addfile(info)
+    apply_layer(io.BytesIO(buf.getvalue()), root, digest=DIGEST)
+    assert os.listxattr(root / "d") == ["user.kept"]

@@ -263,3 +263,26 @@ def test_base_layer_of_a_directory_round_trips(tmp_path: Path) -> None:
     dest.mkdir()
     apply_layer(io.BytesIO(buf.getvalue()), dest, digest="sha256:base")
     assert snapshot_of(dest) == snapshot_of(src)
+
+
+def test_numbers_too_large_for_ustar_go_to_pax_and_sockets_are_skipped(tmp_path: Path) -> None:
+    import socket
+
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "big-ids").write_text("x")
+    os.chown(root / "big-ids", 3_000_000, 4_000_000)
+    os.utime(root / "big-ids", (2**33 + 5, 2**33 + 5))  # beyond 11 octal digits
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    try:
+        buf = io.BytesIO()
+        write_directory(root, buf)
+    finally:
+        sock.close()
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        members = tf.getmembers()
+    assert [m.name for m in members] == ["big-ids"]
+    m = members[0]
+    assert (m.uid, m.gid, m.mtime) == (3_000_000, 4_000_000, 2**33 + 5)
+    assert set(m.pax_headers) == {"uid", "gid", "mtime"}

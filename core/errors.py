@@ -106,9 +106,7 @@ class PluginConflictError(PluginError):
         self.key = key
         self.first = first
         self.second = second
-        super().__init__(
-            f"{family} {key!r} is registered by both {first} and {second}"
-        )
+        super().__init__(f"{family} {key!r} is registered by both {first} and {second}")
 
 
 class CacheError(BkError):

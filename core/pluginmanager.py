@@ -17,6 +17,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
 from bkcore.errors import BkError, PluginError
 from bkcore.hookspecs import FAMILIES, PROJECT, register_hook_name
 from bkcore.registry import Entry, Registry, describe_plugin

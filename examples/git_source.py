@@ -21,6 +21,7 @@ import os
 import sys
 
 from _base import base_fs, run
+
 from bkcore import llb
 
 REPO = os.environ.get("BKCORE_GIT_REPO", "git://127.0.0.1:9418/example.git")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from _base import base_fs, run
+
 from bkcore import llb
 
 

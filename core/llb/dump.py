@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any, Final, cast
 
 import betterproto
+
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.llb.digest import op_digest

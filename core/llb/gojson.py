@@ -22,6 +22,7 @@ import base64
 from typing import Any, Final, cast
 
 import betterproto
+
 from bkcore.llb.digest import marshal
 from bkcore.llb.pb.names import PROTO_NAMES
 

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Sequence
 
 import betterproto
+
 from bkcore.llb import pb
 from bkcore.llb.gojson import JSONValue, go_json, message_json
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
 import betterproto
+
 from bkcore.llb import pb
 
 __all__ = ["parse_message", "parse_op"]

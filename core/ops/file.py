@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import betterproto
+
 from bkcore.errors import CacheError, DefinitionError
 from bkcore.fs import fileops
 from bkcore.fs.contenthash import ContentHasher, combine_selectors

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import betterproto
+
 from bkcore.errors import BkError, DefinitionError, SolveError
 from bkcore.llb import pb
 from bkcore.llb.digest import op_digest

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
+
 from bkcore.errors import SourceError
 from bkcore.llb.platforms import Platform
 from bkcore.registry_client import mediatypes as mt

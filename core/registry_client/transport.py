@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
+
 from bkcore.errors import SourceError
 from bkcore.registry_client.auth import (
     BearerToken,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import betterproto
+
 from bkcore.session.transport import Handler, Metadata
 
 __all__ = ["HEALTH_CHECK", "HealthCheckRequest", "HealthCheckResponse", "HealthService"]

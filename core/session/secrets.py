@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import betterproto
+
 from bkcore.errors import SessionError
 from bkcore.session.transport import Caller, CallError, Status
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import betterproto
+
 from bkcore.errors import SessionError
 from bkcore.session.tasks import run_with
 from bkcore.session.transport import Caller, CallError

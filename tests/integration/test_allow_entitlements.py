@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bkcore import llb
 
 pytestmark = pytest.mark.integration

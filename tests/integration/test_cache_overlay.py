@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache import snapshots as snapmod
 from bkcore.cache.db import Database
 from bkcore.cache.mount import mount, mount_points_under, unmount

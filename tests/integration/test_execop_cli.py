@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bkcore import llb
 
 BUSYBOX = "/bin/busybox"

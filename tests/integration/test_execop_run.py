@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.cache.mount import mount_points_under
 from bkcore.cache.results import SnapshotResult, commit_result, results_for
 from bkcore.cache.store import CacheStore

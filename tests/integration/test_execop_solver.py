@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.results import commit_result, results_for
 from bkcore.cache.store import CacheStore
 from bkcore.engine import Engine

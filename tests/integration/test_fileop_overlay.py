@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+
 from bkcore.cache.results import new_result, results_for
 from bkcore.cache.snapshots import OVERLAY, detect_driver
 from bkcore.cache.store import CacheStore

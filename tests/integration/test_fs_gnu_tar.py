@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from bkcore.fs import fileops
 from bkcore.fs.contenthash import ContentHasher
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from bkcore import llb
 from bkcore.llb.sourceop import OpMeta, SourceOp, _state
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from bkcore.sources.git.access import sweep_tmp, tmpdir
 from bkcore.sources.git.gitcmd import GitError, GitRunner
 

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from bkcore.pluginmanager import BUILTIN_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.db import Database
 from bkcore.cache.snapshots import OVERLAY, SnapshotStore
 from bkcore.layers.apply import apply_layer

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.cache.mount import overlay_works
 from bkcore.cache.results import results_for
 from bkcore.cache.snapshots import OVERLAY

@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from bkcore import llb
 
 REPO = Path(__file__).resolve().parents[2]

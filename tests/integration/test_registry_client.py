@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.errors import SourceError
 from bkcore.llb.platforms import Platform
 from bkcore.registry_client import (

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import PluginError, SolveError
 from bkcore.workers.runc import (
     DEFAULT_PATH,

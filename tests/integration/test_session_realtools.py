@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bkcore.session import Session
 from bkcore.session.filesync import sync_dir
 from bkcore.session.sshforward import forward_agent

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bkcore import llb
 from bkcore.cli.build_cmd import ENTITLEMENTS, UsageError, parse_allow, parse_args
 from bkcore.controller import BuildOptions, Controller

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from bkcore.cli.main import main
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"

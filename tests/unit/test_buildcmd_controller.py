@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 import pytest
+
 from bkcore.controller import BuildOptions, Controller, OutputSpec, run_build
 from bkcore.errors import DefinitionError, ExportError
 from bkcore.pluginmanager import get_plugin_manager

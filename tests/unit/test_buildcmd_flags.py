@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bkcore.cli import build_cmd
 from bkcore.cli.build_cmd import UsageError, parse_args, parse_local, parse_output
 from bkcore.controller import BuildOptions, OutputSpec, client_shared_key

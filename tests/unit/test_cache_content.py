@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.content import ContentStore
 from bkcore.cache.db import Database
 from bkcore.errors import CacheError

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bkcore import config
 from bkcore.cache.snapshots import COPY
 from bkcore.cache.store import CacheStore

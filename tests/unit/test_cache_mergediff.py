@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import betterproto
 import pytest
+
 from bkcore.cache.results import SnapshotResult, commit_result, prepare, results_for, view
 from bkcore.cache.snapshots import COPY, OVERLAY, detect_driver
 from bkcore.cache.store import CacheStore

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.cachemounts import CacheMounts
 from bkcore.cache.db import Database
 from bkcore.errors import CacheError

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.db import Database
 from bkcore.cache.snapshots import COPY, SnapshotStore
 from bkcore.errors import CacheError

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.snapshots import COPY
 from bkcore.cache.store import KIND_BLOB, KIND_CACHE_MOUNT, KIND_SNAPSHOT, CacheStore
 from bkcore.errors import CacheError

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bkcore import config
 from bkcore.cache.localcopies import INDEX, copy_dir_for, lock_copy
 from bkcore.cache.snapshots import COPY

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from bkcore.cache import localcopies
 from bkcore.cache.localcopies import CONTENT_DIR, INDEX, LOCAL_DIR, copy_dir_for, lock_copy
 from bkcore.cache.snapshots import COPY

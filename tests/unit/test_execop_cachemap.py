@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from bkcore.errors import SolveError
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, present

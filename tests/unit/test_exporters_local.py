@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.errors import ExportError
 from bkcore.plugins.exporters.local import LocalExporter
 from bkcore.progress import ProgressStream, VertexEvent

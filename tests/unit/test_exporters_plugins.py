@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.pluginmanager import BUILTIN_PLUGINS, BkPluginManager
 from bkcore.plugins.exporters.local import LocalExporter

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.errors import ExportError
 from bkcore.plugins.exporters.tar import CHUNK, TarExporter, tar_chunks
 from bkcore.progress import ProgressStream, VertexEvent

@@ -8,6 +8,7 @@ import json
 from typing import Any, cast
 
 import pytest
+
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.ops.file import FileOpAdapter, Selector, dedupe_selectors, file_cache_map

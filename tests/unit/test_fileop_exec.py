@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+
 from bkcore.cache.results import new_result, results_for
 from bkcore.cache.snapshots import COPY
 from bkcore.cache.store import CacheStore

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from bkcore.fs import fileops
 from bkcore.fs.errors import FileOpError, PathNotFoundError
 from bkcore.fs.users import Owner, lookup_group, lookup_user

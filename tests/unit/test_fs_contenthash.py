@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from bkcore.fs.contenthash import (
     EMPTY_DIGEST,
     ContentHasher,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.fs import fileops
 from bkcore.fs.errors import FileOpError, PathNotFoundError
 from bkcore.fs.users import Owner

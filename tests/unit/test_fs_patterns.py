@@ -7,6 +7,7 @@ conformance suite (cases 040, 041, 042).
 from __future__ import annotations
 
 import pytest
+
 from bkcore.fs.errors import FileOpError
 from bkcore.fs.patterns import PathMatcher
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bkcore.fs.errors import FileOpError
 from bkcore.fs.securepath import relative, resolve
 

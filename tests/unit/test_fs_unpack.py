@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.fs import fileops
 from bkcore.fs.errors import FileOpError
 from bkcore.fs.unpack import is_archive

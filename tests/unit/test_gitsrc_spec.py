@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bkcore.errors import SourceError
 from bkcore.sources.git.access import auth_scope, strip_credentials
 from bkcore.sources.git.gitcmd import GitRunner

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bkcore import config
 from bkcore.cli.main import main, prescan
 from bkcore.pluginmanager import reset_plugin_managers

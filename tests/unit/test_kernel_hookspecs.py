@@ -7,6 +7,7 @@ import inspect
 
 import pluggy
 import pytest
+
 from bkcore import hookspecs
 from bkcore.hookspecs import FAMILIES, register_hook_name
 

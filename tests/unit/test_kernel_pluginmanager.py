@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.errors import PluginConflictError, PluginError
 from bkcore.hookspecs import FAMILIES, hookimpl
 from bkcore.pluginmanager import (

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import PluginConflictError, PluginError
 from bkcore.registry import UNKNOWN_PLUGIN, Registry
 

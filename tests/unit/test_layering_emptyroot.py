@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+
 from bkcore.cache.results import LOCAL_SOURCE_DESCRIPTION, new_result, uses_empty_root_header
 from bkcore.cache.snapshots import COPY
 from bkcore.cache.store import CacheStore

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+
 from bkcore.cache.content import ContentStore
 from bkcore.cache.db import Database
 from bkcore.errors import ExportError

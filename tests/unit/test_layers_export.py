@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.changes import Change
 from bkcore.cache.content import ContentStore
 from bkcore.cache.db import Database

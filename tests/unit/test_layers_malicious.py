@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SourceError
 from bkcore.layers.apply import apply_layer
 

@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from bkcore.cache.changes import tree_changes
 from bkcore.cache.db import Database
 from bkcore.cache.snapshots import COPY, SnapshotStore

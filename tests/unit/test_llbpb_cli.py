@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from bkcore.cli.dump_llb import run
 
 VECTORS = Path(__file__).resolve().parent.parent / "data" / "vectors"

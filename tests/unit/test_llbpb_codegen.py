@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+
 from bkcore.llb import pb
 from bkcore.llb.pb.names import ONEOF_NAMES, PROTO_NAMES
 

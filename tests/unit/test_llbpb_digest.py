@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import betterproto
+
 from bkcore.llb import pb
 from bkcore.llb.digest import digest_op, marshal, op_digest, present
 from bkcore.llb.dump import load_definition

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, op_digest, present

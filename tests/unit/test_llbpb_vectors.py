@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import betterproto
 import pytest
+
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, op_digest
 from bkcore.llb.dump import dump_ops, load_definition

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore.cache.results import SnapshotResults, results_for
 from bkcore.cache.snapshots import COPY
 from bkcore.cache.store import CacheStore

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import betterproto
 import pytest
+
 from bkcore.llb import pb
 from bkcore.llb.digest import present
 from bkcore.llb.dump import load_definition

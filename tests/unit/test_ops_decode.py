@@ -8,6 +8,7 @@ from typing import Any
 
 import betterproto
 import pytest
+
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, present
 from bkcore.ops import decode

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+
 from bkcore.engine import Engine
 from bkcore.errors import DefinitionError, SourceError
 from bkcore.llb import pb

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+
 from bkcore.engine import Engine
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, op_digest, present

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from bkcore.errors import SourceError
 from bkcore.llb.platforms import Platform
 from bkcore.registry_client import (

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import PluginError
 from bkcore.workers.runc import check, worker_info
 from bkcore.workers.runc.info import format_platform, host_platforms

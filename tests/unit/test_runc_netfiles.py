@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bkcore.workers.runc.netfiles import hosts_file, resolv_conf
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bkcore.workers.runc.rootpath import (
     missing_components,
     mkdir_all_in_root,

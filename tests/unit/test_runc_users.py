@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SolveError
 from bkcore.workers.runc.users import ResolvedUser, resolve_user
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import betterproto
 import pytest
+
 from bkcore import llb
 from bkcore.llb import pb
 

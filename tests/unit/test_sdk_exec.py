@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bkcore import llb
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb

@@ -6,6 +6,7 @@ import datetime as dt
 
 import betterproto
 import pytest
+
 from bkcore import llb
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb

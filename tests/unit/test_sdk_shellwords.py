@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bkcore.errors import DefinitionError
 from bkcore.llb.shellwords import split
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from bkcore import llb
 from bkcore.errors import DefinitionError
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import (
     CallError,

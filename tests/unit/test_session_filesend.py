@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import Session
 from bkcore.session.filesync import send_dir_to_client, send_file_to_client

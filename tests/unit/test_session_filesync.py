@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import CallError, Handler, ServerStream, Session, Status
 from bkcore.session.filesync import DIFFCOPY, SyncResult, default_index_path, sync_dir

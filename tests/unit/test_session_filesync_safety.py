@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import Handler, ServerStream, Session
 from bkcore.session.filesync import DIFFCOPY, sync_dir

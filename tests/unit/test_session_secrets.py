@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import Session
 from bkcore.session.secrets import (

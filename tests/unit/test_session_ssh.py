@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from bkcore.errors import SessionError
 from bkcore.session import Session
 from bkcore.session.sshforward import CHECK_AGENT, FORWARD_AGENT, forward_agent

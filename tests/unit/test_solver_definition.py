@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+
 from bkcore.errors import DefinitionError
 from bkcore.solver.definition import OpSpec, load_graph
 from bkcore.solver.types import CacheMap, OpContext, Result

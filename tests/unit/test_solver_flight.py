@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
+
 from bkcore.solver.flight import Flight, gather_all
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+
 from bkcore.errors import ExecError, SolveError
 from bkcore.progress import Event, LogEvent, ProgressStream, VertexEvent
 from bkcore.solver.memkeys import MemoryKeyStorage

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+
 from bkcore.errors import SolveError
 from bkcore.progress import ProgressStream
 from bkcore.solver.memkeys import MemoryKeyStorage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -130,15 +131,24 @@ def test_exit_code_is_returned(executor: RuncExecutor, rootfs: Path, code: int) 
 
 
 def test_killed_process_reports_128_plus_signal(executor: RuncExecutor, rootfs: Path) -> None:
-    """SIGKILL from the host to the container's init gives exit code 137."""
+    """SIGKILL from the host to the container's init gives exit code 137.
+
+    The init is found by a token unique to this run, present in its command line both
+    before (``sh -c "...; exec sleep TOKEN"``) and after the exec. Matching only the exec'd
+    ``sleep`` raced with the exec: seen before it, nothing was killed and the test hung for
+    the whole sleep (it did, under load); it could also kill another run's process.
+    """
+    token = str(10_000_000 + secrets.randbelow(80_000_000))
 
     def on_output(fd: int, data: bytes) -> None:
         if b"ready" in data:
-            for pid in _pids_with_marker("sleep\x004343"):
-                os.kill(pid, signal.SIGKILL)
+            pids = _pids_with_marker(token)
+            assert len(pids) == 1, pids
+            os.kill(pids[0], signal.SIGKILL)
 
-    spec = ProcessSpec(args=["sh", "-c", "echo ready; exec sleep 4343"])
-    assert asyncio.run(executor.run(str(rootfs), [], spec, on_output=on_output)) == 137
+    spec = ProcessSpec(args=["sh", "-c", f"echo ready; exec sleep {token}"])
+    run = executor.run(str(rootfs), [], spec, on_output=on_output)
+    assert asyncio.run(asyncio.wait_for(run, 120)) == 137
 
 
 def test_missing_executable_is_a_solve_error(executor: RuncExecutor, rootfs: Path) -> None:

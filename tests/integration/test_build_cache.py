@@ -12,6 +12,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+
 from bkcore import llb
 
 pytestmark = pytest.mark.integration

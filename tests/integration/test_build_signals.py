@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bkcore import llb
 
 pytestmark = pytest.mark.integration
 
-MARKER = "sleep 4711"
+#: The long step's argv; unique to this test process, so concurrent test runs never meet.
+MARKER = f"sleep {47_000_000 + os.getpid()}"
 
 
 def long_step(bk: Any, tag: str) -> Any:
@@ -45,12 +47,15 @@ def wait_for_log(proc: subprocess.Popen[bytes], text: bytes) -> None:
 
 
 def marker_pids() -> list[int]:
+    """Processes of the long step: the shell before its exec, ``sleep`` after it (the
+    token is in both command lines, so there is no race with the exec)."""
+    token = MARKER.split()[1].encode()
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if fh.read().replace(b"\0", b" ").strip() == MARKER.encode():
+                    if token in fh.read():
                         pids.append(int(entry))
             except OSError:
                 continue

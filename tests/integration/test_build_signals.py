@@ -110,6 +110,8 @@ def test_ctrl_c_cancels_cleanly_and_exits_130(bk: Any, tmp_path: Path) -> None:
     os.killpg(again.pid, signal.SIGINT)
     again.communicate(timeout=120)
     assert again.returncode == 130
+    assert marker_pids() == before
+    assert_no_leftovers(bk.root)
 
 
 def test_sigkill_mid_build_then_a_new_build_recovers(bk: Any, tmp_path: Path) -> None:

@@ -95,12 +95,15 @@ class CacheMounts:
             os.close(fd)
             return None
         op = fcntl.LOCK_SH if sharing == "shared" else fcntl.LOCK_EX
-        for num in self._nums(cache_id):
+        nums = self._nums(cache_id)
+        for num in nums:
             fd = self._open_lock(num)
             if self._try(fd, op):
                 return num, fd
             os.close(fd)
-        num = self._new(cache_id, only_if_none=False)
+        # With no directory yet, two first users racing here must get the same one (the
+        # check and the insert are one transaction); a new one only when all are busy.
+        num = self._new(cache_id, only_if_none=not nums)
         fd = self._open_lock(num)
         if self._try(fd, op):
             return num, fd

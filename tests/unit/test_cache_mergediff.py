@@ -24,7 +24,7 @@ from bkcore.ops.mergediff import DiffOpAdapter, MergeOpAdapter
 from bkcore.solver.scheduler import Solver
 from bkcore.solver.types import CacheMap, Dep, OpContext, Result, Vertex
 
-VECTORS = Path("/work/shared/spec/vectors")
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
 PLATFORM = Platform("linux", "amd64", "")
 
 

@@ -25,6 +25,8 @@ from bkcore.registry import Entry, Registry, describe_plugin
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
+    from bkcore.entrypoints import FoundEntryPoint
+
 #: Module paths of the built-in plugin modules, loaded first, in this order. Each module
 #: holds only hook implementations (cheap to import). Append yours here.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -180,12 +182,14 @@ class BkPluginManager(pluggy.PluginManager):
                 module_path, origin=ORIGIN_BUILTIN, distribution=f"bkcore {__version__}"
             )
 
-    def load_entry_points(self, entry_points: Iterable[EntryPoint] | None = None) -> None:
+    def load_entry_points(
+        self, entry_points: Iterable[EntryPoint | FoundEntryPoint] | None = None
+    ) -> None:
         """Register every entry point of group ``bkcore`` (or the given ones)."""
         if entry_points is None:
-            from importlib.metadata import entry_points as installed
+            from bkcore.entrypoints import entry_points as installed
 
-            entry_points = installed(group=ENTRY_POINT_GROUP)
+            entry_points = installed(ENTRY_POINT_GROUP)
         builtins = set(BUILTIN_PLUGINS)
         for ep in entry_points:
             if ep.value in builtins:

@@ -1,7 +1,9 @@
 """The receiver's content index: what it knows about each file it wrote.
 
 One JSON document per destination, kept beside it (never inside the synced tree), replaced
-atomically at the end of each sync. A record maps a path to:
+atomically at the end of a sync that changed it. It is stored by column (one list of paths,
+one of tokens, ...): the C JSON codec then handles 10,000 records in a few milliseconds.
+A record maps a path to:
 
 * ``token``: the sender's change token for the file when it was last verified (see
   :func:`bkcore.session.filesync.walker.change_token`), ``""`` when none was trusted;
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 __all__ = ["Record", "load_index", "save_index"]
 
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(slots=True)
@@ -44,22 +46,30 @@ def load_index(path: str) -> dict[str, Record]:
         return {}
     if not isinstance(doc, dict) or doc.get("version") != _VERSION:
         return {}
-    out: dict[str, Record] = {}
-    for rel, rec in doc.get("files", {}).items():
-        try:
-            token, digest, ino, ctime = rec
-            out[rel] = Record(str(token), str(digest), int(ino), int(ctime))
-        except (TypeError, ValueError):
-            continue
-    return out
+    try:
+        paths, tokens, digests, inodes, ctimes = doc["files"]
+        if not len(paths) == len(tokens) == len(digests) == len(inodes) == len(ctimes):
+            return {}
+        if not all(type(x) is str for x in (*paths, *tokens, *digests)) or not all(
+            type(x) is int for x in (*inodes, *ctimes)
+        ):
+            return {}
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return dict(zip(paths, map(Record, tokens, digests, inodes, ctimes), strict=True))
 
 
 def save_index(path: str, records: dict[str, Record]) -> None:
     """Write ``records`` to ``path`` atomically (temp file + rename)."""
-    doc = {
-        "version": _VERSION,
-        "files": {k: [r.token, r.sha256, r.ino, r.ctime] for k, r in records.items()},
-    }
+    values = records.values()
+    columns = [
+        list(records),
+        [r.token for r in values],
+        [r.sha256 for r in values],
+        [r.ino for r in values],
+        [r.ctime for r in values],
+    ]
+    doc = {"version": _VERSION, "files": columns}
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".bkindex-", dir=directory)
     try:

@@ -52,6 +52,15 @@ __all__ = ["HASH_REQUEST", "HEADER_TOKENS", "PacketStream", "SyncResult", "recei
 HEADER_TOKENS = "bkcore-change-tokens"
 HASH_REQUEST = b"sha256"
 _HIGH_WATER = 16 << 20
+# plain ints: comparing against these is cheaper than an enum member lookup per packet
+_STAT, _REQ, _DATA, _FIN, _ERR, _HASH = (
+    int(PacketType.STAT),
+    int(PacketType.REQ),
+    int(PacketType.DATA),
+    int(PacketType.FIN),
+    int(PacketType.ERR),
+    int(PacketType.HASH),
+)
 
 
 class PacketStream(Protocol):
@@ -211,7 +220,8 @@ class _Receiver:
 
     # -- packet handlers -----------------------------------------------------------------
 
-    async def _on_stat(self, s: Stat) -> None:
+    def _on_stat(self, s: Stat) -> Packet | None:
+        """Record one listing entry; returns the request to send for it, if any."""
         rel = s.path
         _check_path(rel)
         # walk order = component-wise bytewise order: "/" must sort below every other byte
@@ -229,8 +239,7 @@ class _Receiver:
         kind = s.mode & GO_TYPE
         if kind == 0:
             if not s.linkname:
-                await self._decide_file(ident, rel, s, old)
-                return
+                return self._decide_file(ident, rel, s, old)
             _check_path(s.linkname)
             target = self.incoming.get(s.linkname)
             if target is None or not target.is_regular() or target.linkname:
@@ -252,28 +261,28 @@ class _Receiver:
             self.writer.submit(self.tree.special, rel, s)
             self.dirty.add(parent)
             self.result.changed.add(rel)
+        return None
 
-    async def _decide_file(self, ident: int, rel: str, s: Stat, old: Existing | None) -> None:
+    def _decide_file(self, ident: int, rel: str, s: Stat, old: Existing | None) -> Packet | None:
         if old is None or self.differ == "none" or not _same_meta(s, old, self.owner):
-            await self._request(ident)
-            return
+            return self._request(ident)
         rec = self.index.get(rel)
         valid = rec is not None and rec.valid_for(old.stat)
         if not s.change:  # a sender without tokens: BuildKit's metadata differ
             if rec is not None and valid:
                 self.records[rel] = rec
-            return
+            return None
         if rec is not None and valid and not s.change.startswith("!") and rec.token == s.change:
             self.records[rel] = rec
-            return
+            return None
         self.hash_wait[ident] = rec.sha256 if rec is not None and valid else None
         self.result.hash_checks += 1
-        await self.stream.send(Packet(PacketType.REQ, id=ident, data=HASH_REQUEST))
+        return Packet(_REQ, id=ident, data=HASH_REQUEST)
 
-    async def _request(self, ident: int) -> None:
+    def _request(self, ident: int) -> Packet:
         self.outstanding.add(ident)
         self.result.files_received += 1
-        await self.stream.send(Packet(PacketType.REQ, id=ident))
+        return Packet(_REQ, id=ident)
 
     async def _on_data(self, ident: int, data: bytes) -> None:
         if ident not in self.outstanding:
@@ -318,7 +327,7 @@ class _Receiver:
             except OSError:
                 expected = ""  # unreadable or gone: fetch the file
         if digest.hex() != expected:
-            await self._request(ident)
+            await self.stream.send(self._request(ident))
         else:
             s = self.incoming[rel]
             old = self.existing[rel].stat
@@ -338,34 +347,38 @@ class _Receiver:
 
     async def run(self) -> None:
         got_fin = False
+        recv = self.stream.recv
+        send = self.stream.send
+        writer = self.writer
+        on_stat = self._on_stat
         while True:
-            p = await self.stream.recv()
+            p = await recv()
             if p is None:
                 if got_fin:
                     break
                 raise SessionError("sender ended the stream before finishing")
-            if self.writer.error is not None:
-                raise SessionError(
-                    f"writing the destination failed: {self.writer.error}"
-                ) from self.writer.error
+            if writer.error is not None:
+                raise SessionError(f"writing the destination failed: {writer.error}") from (
+                    writer.error
+                )
             kind = p.type
-            if kind == PacketType.STAT:
+            if kind == _STAT:
                 if p.stat is None:
                     self.listing_done = True
                     await self._maybe_fin()
                 elif self.listing_done:
                     raise SessionError("sender sent an entry after the end of the listing")
-                else:
-                    await self._on_stat(p.stat)
-            elif kind == PacketType.DATA:
+                elif (request := on_stat(p.stat)) is not None:
+                    await send(request)
+            elif kind == _DATA:
                 await self._on_data(p.id, p.data)
-            elif kind == PacketType.HASH:
+            elif kind == _HASH:
                 await self._on_hash(p.id, p.data)
-            elif kind == PacketType.FIN:
+            elif kind == _FIN:
                 if not self.fin_sent:
                     raise SessionError("sender finished before the transfer was complete")
                 got_fin = True
-            elif kind == PacketType.ERR:
+            elif kind == _ERR:
                 raise _PeerError(f"sender failed: {p.data.decode('utf-8', 'replace')}")
             else:
                 raise SessionError(f"unexpected packet type {kind}")

@@ -38,7 +38,7 @@ def change_token(s: os.stat_result, walk_start_ns: int) -> str:
     """
     if s.st_ctime_ns >= walk_start_ns - RACY_NS:
         return "!racy"
-    return f"{s.st_dev:x}:{s.st_ino:x}:{s.st_ctime_ns:x}"
+    return f"{s.st_dev}:{s.st_ino}:{s.st_ctime_ns}"
 
 
 def _xattrs(path: str) -> dict[str, bytes]:
@@ -109,11 +109,17 @@ def walk(
             pending.clear()
         entries.append(entry)
 
+    racy_from = walk_start_ns - RACY_NS
+    modes: dict[int, int] = {}  # st_mode -> Go mode (few distinct values per tree)
+
     def make(rel: str, abspath: str, s: os.stat_result) -> Entry | None:
         mode = s.st_mode
-        if st.S_ISSOCK(mode):
-            return None
-        stat = Stat(path=rel, mode=go_mode(mode), mod_time=s.st_mtime_ns)
+        gmode = modes.get(mode)
+        if gmode is None:
+            if st.S_ISSOCK(mode):
+                return None
+            gmode = modes[mode] = go_mode(mode)
+        stat = Stat(rel, gmode, 0, 0, 0, s.st_mtime_ns)
         if keep_owner:
             stat.uid, stat.gid = s.st_uid, s.st_gid
         if st.S_ISREG(mode):
@@ -124,7 +130,11 @@ def walk(
             if not stat.linkname:
                 stat.size = s.st_size
                 if tokens:
-                    stat.change = change_token(s, walk_start_ns)
+                    # inline change_token(): this runs for every file of the context
+                    ctime = s.st_ctime_ns
+                    stat.change = (
+                        "!racy" if ctime >= racy_from else f"{s.st_dev}:{s.st_ino}:{ctime}"
+                    )
         elif st.S_ISLNK(mode):
             stat.linkname = os.readlink(abspath)
             stat.size = len(os.fsencode(stat.linkname))
@@ -138,19 +148,23 @@ def walk(
         with os.scandir(abs_dir) as it:
             items = list(it)
         # str order is bytewise UTF-8 order unless a name holds undecodable bytes
-        if all(e.name.isascii() for e in items):
+        if "".join([e.name for e in items]).isascii():
             items.sort(key=_name)
         else:
             items.sort(key=_fsname)
+        prefix = f"{rel_dir}/" if rel_dir else ""
         for item in items:
-            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            rel = prefix + item.name
             s = item.stat(follow_symlinks=False)
             is_dir = st.S_ISDIR(s.st_mode)
             if select_all or matcher.matches(rel):
                 entry = make(rel, item.path, s)
                 if entry is None:
                     continue
-                emit(entry)
+                if pending:
+                    emit(entry)
+                else:
+                    entries.append(entry)
                 if is_dir:
                     visit(rel, item.path)
             elif is_dir and matcher.may_descend(rel):

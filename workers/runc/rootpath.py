@@ -1,9 +1,9 @@
-"""Resolve and create paths inside an untrusted root directory without escaping it.
+"""Read and create paths inside an untrusted rootfs without escaping it.
 
-Symlinks are followed the way the kernel would follow them if ``root`` were ``/``: an
-absolute link target restarts at ``root`` and ``..`` never climbs above it. These helpers are
-not race-free against a concurrent writer of the tree (like securejoin); rootfs snapshots are
-not modified by anyone else while a container is being prepared.
+Resolution is :mod:`bkcore.fs.securepath` (symlinks followed as if ``root`` were ``/``; ``..``
+never climbs above it). These helpers are not race-free against a concurrent writer of the
+tree (like securejoin); rootfs snapshots are not modified by anyone else while a container is
+being prepared.
 """
 
 from __future__ import annotations
@@ -11,48 +11,22 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import deque
 
-_MAX_LINKS = 255
-
-
-def _components(path: str) -> list[str]:
-    return [part for part in path.split("/") if part not in ("", ".")]
+from bkcore.fs.errors import FileOpError
+from bkcore.fs.securepath import resolve
 
 
 def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
     """Return the host path that ``path`` names inside ``root`` (symlinks scoped to ``root``).
 
-    Components that do not exist are appended lexically. Raises ``OSError(ELOOP)`` after too
-    many symlinks.
+    :func:`bkcore.fs.securepath.resolve` with the error the runc worker's callers expect:
+    components that do not exist are appended lexically, and too many symlinks raise
+    ``OSError(ELOOP)`` rather than :class:`~bkcore.fs.errors.FileOpError`.
     """
-    root = os.path.abspath(root)
-    pending = deque(_components(path))
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.popleft()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
-            links += 1
-            if links > _MAX_LINKS:
-                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending.extendleft(reversed(_components(target)))
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    try:
+        return resolve(root, path, follow_final=follow_last)
+    except FileOpError as exc:
+        raise OSError(errno.ELOOP, "too many levels of symbolic links", path) from exc
 
 
 def read_regular_file(root: str, path: str, limit: int = 16 << 20) -> bytes | None:

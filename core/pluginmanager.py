@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.plugins.progress.plugin",
     "bkcore.sources.local.plugin",
     "bkcore.sources.git.plugin",
+    "bkcore.sources.image.plugin",
     "bkcore.plugins.exporters.plugin",
     "bkcore.sessions.filesync.plugin",
     "bkcore.sessions.secrets.plugin",

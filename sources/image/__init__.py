@@ -1,0 +1,1 @@
+"""The ``docker-image://`` source: images pulled from OCI registries into shared layer chains."""

@@ -1,0 +1,73 @@
+"""The ``docker-image://REF`` source (:class:`ImageSource`): images pulled from registries.
+
+Keying resolves the reference once per op (HEAD/GET of the manifest, the platform's
+manifest and its config; spec/solver.md §2.3): key 0 is the digest of the resolved root and
+platform, key 1 the chain ID of the layers. ``image.resolvemode`` is accepted but every mode
+asks the registry: there is no image store to prefer. Pulling (:mod:`.pull`) reuses layer
+snapshots shared with other images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from bkcore.registry_client import RegistryClient
+from bkcore.sources.image.resolve import Layer, ResolvedImage, resolve_image
+from bkcore.sources.image.spec import ImageSpec, chain_ids, parse, root_key
+
+if TYPE_CHECKING:
+    from bkcore.solver.types import Result
+    from bkcore.source import SourceContext
+
+__all__ = ["ImageInstance", "ImageSource"]
+
+
+class ImageInstance:
+    """One ``docker-image://`` op (:class:`bkcore.source.SourceInstance`)."""
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self.spec = spec
+        self._resolved: ResolvedImage | None = None
+        self._lock = asyncio.Lock()
+
+    async def resolve(self, ctx: SourceContext) -> ResolvedImage:
+        """The reference resolved for the op's platform, once per instance."""
+        async with self._lock:
+            if self._resolved is None:
+                async with RegistryClient() as client:
+                    self._resolved = await resolve_image(
+                        client, self.spec.ref, self.spec.platform, ctx.progress
+                    )
+            return self._resolved
+
+    def layers(self, image: ResolvedImage) -> tuple[Layer, ...]:
+        """The layers this op uses (cut to ``image.layerlimit``)."""
+        limit = self.spec.layer_limit
+        return image.layers if limit is None else image.layers[:limit]
+
+    async def cache_key(self, ctx: SourceContext, index: int) -> tuple[str, bool]:
+        image = await self.resolve(ctx)
+        layers = self.layers(image)
+        if index == 0:
+            key = root_key(image.root_digest, self.spec.platform, self.spec.layer_limit)
+            return key, not layers
+        return chain_ids([layer.diff_id for layer in layers])[-1], True
+
+    async def snapshot(self, ctx: SourceContext) -> Result:
+        from bkcore.sources.image.pull import pull_chain
+
+        image = await self.resolve(ctx)
+        layers = self.layers(image)
+        async with RegistryClient() as client:
+            return await pull_chain(ctx.engine.store, client, image.ref, layers, ctx.progress)
+
+
+class ImageSource:
+    """:class:`bkcore.source.Source` of the ``docker-image`` scheme."""
+
+    def identify(
+        self, identifier: str, attrs: Mapping[str, str], platform: str | None
+    ) -> ImageInstance:
+        return ImageInstance(parse(identifier, attrs, platform))

@@ -1,0 +1,392 @@
+"""The docker-image:// source through `bkcore build` against Debian's `docker-registry` on
+loopback: an exec running busybox from the pulled image, pull by digest, a fully cached
+second build, layer snapshots shared between images (with a whiteout in the upper layer), a
+corrupted layer refused with nothing cached, a missing tag as one error line, and golden
+vector v2 when port 5000 is free.
+
+The registry start and deterministic image helpers are copied from test_registry_client.py
+(with ``--import-mode=importlib`` test modules cannot import each other); the images here
+can have several layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import platform
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bkcore import llb
+from bkcore.cache.store import CacheStore
+from bkcore.llb.platforms import Platform
+from bkcore.registry_client import Descriptor, ImageReference, RegistryClient
+from bkcore.registry_client import mediatypes as mt
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+V2 = REPO / "tests" / "data" / "vectors" / "v2_image_exec.llb"
+REGISTRY_BIN = shutil.which("docker-registry")
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ("sh", "cat", "echo", "date", "ls", "mkdir", "true")
+LAYER_DESC = "image layer "
+
+Files = dict[str, tuple[str, bytes | str, int]]
+
+
+# -- registry process (copied from test_registry_client.py) -----------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class RegistryServer:
+    host: str  # 127.0.0.1:PORT
+    storage: Path
+
+    def blob_data_path(self, digest: str) -> Path:
+        algo, hexd = digest.split(":", 1)
+        return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
+
+
+def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("docker-registry did not start within 20 s")
+
+
+@pytest.fixture
+def start_registry(tmp_path: Path) -> Iterator[Any]:
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry binary not installed (apt-get install docker-registry)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int | None = None) -> RegistryServer:
+        base = tmp_path / f"registry-{len(procs)}"
+        storage = base / "storage"
+        storage.mkdir(parents=True)
+        host = f"127.0.0.1:{port or _free_port()}"
+        config = base / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {host}\n"
+        )
+        log = base / "registry.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(REGISTRY_BIN), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        procs.append(proc)
+        _wait_up(host, proc, log)
+        return RegistryServer(host, storage)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def registry(start_registry: Any) -> RegistryServer:
+    server: RegistryServer = start_registry()
+    return server
+
+
+# -- deterministic test images (adapted from test_registry_client.py) -------------------------
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _layer_tar(files: Files) -> bytes:
+    """name -> (kind "d"/"f"/"l", content or link target, mode); sorted, mtime 0, root-owned."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            kind, content, mode = files[name]
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, mode
+            if kind == "d":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind == "l":
+                info.type, info.linkname = tarfile.SYMTYPE, str(content)
+                tar.addfile(info)
+            else:
+                assert isinstance(content, bytes)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+@dataclass
+class FixtureImage:
+    layers: list[bytes]  # gzip blobs
+    diff_ids: list[str]
+    config: bytes
+    manifest: bytes
+
+    @property
+    def digest(self) -> str:
+        return _sha(self.manifest)
+
+    @property
+    def layer_digests(self) -> list[str]:
+        return [_sha(layer) for layer in self.layers]
+
+
+def make_image(plat: Platform, layer_files: list[Files]) -> FixtureImage:
+    layers, diff_ids = [], []
+    for files in layer_files:
+        tar = _layer_tar(files)
+        gz = io.BytesIO()
+        with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as out:
+            out.write(tar)
+        layers.append(gz.getvalue())
+        diff_ids.append(_sha(tar))
+    config = json.dumps(
+        {
+            "architecture": plat.architecture,
+            "os": plat.os,
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": Descriptor(mt.OCI_CONFIG, _sha(config), len(config)).to_json(),
+            "layers": [Descriptor(mt.OCI_LAYER_GZIP, _sha(b), len(b)).to_json() for b in layers],
+        },
+        sort_keys=True,
+    ).encode()
+    return FixtureImage(layers, diff_ids, config, manifest)
+
+
+def busybox_files() -> Files:
+    if not BUSYBOX.exists():
+        pytest.skip("busybox-static (/bin/busybox) not installed")
+    files: Files = {
+        "bin": ("d", b"", 0o755),
+        "etc": ("d", b"", 0o755),
+        "etc/passwd": ("f", PASSWD, 0o644),
+        "etc/group": ("f", GROUP, 0o644),
+        "tmp": ("d", b"", 0o1777),
+        "bin/busybox": ("f", BUSYBOX.read_bytes(), 0o755),
+    }
+    for applet in APPLETS:
+        files[f"bin/{applet}"] = ("l", "busybox", 0o777)
+    return files
+
+
+async def _push(host: str, name: str, image: FixtureImage, workdir: Path) -> None:
+    ref = ImageReference.parse(f"{host}/{name}")
+    async with RegistryClient() as client:
+        for blob in [*image.layers, image.config]:
+            path = workdir / _sha(blob).replace(":", "-")
+            path.write_bytes(blob)
+            await client.push_blob(ref, _sha(blob), path)
+        await client.put_manifest(ref, image.manifest, mt.OCI_MANIFEST)
+
+
+def push(registry: RegistryServer, name: str, image: FixtureImage, workdir: Path) -> str:
+    """Push ``image`` as ``host/name`` (name with tag); returns the full reference."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(asyncio.wait_for(_push(registry.host, name, image, workdir), 120))
+    return f"{registry.host}/{name}"
+
+
+# -- helpers on builds and the store ------------------------------------------------------------
+def statuses(run: Any) -> set[str]:
+    return {s["id"] for event in run.events for s in event.get("statuses", [])}
+
+
+def image_snapshots(root: Path) -> list[Any]:
+    with CacheStore.open(root) as store:
+        return [s for s in store.snapshots.all() if s.description.startswith(LAYER_DESC)]
+
+
+def echo_graph(ref: str) -> Any:
+    run = llb.image(ref).sh("echo hi > /out/x", mounts=[llb.bind("/out", llb.scratch())])
+    return run.get_mount("/out")
+
+
+# -- tests --------------------------------------------------------------------------------------
+def test_exec_runs_busybox_from_pulled_image(bk: Any, registry: RegistryServer) -> None:
+    image = make_image(Platform.host(), [busybox_files()])
+    ref = push(registry, "busybox:latest", image, bk.tmp / "push")
+    out = bk.tmp / "out"
+    run = bk.build(echo_graph(ref), out=out)
+    assert (out / "x").read_text() == "hi\n"
+    ids = statuses(run)
+    assert f"resolve {ref}" in ids
+    assert f"extracting {image.layer_digests[0]}" in ids
+    assert image.layer_digests[0] in ids  # the download
+    image_vertex = next(v for v in run.vertices().values() if v["name"].startswith("docker-image"))
+    assert not image_vertex.get("cached")
+    snaps = image_snapshots(bk.root)
+    assert len(snaps) == 1 and image.diff_ids[0] in snaps[0].description
+    with CacheStore.open(bk.root) as store:  # the blob is kept, verified, in the content store
+        assert store.content.path(image.layer_digests[0]).read_bytes() == image.layers[0]
+
+    # A second build (new process) is cached throughout: nothing downloaded or extracted.
+    out2 = bk.tmp / "out2"
+    again = bk.build(echo_graph(ref), out=out2)
+    assert (out2 / "x").read_text() == "hi\n"
+    assert again.cached()["/bin/sh -c echo hi > /out/x"]
+    assert not any(
+        s.startswith("extracting") or s == image.layer_digests[0] for s in statuses(again)
+    )
+    assert f"resolve {ref}" in statuses(again)  # the tag is resolved every build
+
+    # By digest: the same root digest and platform, so the same key; cached too.
+    pinned = f"{registry.host}/busybox@{image.digest}"
+    out3 = bk.tmp / "out3"
+    by_digest = bk.build(echo_graph(pinned), out=out3)
+    assert (out3 / "x").read_text() == "hi\n"
+    assert by_digest.cached()["/bin/sh -c echo hi > /out/x"]
+    assert not any(s.startswith("extracting") for s in statuses(by_digest))
+    assert len(image_snapshots(bk.root)) == 1
+
+
+def test_pull_by_digest_in_fresh_store(bk: Any, registry: RegistryServer) -> None:
+    image = make_image(Platform.host(), [busybox_files()])
+    push(registry, "busybox:v1", image, bk.tmp / "push")
+    pinned = f"{registry.host}/busybox@{image.digest}"
+    out = bk.tmp / "out"
+    run = bk.build(echo_graph(pinned), out=out)
+    assert (out / "x").read_text() == "hi\n"
+    assert f"extracting {image.layer_digests[0]}" in statuses(run)
+
+
+def test_images_sharing_a_base_layer_share_its_snapshot(bk: Any, registry: RegistryServer) -> None:
+    base = busybox_files()
+    upper: Files = {
+        "app": ("d", b"", 0o755),
+        "app/hello.txt": ("f", b"from the upper layer\n", 0o644),
+        "etc": ("d", b"", 0o755),
+        "etc/.wh.group": ("f", b"", 0o644),  # deletes /etc/group of the base
+    }
+    plat = Platform.host()
+    first = make_image(plat, [base])
+    second = make_image(plat, [base, upper])
+    assert first.layer_digests[0] == second.layer_digests[0]
+    ref_a = push(registry, "base:1", first, bk.tmp / "push-a")
+    ref_b = push(registry, "app:1", second, bk.tmp / "push-b")
+
+    out_a, out_b = bk.tmp / "a", bk.tmp / "b"
+    bk.build(llb.image(ref_a), out=out_a)
+    assert len(image_snapshots(bk.root)) == 1
+    run_b = bk.build(llb.image(ref_b), out=out_b)
+    ids = statuses(run_b)
+    # The base layer was neither downloaded nor extracted again; only the upper one was.
+    assert f"extracting {second.layer_digests[0]}" not in ids
+    assert second.layer_digests[0] not in ids
+    assert f"extracting {second.layer_digests[1]}" in ids
+    snaps = image_snapshots(bk.root)
+    assert len(snaps) == 2, [s.description for s in snaps]
+    by_layer = {s.description.split()[2]: s for s in snaps}
+    top = by_layer[second.diff_ids[1]]
+    assert top.parent == by_layer[second.diff_ids[0]].id
+
+    assert (out_b / "app/hello.txt").read_text() == "from the upper layer\n"
+    assert (out_b / "bin/busybox").read_bytes() == BUSYBOX.read_bytes()
+    assert not (out_b / "etc/group").exists() and (out_b / "etc/passwd").exists()
+    assert (out_a / "etc/group").read_bytes() == GROUP  # the shared base is untouched
+    assert not (out_a / "app").exists()
+
+
+def test_corrupted_layer_refused_nothing_cached(bk: Any, registry: RegistryServer) -> None:
+    image = make_image(Platform.host(), [busybox_files()])
+    ref = push(registry, "busybox:bad", image, bk.tmp / "push")
+    layer = image.layer_digests[0]
+    stored = registry.blob_data_path(layer)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+
+    run = bk.build(echo_graph(ref), out=bk.tmp / "out", check=False)
+    assert run.returncode != 0
+    assert layer in run.error_line() and "digest mismatch" in run.error_line()
+    assert image_snapshots(bk.root) == []
+    with CacheStore.open(bk.root) as store:
+        assert not store.content.has(layer)
+    chains = bk.root / "image-chains"
+    assert not chains.exists() or not list(chains.iterdir())
+    pulls = bk.root / "image-pull"
+    assert not pulls.exists() or not list(pulls.iterdir())
+
+
+def test_missing_tag_is_one_clear_error(bk: Any, registry: RegistryServer) -> None:
+    image = make_image(Platform.host(), [busybox_files()])
+    push(registry, "busybox:latest", image, bk.tmp / "push")
+    missing = f"{registry.host}/busybox:nope"
+    run = bk.build(echo_graph(missing), out=bk.tmp / "out", check=False)
+    assert run.returncode != 0
+    lines = run.error_line().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert missing in lines[0] and "not found" in lines[0]
+    assert "Traceback" not in run.stderr
+
+
+def test_golden_vector_v2_with_secret(bk: Any, start_registry: Any) -> None:
+    if platform.machine() not in ("x86_64", "amd64"):
+        pytest.skip("vector v2 is built for linux/amd64")
+    if not _port_free(5000):
+        pytest.skip("127.0.0.1:5000 is in use: vector v2 names 127.0.0.1:5000/busybox:latest")
+    registry: RegistryServer = start_registry(5000)
+    image = make_image(Platform.parse("linux/amd64"), [busybox_files()])
+    push(registry, "busybox:latest", image, bk.tmp / "push")
+    secret = bk.tmp / "secret.txt"
+    secret.write_text("vector-secret\n")
+    out = bk.tmp / "out"
+    bk.build(V2.read_bytes(), out=out, secrets=[f"id=s,src={secret}"])
+    assert (out / "out.txt").read_text() == "vector-secret\nbar\n"
+    assert (out / "bin/busybox").read_bytes() == BUSYBOX.read_bytes()
+    assert (out / "work").is_dir()
+    assert not (out / "run/secrets/s").exists() or (out / "run/secrets/s").stat().st_size == 0

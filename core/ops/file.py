@@ -43,6 +43,7 @@ from bkcore.errors import CacheError, DefinitionError
 from bkcore.fs import fileops
 from bkcore.fs.contenthash import ContentHasher, combine_selectors
 from bkcore.fs.errors import FileOpError, PathNotFoundError
+from bkcore.fs.gomatch import has_wildcards
 from bkcore.fs.securepath import resolve
 from bkcore.fs.users import Owner
 from bkcore.llb import pb
@@ -77,20 +78,6 @@ class Selector:
     @property
     def filtered(self) -> bool:
         return self.wildcard or bool(self.includes) or bool(self.excludes)
-
-
-def _has_wildcards(name: str) -> bool:
-    """Go ``containsWildcards``: ``*``, ``?`` or ``[`` not escaped by a backslash."""
-    i = 0
-    while i < len(name):
-        ch = name[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch in "*?[":
-            return True
-        i += 1
-    return False
 
 
 def _go_base(path: str) -> str:
@@ -195,7 +182,7 @@ def file_cache_map(
                     Selector(
                         body.src,
                         follow_links=body.follow_symlink,
-                        wildcard=body.allow_wildcard and _has_wildcards(body.src),
+                        wildcard=body.allow_wildcard and has_wildcards(body.src),
                         includes=tuple(body.include_patterns),
                         excludes=tuple(body.exclude_patterns),
                     )

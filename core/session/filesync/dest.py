@@ -35,21 +35,45 @@ class Existing:
 
 
 def scan(root: str) -> dict[str, Existing]:
-    """lstat every entry under ``root`` (symlinks not followed) keyed by relative path."""
+    """lstat every entry under ``root`` (symlinks not followed) keyed by relative path.
+
+    Parents come before their children. Entries are stat'ed relative to an open descriptor
+    of their directory, which spares the kernel a full path lookup per entry.
+    """
     out: dict[str, Existing] = {}
+    is_dir, is_link = st.S_ISDIR, st.S_ISLNK
 
-    def visit(rel_dir: str, abs_dir: str) -> None:
-        with os.scandir(abs_dir) as it:
-            for item in it:
-                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-                s = item.stat(follow_symlinks=False)
-                link = os.readlink(item.path) if st.S_ISLNK(s.st_mode) else None
-                out[rel] = Existing(s, link)
-                if st.S_ISDIR(s.st_mode):
-                    visit(rel, item.path)
+    def visit(prefix: str, dfd: int) -> None:
+        for name in os.listdir(dfd):
+            try:
+                s = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:  # removed while we looked
+                continue
+            rel = prefix + name
+            mode = s.st_mode
+            if is_dir(mode):
+                out[rel] = Existing(s)
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                try:
+                    visit(rel + "/", fd)
+                finally:
+                    os.close(fd)
+            elif is_link(mode):
+                out[rel] = Existing(s, os.readlink(name, dir_fd=dfd))
+            else:
+                out[rel] = Existing(s)
 
-    if os.path.isdir(root):
-        visit("", root)
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    try:
+        visit("", root_fd)
+    finally:
+        os.close(root_fd)
     return out
 
 

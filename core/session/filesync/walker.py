@@ -23,6 +23,7 @@ __all__ = ["Entry", "follow_targets", "walk"]
 # timestamp tick after we stat it (Linux file times use a coarse clock, <= 10 ms per tick), so
 # its change token is withheld and the receiver verifies it by hash ("racy git" rule).
 RACY_NS = 50_000_000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(slots=True)
@@ -145,20 +146,31 @@ def walk(
         return Entry(stat, abspath)
 
     def visit(rel_dir: str, abs_dir: str) -> None:
-        with os.scandir(abs_dir) as it:
-            items = list(it)
+        # entries of a descriptor scan are stat'ed relative to it (no full path lookup)
+        dfd = os.open(abs_dir, _DIR_FLAGS)
+        try:
+            with os.scandir(dfd) as it:
+                items = list(it)
+            visit_items(rel_dir, abs_dir, items)
+        finally:
+            os.close(dfd)
+
+    def visit_items(rel_dir: str, abs_dir: str, items: list[os.DirEntry[str]]) -> None:
         # str order is bytewise UTF-8 order unless a name holds undecodable bytes
         if "".join([e.name for e in items]).isascii():
             items.sort(key=_name)
         else:
             items.sort(key=_fsname)
         prefix = f"{rel_dir}/" if rel_dir else ""
+        abs_prefix = abs_dir.rstrip("/") + "/"
         for item in items:
-            rel = prefix + item.name
+            name = item.name
+            rel = prefix + name
+            path = abs_prefix + name
             s = item.stat(follow_symlinks=False)
             is_dir = st.S_ISDIR(s.st_mode)
             if select_all or matcher.matches(rel):
-                entry = make(rel, item.path, s)
+                entry = make(rel, path, s)
                 if entry is None:
                     continue
                 if pending:
@@ -166,13 +178,13 @@ def walk(
                 else:
                     entries.append(entry)
                 if is_dir:
-                    visit(rel, item.path)
+                    visit(rel, path)
             elif is_dir and matcher.may_descend(rel):
-                entry = make(rel, item.path, s)
+                entry = make(rel, path, s)
                 assert entry is not None
                 depth = len(pending)
                 pending.append(entry)
-                visit(rel, item.path)
+                visit(rel, path)
                 del pending[depth:]
 
     visit("", root)

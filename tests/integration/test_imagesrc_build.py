@@ -178,7 +178,7 @@ class FixtureImage:
         return [_sha(layer) for layer in self.layers]
 
 
-def make_image(plat: Platform, layer_files: list[Files]) -> FixtureImage:
+def make_image(plat: Platform, layer_files: list[Files], env: str = "PATH=/bin") -> FixtureImage:
     layers, diff_ids = [], []
     for files in layer_files:
         tar = _layer_tar(files)
@@ -191,7 +191,7 @@ def make_image(plat: Platform, layer_files: list[Files]) -> FixtureImage:
         {
             "architecture": plat.architecture,
             "os": plat.os,
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
+            "config": {"Env": [env], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         },
         sort_keys=True,
@@ -224,21 +224,45 @@ def busybox_files() -> Files:
     return files
 
 
-async def _push(host: str, name: str, image: FixtureImage, workdir: Path) -> None:
+async def _push(
+    host: str, name: str, images: list[FixtureImage], workdir: Path, index: bytes | None
+) -> None:
     ref = ImageReference.parse(f"{host}/{name}")
     async with RegistryClient() as client:
-        for blob in [*image.layers, image.config]:
-            path = workdir / _sha(blob).replace(":", "-")
-            path.write_bytes(blob)
-            await client.push_blob(ref, _sha(blob), path)
-        await client.put_manifest(ref, image.manifest, mt.OCI_MANIFEST)
+        for image in images:
+            for blob in [*image.layers, image.config]:
+                path = workdir / _sha(blob).replace(":", "-")
+                path.write_bytes(blob)
+                await client.push_blob(ref, _sha(blob), path)
+            tag = image.digest if index is not None else None
+            await client.put_manifest(ref, image.manifest, mt.OCI_MANIFEST, tag)
+        if index is not None:
+            await client.put_manifest(ref, index, mt.OCI_INDEX)
 
 
 def push(registry: RegistryServer, name: str, image: FixtureImage, workdir: Path) -> str:
     """Push ``image`` as ``host/name`` (name with tag); returns the full reference."""
     workdir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(asyncio.wait_for(_push(registry.host, name, image, workdir), 120))
+    asyncio.run(asyncio.wait_for(_push(registry.host, name, [image], workdir, None), 120))
     return f"{registry.host}/{name}"
+
+
+def push_index(
+    registry: RegistryServer, name: str, images: dict[str, FixtureImage], workdir: Path
+) -> tuple[str, str]:
+    """Push a multi-platform index of ``images`` (platform string -> image); returns the
+    reference and the index digest."""
+    entries = []
+    for plat, image in images.items():
+        desc = Descriptor(mt.OCI_MANIFEST, image.digest, len(image.manifest), Platform.parse(plat))
+        entries.append(desc.to_json())
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, sort_keys=True
+    ).encode()
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _push(registry.host, name, list(images.values()), workdir, index)
+    asyncio.run(asyncio.wait_for(run, 120))
+    return f"{registry.host}/{name}", _sha(index)
 
 
 # -- helpers on builds and the store ------------------------------------------------------------
@@ -390,3 +414,57 @@ def test_golden_vector_v2_with_secret(bk: Any, start_registry: Any) -> None:
     assert (out / "bin/busybox").read_bytes() == BUSYBOX.read_bytes()
     assert (out / "work").is_dir()
     assert not (out / "run/secrets/s").exists() or (out / "run/secrets/s").stat().st_size == 0
+
+
+def test_repushed_image_with_same_layers_hits_through_the_chain_key(
+    bk: Any, registry: RegistryServer
+) -> None:
+    files = busybox_files()
+    first = make_image(Platform.host(), [files])
+    second = make_image(Platform.host(), [files], env="PATH=/bin:/usr/bin")
+    assert first.digest != second.digest and first.diff_ids == second.diff_ids
+    ref = push(registry, "busybox:1", first, bk.tmp / "push-1")
+    bk.build(echo_graph(ref), out=bk.tmp / "out1")
+    push(registry, "busybox:1", second, bk.tmp / "push-2")  # the tag now names a new manifest
+    out = bk.tmp / "out2"
+    run = bk.build(echo_graph(ref), out=out)
+    assert (out / "x").read_text() == "hi\n"
+    assert run.cached()["/bin/sh -c echo hi > /out/x"]  # map 1 changed, map 2 matched
+    assert not any(s.startswith("extracting") for s in statuses(run))
+    assert len(image_snapshots(bk.root)) == 1
+
+
+def test_layer_limit_keeps_the_lower_layers(bk: Any, registry: RegistryServer) -> None:
+    upper: Files = {"app": ("d", b"", 0o755), "app/hello.txt": ("f", b"upper\n", 0o644)}
+    image = make_image(Platform.host(), [busybox_files(), upper])
+    ref = push(registry, "app:1", image, bk.tmp / "push")
+    out = bk.tmp / "out"
+    run = bk.build(llb.image(ref, layer_limit=1), out=out)
+    assert (out / "bin/busybox").exists() and not (out / "app").exists()
+    assert image.layer_digests[1] not in statuses(run)  # the cut layer is not even downloaded
+    full = bk.tmp / "full"
+    bk.build(llb.image(ref), out=full)
+    assert (full / "app/hello.txt").read_text() == "upper\n"
+    assert len(image_snapshots(bk.root)) == 2
+
+
+def _marker_image(plat: str) -> FixtureImage:
+    files: Files = {"etc": ("d", b"", 0o755), "etc/arch": ("f", plat.encode(), 0o644)}
+    return make_image(Platform.parse(plat), [files])
+
+
+def test_platform_chosen_from_index(bk: Any, registry: RegistryServer) -> None:
+    images = {p: _marker_image(p) for p in ("linux/amd64", "linux/arm64", "linux/arm/v7")}
+    ref, index_digest = push_index(registry, "multi:1", images, bk.tmp / "push")
+    for plat in ("linux/arm64", "linux/arm/v7", "linux/amd64"):
+        out = bk.tmp / plat.replace("/", "-")
+        bk.build(llb.image(ref, platform=plat), out=out)
+        assert (out / "etc/arch").read_text() == plat
+
+    from bkcore.sources.image.resolve import resolve_image_config
+
+    digest, config = asyncio.run(resolve_image_config(ref, "linux/arm64"))
+    assert digest == index_digest
+    assert config == images["linux/arm64"].config
+    digest, config = asyncio.run(resolve_image_config(f"{ref}@{index_digest}", "linux/arm/v7"))
+    assert digest == index_digest and json.loads(config)["architecture"] == "arm"

@@ -88,9 +88,21 @@ class SyncResult:
     changed: set[str] = field(default_factory=set)
 
 
+_POSIX_MODES: dict[int, int] = {}  # Go mode -> st_mode; a tree has few distinct values
+
+
+def _posix_mode(mode: int) -> int:
+    out = _POSIX_MODES.get(mode)
+    if out is None:
+        if len(_POSIX_MODES) > 4096:
+            _POSIX_MODES.clear()
+        out = _POSIX_MODES[mode] = posix_mode(mode)
+    return out
+
+
 def _same_meta(s: Stat, old: Existing, owner: bool) -> bool:
     o = old.stat
-    if s.mod_time != o.st_mtime_ns or posix_mode(s.mode) != o.st_mode:
+    if s.mod_time != o.st_mtime_ns or _posix_mode(s.mode) != o.st_mode:
         return False
     if owner and (s.uid != o.st_uid or s.gid != o.st_gid):
         return False
@@ -267,7 +279,8 @@ class _Receiver:
         if old is None or self.differ == "none" or not _same_meta(s, old, self.owner):
             return self._request(ident)
         rec = self.index.get(rel)
-        valid = rec is not None and rec.valid_for(old.stat)
+        o = old.stat
+        valid = rec is not None and rec.ino == o.st_ino and rec.ctime == o.st_ctime_ns
         if not s.change:  # a sender without tokens: BuildKit's metadata differ
             if rec is not None and valid:
                 self.records[rel] = rec

@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from bkcore.cache import procs
 from bkcore.errors import CacheError
+from bkcore.threads import entered_in_thread, shielded_thread
 
 if TYPE_CHECKING:
     from bkcore.cache.mount import Mount
@@ -53,8 +54,6 @@ __all__ = [
 #: Snapshot descriptions starting with this mark a synced local source
 #: (``bkcore.sources.local`` describes its snapshots ``local source for NAME``).
 LOCAL_SOURCE_DESCRIPTION = "local source"
-
-_T = TypeVar("_T")
 
 
 class SnapshotResult:
@@ -142,7 +141,7 @@ class SnapshotResults:
             raise
         result = SnapshotResult(self, sid)
         try:
-            await _shielded_thread(mutable.commit)
+            await shielded_thread(mutable.commit)
         except BaseException:
             await asyncio.to_thread(mutable.discard)
             await result.release()
@@ -254,16 +253,6 @@ def _snapshot_result(result: Result) -> SnapshotResult:
     return result
 
 
-async def _shielded_thread(fn: Callable[[], _T]) -> _T:
-    """Run ``fn`` in a thread; when cancelled, wait for it to finish, then re-raise."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
-
-
 async def new_result(store: CacheStore, snapshot_id: str) -> SnapshotResult:
     """A new reference to the committed ``snapshot_id`` (CacheError when it is gone)."""
     return await results_for(store).adopt(snapshot_id)
@@ -302,19 +291,8 @@ async def _shielded_prepare(
 async def view(result: Result) -> AsyncIterator[Path]:
     """A read-only directory showing the result while the block runs (mounted in a thread)."""
     res = _snapshot_result(result)
-    cm = res.store.snapshots.view(res.id)
-    enter = asyncio.ensure_future(asyncio.to_thread(cm.__enter__))
-    try:
-        path = await asyncio.shield(enter)
-    except asyncio.CancelledError:
-        await asyncio.wait([enter])
-        if not enter.cancelled() and enter.exception() is None:
-            await asyncio.to_thread(cm.__exit__, None, None, None)
-        raise
-    try:
+    async with entered_in_thread(res.store.snapshots.view(res.id)) as path:
         yield path
-    finally:
-        await _shielded_thread(lambda: cm.__exit__(None, None, None))
 
 
 def mounts(result: Result) -> list[Mount]:

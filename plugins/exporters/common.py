@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import time
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from bkcore.errors import BkError, ExportError
 from bkcore.progress import VertexEvent
+from bkcore.threads import entered_in_thread
 
 if TYPE_CHECKING:
     from bkcore.exporter import ExportContext
@@ -66,24 +66,8 @@ async def exporting(progress: ProgressStream, name: str) -> AsyncIterator[None]:
 @asynccontextmanager
 async def viewed(ctx: ExportContext, result: Result | None) -> AsyncIterator[Path]:
     """``ctx.view(result)`` entered and left in threads (a view may mount a file system)."""
-    cm = ctx.view(result)
-    enter = asyncio.ensure_future(asyncio.to_thread(cm.__enter__))
-    try:
-        path = await asyncio.shield(enter)
-    except asyncio.CancelledError:
-        await asyncio.wait([enter])
-        if not enter.cancelled() and enter.exception() is None:
-            await asyncio.to_thread(cm.__exit__, None, None, None)
-        raise
-    try:
+    async with entered_in_thread(ctx.view(result)) as path:
         yield path
-    finally:
-        leave = asyncio.ensure_future(asyncio.to_thread(cm.__exit__, None, None, None))
-        try:
-            await asyncio.shield(leave)
-        except asyncio.CancelledError:
-            await asyncio.wait([leave])
-            raise
 
 
 def as_export_error(what: str, exc: BaseException) -> BkError:

@@ -83,18 +83,20 @@ async def resolve_image(
     started = time.time()
     if progress is not None:
         progress.status(status, started=started)
-    root = await client.resolve(ref)
-    pinned = ref.with_digest(root.digest) if ref.digest is None else ref
-    manifest = await client.fetch_image_manifest(pinned, platform)
-    body = manifest.json
-    config_desc = body.get("config")
-    if not isinstance(config_desc, dict) or not isinstance(config_desc.get("digest"), str):
-        raise SourceError(f"{ref}: manifest {manifest.digest} has no config descriptor")
-    config_digest = str(config_desc["digest"])
-    config = await client.fetch_blob_bytes(pinned, config_digest, MAX_CONFIG_SIZE)
-    layers = _layers(ref, body, config)
-    if progress is not None:
-        progress.status(status, started=started, completed=time.time())
+    try:
+        root = await client.resolve(ref)
+        pinned = ref.with_digest(root.digest) if ref.digest is None else ref
+        manifest = await client.fetch_image_manifest(pinned, platform)
+        body = manifest.json
+        config_desc = body.get("config")
+        if not isinstance(config_desc, dict) or not isinstance(config_desc.get("digest"), str):
+            raise SourceError(f"{ref}: manifest {manifest.digest} has no config descriptor")
+        config_digest = str(config_desc["digest"])
+        config = await client.fetch_blob_bytes(pinned, config_digest, MAX_CONFIG_SIZE)
+        layers = _layers(ref, body, config)
+    finally:
+        if progress is not None:
+            progress.status(status, started=started, completed=time.time())
     return ResolvedImage(pinned, root.digest, manifest.digest, config_digest, config, layers)
 
 

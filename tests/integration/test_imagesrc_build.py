@@ -468,3 +468,26 @@ def test_platform_chosen_from_index(bk: Any, registry: RegistryServer) -> None:
     assert config == images["linux/arm64"].config
     digest, config = asyncio.run(resolve_image_config(f"{ref}@{index_digest}", "linux/arm/v7"))
     assert digest == index_digest and json.loads(config)["architecture"] == "arm"
+
+
+def test_one_build_pulling_two_images_builds_the_shared_base_once(
+    bk: Any, registry: RegistryServer
+) -> None:
+    base = busybox_files()
+    plat = Platform.host()
+    left = make_image(plat, [base, {"l.txt": ("f", b"left\n", 0o644)}])
+    right = make_image(plat, [base, {"r.txt": ("f", b"right\n", 0o644)}])
+    ref_l = push(registry, "left:1", left, bk.tmp / "push-l")
+    ref_r = push(registry, "right:1", right, bk.tmp / "push-r")
+    out = bk.tmp / "out"
+    run = bk.build(llb.merge([llb.image(ref_l), llb.image(ref_r)]), out=out)
+    assert (out / "l.txt").read_text() == "left\n" and (out / "r.txt").read_text() == "right\n"
+    snaps = image_snapshots(bk.root)
+    assert len(snaps) == 3, [s.description for s in snaps]  # base, left top, right top
+    base_snap = next(s for s in snaps if s.parent is None)
+    assert all(s.parent == base_snap.id for s in snaps if s is not base_snap)
+    extracted = [
+        s for e in run.events for s in e.get("statuses", [])
+        if s["id"] == f"extracting {left.layer_digests[0]}" and s.get("completed")
+    ]  # fmt: skip
+    assert len({s["vertex"] for s in extracted}) == 1  # by one of the two vertices only

@@ -7,10 +7,11 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bkcore.errors import BkError, ExportError
+from bkcore.errors import BkError, ExportError, SessionError
 from bkcore.progress import VertexEvent
 from bkcore.threads import entered_in_thread
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from bkcore.session.transport import Caller
     from bkcore.solver.types import Result
 
-__all__ = ["client_of", "exporting", "source_date_epoch", "viewed"]
+__all__ = ["ClientExport", "client_export", "client_of", "exporting", "source_date_epoch", "viewed"]
 
 EPOCH_ATTR = "source-date-epoch"
 
@@ -75,3 +76,34 @@ def as_export_error(what: str, exc: BaseException) -> BkError:
     if isinstance(exc, ExportError):
         return exc
     return ExportError(f"{what}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientExport:
+    """What an exporter writing to the client works from."""
+
+    root: Path  #: the result's read-only view
+    caller: Caller  #: the client session to send to
+    epoch: int | None  #: ``source-date-epoch`` in seconds, if set
+
+
+@asynccontextmanager
+async def client_export(
+    ctx: ExportContext,
+    result: Result | None,
+    attrs: Mapping[str, str],
+    *,
+    output: str,
+    name: str,
+) -> AsyncIterator[ClientExport]:
+    """The frame of an export to the client: attrs and session checked, then the vertex
+    ``name`` shown while the result is viewed; a session or OS error in the block becomes an
+    :class:`ExportError` starting with ``name``. ``output`` names the output in errors."""
+    epoch = source_date_epoch(attrs)
+    caller = client_of(ctx, output)
+    async with exporting(ctx.progress, name):
+        try:
+            async with viewed(ctx, result) as root:
+                yield ClientExport(root, caller, epoch)
+        except (SessionError, OSError) as exc:
+            raise as_export_error(name, exc) from exc

@@ -13,14 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bkcore.errors import SessionError
-from bkcore.plugins.exporters.common import (
-    as_export_error,
-    client_of,
-    exporting,
-    source_date_epoch,
-    viewed,
-)
+from bkcore.plugins.exporters.common import client_export
 
 if TYPE_CHECKING:
     from bkcore.exporter import ExportContext
@@ -39,16 +32,12 @@ class LocalExporter:
     ) -> Mapping[str, str]:
         from bkcore.session.filesync import send_dir_to_client
 
-        epoch = source_date_epoch(attrs)
-        caller = client_of(ctx, "output type=local")
-        async with exporting(ctx.progress, VERTEX_NAME):
-            try:
-                async with viewed(ctx, result) as root:
-                    await send_dir_to_client(
-                        caller,
-                        str(root),
-                        mod_time_ns=None if epoch is None else epoch * 1_000_000_000,
-                    )
-            except (SessionError, OSError) as exc:
-                raise as_export_error("exporting to client directory", exc) from exc
+        async with client_export(
+            ctx, result, attrs, output="output type=local", name=VERTEX_NAME
+        ) as out:
+            await send_dir_to_client(
+                out.caller,
+                str(out.root),
+                mod_time_ns=None if out.epoch is None else out.epoch * 1_000_000_000,
+            )
         return {}

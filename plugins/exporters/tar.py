@@ -21,14 +21,8 @@ import tarfile
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from bkcore.errors import ExportError, SessionError
-from bkcore.plugins.exporters.common import (
-    as_export_error,
-    client_of,
-    exporting,
-    source_date_epoch,
-    viewed,
-)
+from bkcore.errors import ExportError
+from bkcore.plugins.exporters.common import client_export
 
 if TYPE_CHECKING:
     from bkcore.exporter import ExportContext
@@ -241,16 +235,12 @@ class TarExporter:
     ) -> Mapping[str, str]:
         from bkcore.session.filesync import send_file_to_client
 
-        epoch = source_date_epoch(attrs)
-        caller = client_of(ctx, "output type=tar")
-        async with exporting(ctx.progress, VERTEX_NAME):
+        async with client_export(
+            ctx, result, attrs, output="output type=tar", name=VERTEX_NAME
+        ) as out:
+            chunks = _in_thread(tar_chunks(str(out.root), epoch=out.epoch))
             try:
-                async with viewed(ctx, result) as root:
-                    chunks = _in_thread(tar_chunks(str(root), epoch=epoch))
-                    try:
-                        await send_file_to_client(caller, chunks)
-                    finally:
-                        await chunks.aclose()
-            except (SessionError, OSError) as exc:
-                raise as_export_error("sending tarball", exc) from exc
+                await send_file_to_client(out.caller, chunks)
+            finally:
+                await chunks.aclose()
         return {}

@@ -2,23 +2,40 @@
 
 One small file per chain under ``<store root>/image-chains/`` names the snapshot holding that
 layer chain; a snapshot pruned since is simply rebuilt (the entry is only a hint, the
-snapshot itself is checked when it is adopted). Downloads go to per-process directories under
-``<store root>/image-pull/`` that are swept once their process is gone.
+snapshot itself is checked when it is adopted). A ``flock`` per chain under
+``<store root>/image-chains.locks/`` makes processes sharing a store build a chain once.
+Downloads go to per-process directories under ``<store root>/image-pull/`` that are swept
+once their process is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 import secrets
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bkcore.cache import procs
 
-__all__ = ["CHAINS_DIR", "PULL_DIR", "lookup", "pull_dir", "record", "sweep_pull_dirs"]
+__all__ = [
+    "CHAINS_DIR",
+    "LOCKS_DIR",
+    "PULL_DIR",
+    "chain_file_lock",
+    "lookup",
+    "pull_dir",
+    "record",
+    "sweep_pull_dirs",
+]
 
 CHAINS_DIR = "image-chains"
+LOCKS_DIR = "image-chains.locks"
 PULL_DIR = "image-pull"
+_LOCK_POLL = 0.05
 
 
 def _entry(root: Path, chain_id: str) -> Path:
@@ -41,6 +58,30 @@ def record(root: Path, chain_id: str, snapshot_id: str) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
     tmp.write_text(snapshot_id + "\n")
     os.replace(tmp, path)
+
+
+@asynccontextmanager
+async def chain_file_lock(root: Path, chain_id: str) -> AsyncIterator[None]:
+    """Hold the cross-process lock of ``chain_id`` (a ``flock``, polled so that waiting
+    stays cancellable; the kernel drops it when its process dies)."""
+    algo, _, hexd = chain_id.partition(":")
+    path = root / LOCKS_DIR / f"{algo}-{hexd}"
+
+    def open_lock() -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    fd = await asyncio.to_thread(open_lock)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(_LOCK_POLL)
+        yield
+    finally:
+        os.close(fd)
 
 
 def pull_dir(root: Path) -> Path:

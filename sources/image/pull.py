@@ -4,7 +4,8 @@ Each layer prefix (chain ID) is one committed snapshot on top of the previous on
 already recorded (:mod:`.chains`) is reused, so two images with the same base layers share
 their snapshots and only the missing layers are downloaded. Downloads run concurrently (each
 blob verified by the registry client, then kept in the content store); layers are applied in
-order as soon as their blob is there, each verified against its ``diff_id``. Nothing is
+order as soon as their blob is there, each verified against its ``diff_id``. A chain is
+built under a lock per chain (in this process and across processes sharing the store). Nothing is
 committed for a layer that fails.
 """
 
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from bkcore.cache.results import SnapshotResult, commit_result, prepare, results_for
 from bkcore.layers.apply import apply_layer_async
-from bkcore.sources.image.chains import lookup, pull_dir, record, sweep_pull_dirs
+from bkcore.sources.image.chains import (
+    chain_file_lock,
+    lookup,
+    pull_dir,
+    record,
+    sweep_pull_dirs,
+)
 from bkcore.sources.image.spec import chain_ids
 
 if TYPE_CHECKING:
@@ -102,7 +109,7 @@ async def _apply(
 ) -> SnapshotResult:
     """The snapshot of ``chain_id``: reused when recorded, else ``layer`` applied on
     ``parent`` and committed."""
-    async with _chain_lock(store.root, chain_id):
+    async with _chain_lock(store.root, chain_id), chain_file_lock(store.root, chain_id):
         found = await _existing(store, chain_id)
         if found is not None:
             return found

@@ -57,7 +57,10 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a listener could bind ``port`` (SO_REUSEADDR like Go's listeners, so
+    TIME_WAIT connections of an earlier registry do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -491,3 +494,26 @@ def test_one_build_pulling_two_images_builds_the_shared_base_once(
         if s["id"] == f"extracting {left.layer_digests[0]}" and s.get("completed")
     ]  # fmt: skip
     assert len({s["vertex"] for s in extracted}) == 1  # by one of the two vertices only
+
+
+def test_two_processes_pulling_one_image_build_each_chain_once(
+    bk: Any, registry: RegistryServer
+) -> None:
+    import random
+
+    noise = random.Random(7).randbytes(8 << 20)  # incompressible: extraction takes a while
+    layers: list[Files] = [busybox_files()]
+    layers += [{f"blob{i}": ("f", noise[i:] + bytes([i]), 0o644)} for i in range(3)]
+    image = make_image(Platform.host(), layers)
+    ref = push(registry, "big:1", image, bk.tmp / "push")
+    procs = [bk.start(llb.image(ref), out=bk.tmp / f"out{i}") for i in range(2)]
+    runs = [bk.finish(p).check() for p in procs]
+    for i in range(2):
+        assert (bk.tmp / f"out{i}" / "blob2").read_bytes() == noise[2:] + b"\x02"
+    snaps = image_snapshots(bk.root)
+    assert len(snaps) == 4, [s.description for s in snaps]
+    extracted = [
+        s["id"] for r in runs for e in r.events for s in e.get("statuses", [])
+        if s["id"].startswith("extracting") and s.get("completed")
+    ]  # fmt: skip
+    assert sorted(extracted) == sorted(f"extracting {d}" for d in image.layer_digests)

@@ -20,6 +20,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -517,3 +518,25 @@ def test_two_processes_pulling_one_image_build_each_chain_once(
         if s["id"].startswith("extracting") and s.get("completed")
     ]  # fmt: skip
     assert sorted(extracted) == sorted(f"extracting {d}" for d in image.layer_digests)
+
+
+def test_pull_after_prune_rebuilds_from_a_stale_chain_record(
+    bk: Any, registry: RegistryServer
+) -> None:
+    image = make_image(Platform.host(), [busybox_files()])
+    ref = push(registry, "busybox:latest", image, bk.tmp / "push")
+    bk.build(llb.image(ref), out=bk.tmp / "out1")
+    [before] = image_snapshots(bk.root)
+    pruned = subprocess.run(
+        [sys.executable, "-m", "bkcore", "--root", str(bk.root), "prune"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert pruned.returncode == 0, pruned.stderr
+    assert image_snapshots(bk.root) == []
+    assert (bk.root / "image-chains").is_dir()  # the record is left behind, now stale
+    out = bk.tmp / "out2"
+    run = bk.build(llb.image(ref), out=out)
+    assert (out / "bin/busybox").read_bytes() == BUSYBOX.read_bytes()
+    assert f"extracting {image.layer_digests[0]}" in statuses(run)
+    [after] = image_snapshots(bk.root)
+    assert after.id != before.id

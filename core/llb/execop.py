@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.llb.state import State
-from bkcore.llb.vertex import MarshalContext, Marshalled, OpMeta, Output, Vertex
+from bkcore.llb.vertex import InputTable, MarshalContext, Marshalled, OpMeta, Output, Vertex
 
 SSH_AUTH_SOCK = "SSH_AUTH_SOCK"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -321,16 +321,8 @@ class ExecOp(Vertex):
         base = self._base
         caps = {"exec.meta.base"}
         op = ctx.op(base.platform, self._meta, platform=True)
-        inputs: list[pb.Input] = []
-        index: dict[tuple[str, int], int] = {}
-
-        def add(out: Output) -> int:
-            inp = ctx.input_of(out)
-            key = (inp.digest, inp.index)
-            if key not in index:
-                index[key] = len(inputs)
-                inputs.append(inp)
-            return index[key]
+        table = InputTable(ctx.input_of)
+        add, inputs = table.add, table.inputs
 
         mounts: list[pb.Mount] = []
         for m in self._fs_mounts:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from bkcore.errors import DefinitionError
 from bkcore.llb import paths, pb
 from bkcore.llb.state import State
-from bkcore.llb.vertex import MarshalContext, Marshalled, OpMeta, Output, Vertex
+from bkcore.llb.vertex import InputTable, MarshalContext, Marshalled, OpMeta, Output, Vertex
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,22 @@ def _user_ref(text: str) -> UserRef:
 
 Owner = Chown | str | int | None
 Timestamp = _dt.datetime | int | None
+
+
+class CopyOptions(TypedDict, total=False):
+    """The keyword options of :func:`copy` and :meth:`FileAction.copy` (defaults: ``copy``)."""
+
+    mode: int | None
+    follow_symlinks: bool
+    dir_contents_only: bool
+    include_patterns: Sequence[str]
+    exclude_patterns: Sequence[str]
+    attempt_unpack: bool
+    create_dest_path: bool
+    allow_wildcard: bool
+    allow_empty_wildcard: bool
+    owner: Owner
+    created: Timestamp
 
 
 def _owner(owner: Owner) -> Chown | None:
@@ -169,40 +186,9 @@ class FileAction:
         return FileAction(a.action, self)
 
     def copy(
-        self,
-        source: State,
-        src: str,
-        dest: str,
-        *,
-        mode: int | None = None,
-        follow_symlinks: bool = False,
-        dir_contents_only: bool = False,
-        include_patterns: Sequence[str] = (),
-        exclude_patterns: Sequence[str] = (),
-        attempt_unpack: bool = False,
-        create_dest_path: bool = False,
-        allow_wildcard: bool = False,
-        allow_empty_wildcard: bool = False,
-        owner: Owner = None,
-        created: Timestamp = None,
+        self, source: State, src: str, dest: str, **options: Unpack[CopyOptions]
     ) -> FileAction:
-        a = copy(
-            source,
-            src,
-            dest,
-            mode=mode,
-            follow_symlinks=follow_symlinks,
-            dir_contents_only=dir_contents_only,
-            include_patterns=include_patterns,
-            exclude_patterns=exclude_patterns,
-            attempt_unpack=attempt_unpack,
-            create_dest_path=create_dest_path,
-            allow_wildcard=allow_wildcard,
-            allow_empty_wildcard=allow_empty_wildcard,
-            owner=owner,
-            created=created,
-        )
-        return FileAction(a.action, self)
+        return FileAction(copy(source, src, dest, **options).action, self)
 
 
 def mkdir(
@@ -307,16 +293,8 @@ class FileOp(Vertex):
     def marshal(self, ctx: MarshalContext) -> Marshalled:
         caps = {"file.base"}
         op = ctx.op(self._base.platform, self._meta, platform=True)
-        inputs: list[pb.Input] = []
-        index: dict[tuple[str, int], int] = {}
-
-        def add(out: Output) -> int:
-            inp = ctx.input_of(out)
-            key = (inp.digest, inp.index)
-            if key not in index:
-                index[key] = len(inputs)
-                inputs.append(inp)
-            return index[key]
+        table = InputTable(ctx.input_of)
+        add, inputs = table.add, table.inputs
 
         parent = self._base.cwd
         base_out = self._base.output

@@ -8,7 +8,7 @@ import enum
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from bkcore.errors import DefinitionError
 from bkcore.llb import paths, shellwords
@@ -51,6 +51,24 @@ class Ulimit:
     name: str
     soft: int
     hard: int
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword options of :meth:`State.run` and :meth:`State.sh` (defaults: ``run``)."""
+
+    mounts: Sequence[Mount]
+    env: Mapping[str, str] | None
+    cwd: str | None
+    user: str | None
+    hostname: str | None
+    network: NetMode | None
+    security: SecurityMode | None
+    readonly_rootfs: bool
+    secret_env: Sequence[SecretEnv]
+    proxy_env: ProxyEnv | None
+    meta: OpMeta | None
+    custom_name: str | None
+    ignore_cache: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,41 +299,9 @@ class State:
             _exec=op,
         )
 
-    def sh(
-        self,
-        script: str,
-        *,
-        mounts: Sequence[Mount] = (),
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        user: str | None = None,
-        hostname: str | None = None,
-        network: NetMode | None = None,
-        security: SecurityMode | None = None,
-        readonly_rootfs: bool = False,
-        secret_env: Sequence[SecretEnv] = (),
-        proxy_env: ProxyEnv | None = None,
-        meta: OpMeta | None = None,
-        custom_name: str | None = None,
-        ignore_cache: bool = False,
-    ) -> ExecState:
+    def sh(self, script: str, **options: Unpack[RunOptions]) -> ExecState:
         """``run(["/bin/sh", "-c", script], ...)``: a shell script, same options as ``run``."""
-        return self.run(
-            ["/bin/sh", "-c", script],
-            mounts=mounts,
-            env=env,
-            cwd=cwd,
-            user=user,
-            hostname=hostname,
-            network=network,
-            security=security,
-            readonly_rootfs=readonly_rootfs,
-            secret_env=secret_env,
-            proxy_env=proxy_env,
-            meta=meta,
-            custom_name=custom_name,
-            ignore_cache=ignore_cache,
-        )
+        return self.run(["/bin/sh", "-c", script], **options)
 
     def file(
         self,

@@ -160,6 +160,26 @@ class MarshalContext:
         return op
 
 
+class InputTable:
+    """The ``Op.inputs`` of one vertex being marshalled: each input once, in first-use order."""
+
+    __slots__ = ("_index", "_input_of", "inputs")
+
+    def __init__(self, input_of: Callable[[Output], pb.Input]) -> None:
+        self._input_of = input_of
+        self._index: dict[tuple[str, int], int] = {}
+        self.inputs: list[pb.Input] = []
+
+    def add(self, out: Output) -> int:
+        """The index of ``out`` in :attr:`inputs` (appended on first use)."""
+        inp = self._input_of(out)
+        key = (inp.digest, inp.index)
+        if key not in self._index:
+            self._index[key] = len(self.inputs)
+            self.inputs.append(inp)
+        return self._index[key]
+
+
 @dataclass(frozen=True, slots=True)
 class Marshalled:
     """One vertex as pb: the op body, its metadata and caps."""

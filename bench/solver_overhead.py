@@ -147,7 +147,16 @@ async def run(profile: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="profile the cached solve")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep CPython's default GC threshold (bkcore build raises it: controller.tune_gc)",
+    )
     args = parser.parse_args()
+    if not args.default_gc:
+        from bkcore.controller import tune_gc
+
+        tune_gc()
     asyncio.run(run(args.profile))
 
 

@@ -439,6 +439,22 @@ async def _render(renderer: ProgressRenderer | None, reader: ProgressReader) -> 
     await renderer.run(reader)
 
 
+BUILD_GC_THRESHOLD = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collect garbage less often for the length of a build process.
+
+    Solving allocates many short-lived objects that are freed by reference counting; with
+    CPython's default threshold (700) the cyclic collector runs thousands of times per large
+    graph and costs more than the solver itself (bench/solver_overhead.py: 144 -> 51 us per
+    cached vertex on the mixed graph). Cycles are still collected, only in bigger batches.
+    """
+    import gc
+
+    gc.set_threshold(*BUILD_GC_THRESHOLD)
+
+
 async def run_build(
     options: BuildOptions,
     plugins: BkPluginManager,
@@ -448,6 +464,7 @@ async def run_build(
     progress_out: TextIO | None = None,
 ) -> BuildResponse:
     """One build on a fresh controller, its progress drawn on ``progress_out`` (stderr)."""
+    tune_gc()
     out = progress_out if progress_out is not None else sys.stderr
     definition = decode(options)  # fail before any state is touched
     _check_outputs(options.outputs, plugins)

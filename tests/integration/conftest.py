@@ -16,9 +16,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,3 +278,87 @@ def bk(busybox_rootfs: Path, tmp_path: Path) -> Iterator[Builder]:
         yield builder
     finally:
         builder.kill_leftovers()
+
+
+# -- a docker-registry process on a free loopback port (image and registry-client tests) -------
+REGISTRY_BIN = shutil.which("docker-registry")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RegistryServer:
+    host: str  # 127.0.0.1:PORT
+    storage: Path
+
+    def blob_data_path(self, digest: str) -> Path:
+        algo, hexd = digest.split(":", 1)
+        return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
+
+
+def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # 401 from an auth-enabled registry: it is up
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("docker-registry did not start within 20 s")
+
+
+@pytest.fixture
+def start_registry(tmp_path: Path) -> Iterator[Any]:
+    """``start(name="", *, port=None, htpasswd=None, auth_yaml="") -> RegistryServer``;
+    every registry started is stopped at teardown."""
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry binary not installed (apt-get install docker-registry)")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        name: str = "",
+        *,
+        port: int | None = None,
+        htpasswd: Path | None = None,
+        auth_yaml: str = "",
+    ) -> RegistryServer:
+        base = tmp_path / (name or f"registry-{len(procs)}")
+        storage = base / "storage"
+        storage.mkdir(parents=True)
+        host = f"127.0.0.1:{port or _free_port()}"
+        auth = (
+            f"auth:\n  htpasswd:\n    realm: bk-test\n    path: {htpasswd}\n"
+            if htpasswd
+            else auth_yaml
+        )
+        config = base / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {host}\n{auth}"
+        )
+        log = base / "registry.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(REGISTRY_BIN), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        procs.append(proc)
+        _wait_up(host, proc, log)
+        return RegistryServer(host, storage)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

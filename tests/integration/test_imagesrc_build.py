@@ -17,15 +17,10 @@ import hashlib
 import io
 import json
 import platform
-import shutil
 import socket
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +37,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 V2 = REPO / "tests" / "data" / "vectors" / "v2_image_exec.llb"
-REGISTRY_BIN = shutil.which("docker-registry")
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "cat", "echo", "date", "ls", "mkdir", "true")
 LAYER_DESC = "image layer "
@@ -50,13 +44,7 @@ LAYER_DESC = "image layer "
 Files = dict[str, tuple[str, bytes | str, int]]
 
 
-# -- registry process (copied from test_registry_client.py) -----------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
+# -- registry process: the start_registry fixture is in conftest.py ---------------------------
 def _port_free(port: int) -> bool:
     """Whether a listener could bind ``port`` (SO_REUSEADDR like Go's listeners, so
     TIME_WAIT connections of an earlier registry do not count)."""
@@ -69,70 +57,9 @@ def _port_free(port: int) -> bool:
         return True
 
 
-@dataclass
-class RegistryServer:
-    host: str  # 127.0.0.1:PORT
-    storage: Path
-
-    def blob_data_path(self, digest: str) -> Path:
-        algo, hexd = digest.split(":", 1)
-        return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
-
-
-def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("docker-registry did not start within 20 s")
-
-
 @pytest.fixture
-def start_registry(tmp_path: Path) -> Iterator[Any]:
-    if REGISTRY_BIN is None:
-        pytest.skip("docker-registry binary not installed (apt-get install docker-registry)")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(port: int | None = None) -> RegistryServer:
-        base = tmp_path / f"registry-{len(procs)}"
-        storage = base / "storage"
-        storage.mkdir(parents=True)
-        host = f"127.0.0.1:{port or _free_port()}"
-        config = base / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {host}\n"
-        )
-        log = base / "registry.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(REGISTRY_BIN), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
-        procs.append(proc)
-        _wait_up(host, proc, log)
-        return RegistryServer(host, storage)
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def registry(start_registry: Any) -> RegistryServer:
-    server: RegistryServer = start_registry()
+def registry(start_registry: Any) -> Any:
+    server: Any = start_registry()
     return server
 
 
@@ -244,7 +171,7 @@ async def _push(
             await client.put_manifest(ref, index, mt.OCI_INDEX)
 
 
-def push(registry: RegistryServer, name: str, image: FixtureImage, workdir: Path) -> str:
+def push(registry: Any, name: str, image: FixtureImage, workdir: Path) -> str:
     """Push ``image`` as ``host/name`` (name with tag); returns the full reference."""
     workdir.mkdir(parents=True, exist_ok=True)
     asyncio.run(asyncio.wait_for(_push(registry.host, name, [image], workdir, None), 120))
@@ -252,7 +179,7 @@ def push(registry: RegistryServer, name: str, image: FixtureImage, workdir: Path
 
 
 def push_index(
-    registry: RegistryServer, name: str, images: dict[str, FixtureImage], workdir: Path
+    registry: Any, name: str, images: dict[str, FixtureImage], workdir: Path
 ) -> tuple[str, str]:
     """Push a multi-platform index of ``images`` (platform string -> image); returns the
     reference and the index digest."""
@@ -285,7 +212,7 @@ def echo_graph(ref: str) -> Any:
 
 
 # -- tests --------------------------------------------------------------------------------------
-def test_exec_runs_busybox_from_pulled_image(bk: Any, registry: RegistryServer) -> None:
+def test_exec_runs_busybox_from_pulled_image(bk: Any, registry: Any) -> None:
     image = make_image(Platform.host(), [busybox_files()])
     ref = push(registry, "busybox:latest", image, bk.tmp / "push")
     out = bk.tmp / "out"
@@ -322,7 +249,7 @@ def test_exec_runs_busybox_from_pulled_image(bk: Any, registry: RegistryServer) 
     assert len(image_snapshots(bk.root)) == 1
 
 
-def test_pull_by_digest_in_fresh_store(bk: Any, registry: RegistryServer) -> None:
+def test_pull_by_digest_in_fresh_store(bk: Any, registry: Any) -> None:
     image = make_image(Platform.host(), [busybox_files()])
     push(registry, "busybox:v1", image, bk.tmp / "push")
     pinned = f"{registry.host}/busybox@{image.digest}"
@@ -332,7 +259,7 @@ def test_pull_by_digest_in_fresh_store(bk: Any, registry: RegistryServer) -> Non
     assert f"extracting {image.layer_digests[0]}" in statuses(run)
 
 
-def test_images_sharing_a_base_layer_share_its_snapshot(bk: Any, registry: RegistryServer) -> None:
+def test_images_sharing_a_base_layer_share_its_snapshot(bk: Any, registry: Any) -> None:
     base = busybox_files()
     upper: Files = {
         "app": ("d", b"", 0o755),
@@ -369,7 +296,7 @@ def test_images_sharing_a_base_layer_share_its_snapshot(bk: Any, registry: Regis
     assert not (out_a / "app").exists()
 
 
-def test_corrupted_layer_refused_nothing_cached(bk: Any, registry: RegistryServer) -> None:
+def test_corrupted_layer_refused_nothing_cached(bk: Any, registry: Any) -> None:
     image = make_image(Platform.host(), [busybox_files()])
     ref = push(registry, "busybox:bad", image, bk.tmp / "push")
     layer = image.layer_digests[0]
@@ -390,7 +317,7 @@ def test_corrupted_layer_refused_nothing_cached(bk: Any, registry: RegistryServe
     assert not pulls.exists() or not list(pulls.iterdir())
 
 
-def test_missing_tag_is_one_clear_error(bk: Any, registry: RegistryServer) -> None:
+def test_missing_tag_is_one_clear_error(bk: Any, registry: Any) -> None:
     image = make_image(Platform.host(), [busybox_files()])
     push(registry, "busybox:latest", image, bk.tmp / "push")
     missing = f"{registry.host}/busybox:nope"
@@ -407,7 +334,7 @@ def test_golden_vector_v2_with_secret(bk: Any, start_registry: Any) -> None:
         pytest.skip("vector v2 is built for linux/amd64")
     if not _port_free(5000):
         pytest.skip("127.0.0.1:5000 is in use: vector v2 names 127.0.0.1:5000/busybox:latest")
-    registry: RegistryServer = start_registry(5000)
+    registry: Any = start_registry(port=5000)
     image = make_image(Platform.parse("linux/amd64"), [busybox_files()])
     push(registry, "busybox:latest", image, bk.tmp / "push")
     secret = bk.tmp / "secret.txt"
@@ -420,9 +347,7 @@ def test_golden_vector_v2_with_secret(bk: Any, start_registry: Any) -> None:
     assert not (out / "run/secrets/s").exists() or (out / "run/secrets/s").stat().st_size == 0
 
 
-def test_repushed_image_with_same_layers_hits_through_the_chain_key(
-    bk: Any, registry: RegistryServer
-) -> None:
+def test_repushed_image_with_same_layers_hits_through_the_chain_key(bk: Any, registry: Any) -> None:
     files = busybox_files()
     first = make_image(Platform.host(), [files])
     second = make_image(Platform.host(), [files], env="PATH=/bin:/usr/bin")
@@ -438,7 +363,7 @@ def test_repushed_image_with_same_layers_hits_through_the_chain_key(
     assert len(image_snapshots(bk.root)) == 1
 
 
-def test_layer_limit_keeps_the_lower_layers(bk: Any, registry: RegistryServer) -> None:
+def test_layer_limit_keeps_the_lower_layers(bk: Any, registry: Any) -> None:
     upper: Files = {"app": ("d", b"", 0o755), "app/hello.txt": ("f", b"upper\n", 0o644)}
     image = make_image(Platform.host(), [busybox_files(), upper])
     ref = push(registry, "app:1", image, bk.tmp / "push")
@@ -457,7 +382,7 @@ def _marker_image(plat: str) -> FixtureImage:
     return make_image(Platform.parse(plat), [files])
 
 
-def test_platform_chosen_from_index(bk: Any, registry: RegistryServer) -> None:
+def test_platform_chosen_from_index(bk: Any, registry: Any) -> None:
     images = {p: _marker_image(p) for p in ("linux/amd64", "linux/arm64", "linux/arm/v7")}
     ref, index_digest = push_index(registry, "multi:1", images, bk.tmp / "push")
     for plat in ("linux/arm64", "linux/arm/v7", "linux/amd64"):
@@ -474,9 +399,7 @@ def test_platform_chosen_from_index(bk: Any, registry: RegistryServer) -> None:
     assert digest == index_digest and json.loads(config)["architecture"] == "arm"
 
 
-def test_one_build_pulling_two_images_builds_the_shared_base_once(
-    bk: Any, registry: RegistryServer
-) -> None:
+def test_one_build_pulling_two_images_builds_the_shared_base_once(bk: Any, registry: Any) -> None:
     base = busybox_files()
     plat = Platform.host()
     left = make_image(plat, [base, {"l.txt": ("f", b"left\n", 0o644)}])
@@ -497,9 +420,7 @@ def test_one_build_pulling_two_images_builds_the_shared_base_once(
     assert len({s["vertex"] for s in extracted}) == 1  # by one of the two vertices only
 
 
-def test_two_processes_pulling_one_image_build_each_chain_once(
-    bk: Any, registry: RegistryServer
-) -> None:
+def test_two_processes_pulling_one_image_build_each_chain_once(bk: Any, registry: Any) -> None:
     import random
 
     noise = random.Random(7).randbytes(8 << 20)  # incompressible: extraction takes a while
@@ -520,9 +441,7 @@ def test_two_processes_pulling_one_image_build_each_chain_once(
     assert sorted(extracted) == sorted(f"extracting {d}" for d in image.layer_digests)
 
 
-def test_pull_after_prune_rebuilds_from_a_stale_chain_record(
-    bk: Any, registry: RegistryServer
-) -> None:
+def test_pull_after_prune_rebuilds_from_a_stale_chain_record(bk: Any, registry: Any) -> None:
     image = make_image(Platform.host(), [busybox_files()])
     ref = push(registry, "busybox:latest", image, bk.tmp / "push")
     bk.build(llb.image(ref), out=bk.tmp / "out1")

@@ -25,8 +25,6 @@ import subprocess
 import tarfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +44,6 @@ from bkcore.registry_client import mediatypes as mt
 
 pytestmark = pytest.mark.integration
 
-REGISTRY_BIN = shutil.which("docker-registry")
 BUSYBOX = Path("/bin/busybox")
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
 USER, PASSWORD = "alice", "s3cret-pw"
@@ -59,80 +56,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class RegistryServer:
-    host: str  # 127.0.0.1:PORT
-    storage: Path
-
-    def blob_data_path(self, digest: str) -> Path:
-        algo, hexd = digest.split(":", 1)
-        return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
-
-
-def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # 401 from an auth-enabled registry: it is up
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("docker-registry did not start within 20 s")
-
-
 @pytest.fixture
-def _registry_factory(tmp_path: Path) -> Iterator[Any]:
-    if REGISTRY_BIN is None:
-        pytest.skip("docker-registry binary not installed (apt-get install docker-registry)")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, htpasswd: Path | None = None, auth_yaml: str = "") -> RegistryServer:
-        base = tmp_path / name
-        storage = base / "storage"
-        storage.mkdir(parents=True)
-        host = f"127.0.0.1:{_free_port()}"
-        auth = (
-            f"auth:\n  htpasswd:\n    realm: bk-test\n    path: {htpasswd}\n"
-            if htpasswd
-            else auth_yaml
-        )
-        config = base / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {host}\n{auth}"
-        )
-        log = base / "registry.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(REGISTRY_BIN), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
-        procs.append(proc)
-        _wait_up(host, proc, log)
-        return RegistryServer(host, storage)
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture
-def registry(_registry_factory: Any) -> RegistryServer:
-    server: RegistryServer = _registry_factory("plain")
+def registry(start_registry: Any) -> Any:
+    server: Any = start_registry("plain")
     return server
 
 
 @pytest.fixture
-def auth_registry(_registry_factory: Any, tmp_path: Path) -> RegistryServer:
+def auth_registry(start_registry: Any, tmp_path: Path) -> Any:
     htpasswd_bin = shutil.which("htpasswd")
     if htpasswd_bin is None:
         pytest.skip("htpasswd not installed (apt-get install apache2-utils)")
@@ -141,7 +72,7 @@ def auth_registry(_registry_factory: Any, tmp_path: Path) -> RegistryServer:
     ).stdout.strip()
     path = tmp_path / "htpasswd"
     path.write_text(line + "\n")
-    server: RegistryServer = _registry_factory("basic", path)
+    server: Any = start_registry("basic", htpasswd=path)
     return server
 
 
@@ -371,9 +302,7 @@ def _token_handler(server: TokenServer) -> type[http.server.BaseHTTPRequestHandl
 
 
 @pytest.fixture
-def token_registry(
-    _registry_factory: Any, tmp_path: Path
-) -> Iterator[tuple[RegistryServer, TokenServer]]:
+def token_registry(start_registry: Any, tmp_path: Path) -> Iterator[tuple[Any, TokenServer]]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed (needed to sign registry tokens)")
     key, cert = tmp_path / "token.key", tmp_path / "token.pem"
@@ -393,7 +322,7 @@ def token_registry(
         f"    issuer: bk-test-issuer\n    rootcertbundle: {cert}\n"
     )
     try:
-        yield _registry_factory("token", auth_yaml=auth_yaml), server
+        yield start_registry("token", auth_yaml=auth_yaml), server
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -520,7 +449,7 @@ def _run(coro: Any) -> Any:
 
 
 # -- tests ------------------------------------------------------------------------------------
-def test_push_then_pull_by_tag_and_digest(registry: RegistryServer, tmp_path: Path) -> None:
+def test_push_then_pull_by_tag_and_digest(registry: Any, tmp_path: Path) -> None:
     image = busybox_image()
     again = busybox_image()
     assert again.manifest == image.manifest  # the fixture image is deterministic
@@ -560,7 +489,7 @@ def test_push_then_pull_by_tag_and_digest(registry: RegistryServer, tmp_path: Pa
         assert out == image.manifest
 
 
-def test_missing_tag_and_blob_are_clear_errors(registry: RegistryServer, tmp_path: Path) -> None:
+def test_missing_tag_and_blob_are_clear_errors(registry: Any, tmp_path: Path) -> None:
     ref = ImageReference.parse(f"{registry.host}/test/nothing:here")
 
     async def main() -> None:
@@ -574,7 +503,7 @@ def test_missing_tag_and_blob_are_clear_errors(registry: RegistryServer, tmp_pat
     _run(main())
 
 
-def test_chunked_upload_and_cross_repo_mount(registry: RegistryServer, tmp_path: Path) -> None:
+def test_chunked_upload_and_cross_repo_mount(registry: Any, tmp_path: Path) -> None:
     blob = secrets.token_bytes(300_000)
     digest = _sha(blob)
     src = tmp_path / "blob"
@@ -602,7 +531,7 @@ def test_chunked_upload_and_cross_repo_mount(registry: RegistryServer, tmp_path:
     _run(main())
 
 
-def test_platform_selection_from_index(registry: RegistryServer, tmp_path: Path) -> None:
+def test_platform_selection_from_index(registry: Any, tmp_path: Path) -> None:
     host = busybox_image()
     platforms = [Platform("linux", "arm64", "v8"), Platform("linux", "arm", "v6")]
     others = [
@@ -649,7 +578,7 @@ def test_platform_selection_from_index(registry: RegistryServer, tmp_path: Path)
     _run(main())
 
 
-def test_basic_auth(auth_registry: RegistryServer, tmp_path: Path) -> None:
+def test_basic_auth(auth_registry: Any, tmp_path: Path) -> None:
     image = busybox_image()
     ref = ImageReference.parse(f"{auth_registry.host}/private/busybox:1")
     asked: list[str] = []
@@ -681,7 +610,7 @@ def test_basic_auth(auth_registry: RegistryServer, tmp_path: Path) -> None:
     _run(main())
 
 
-def test_bearer_token_auth(registry: RegistryServer, proxy_factory: Any, tmp_path: Path) -> None:
+def test_bearer_token_auth(registry: Any, proxy_factory: Any, tmp_path: Path) -> None:
     state = ProxyState(upstream=registry.host, token_auth=True)
     front = proxy_factory(state)
     image = busybox_image()
@@ -711,7 +640,7 @@ def test_bearer_token_auth(registry: RegistryServer, proxy_factory: Any, tmp_pat
     _run(main())
 
 
-def test_corrupted_blob_rejected_nothing_written(registry: RegistryServer, tmp_path: Path) -> None:
+def test_corrupted_blob_rejected_nothing_written(registry: Any, tmp_path: Path) -> None:
     blob = secrets.token_bytes(3 * 1024 * 1024 + 17)
     digest = _sha(blob)
     src = tmp_path / "src"
@@ -741,7 +670,7 @@ def test_corrupted_blob_rejected_nothing_written(registry: RegistryServer, tmp_p
 
 
 def test_retries_on_503_and_dropped_connections(
-    registry: RegistryServer, proxy_factory: Any, tmp_path: Path
+    registry: Any, proxy_factory: Any, tmp_path: Path
 ) -> None:
     image = busybox_image()
     ref_plain = ImageReference.parse(f"{registry.host}/test/flaky:1")
@@ -775,7 +704,7 @@ def test_retries_on_503_and_dropped_connections(
     assert broken.failures == FAST_RETRY.attempts  # bounded: gave up after the policy's attempts
 
 
-def test_docker_schema2_and_manifest_list(registry: RegistryServer, tmp_path: Path) -> None:
+def test_docker_schema2_and_manifest_list(registry: Any, tmp_path: Path) -> None:
     image = busybox_image()
     config = image.config
     manifest = json.dumps(
@@ -816,9 +745,7 @@ def test_docker_schema2_and_manifest_list(registry: RegistryServer, tmp_path: Pa
     _run(main())
 
 
-def test_registry_token_auth(
-    token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
-) -> None:
+def test_registry_token_auth(token_registry: tuple[Any, TokenServer], tmp_path: Path) -> None:
     """The registry itself checks the RS256 tokens our token server signs."""
     registry_, tokens = token_registry
     image = busybox_image()

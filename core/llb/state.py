@@ -8,7 +8,7 @@ import enum
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from bkcore.errors import DefinitionError
 from bkcore.llb import paths, shellwords
@@ -231,6 +231,12 @@ class State:
         return self.with_user(user)
 
     # ----------------------------------------------------------------- ops
+    def _settings(self) -> dict[str, Any]:
+        """Every setting of this State except its output (what a derived State inherits)."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(State) if f.name != "_output"
+        }
+
     def run(
         self,
         command: str | Sequence[str],
@@ -284,20 +290,7 @@ class State:
             proxy_env=proxy_env,
             meta=OpMeta.build(meta, custom_name, ignore_cache),
         )
-        return ExecState(
-            _output=op.root_output,
-            _env=self._env,
-            _cwd=self._cwd,
-            _user=self._user,
-            _hostname=self._hostname,
-            _network=self._network,
-            _security=self._security,
-            _platform=self._platform,
-            _extra_hosts=self._extra_hosts,
-            _ulimits=self._ulimits,
-            _cgroup_parent=self._cgroup_parent,
-            _exec=op,
-        )
+        return ExecState(_output=op.root_output, _exec=op, **self._settings())
 
     def sh(self, script: str, **options: Unpack[RunOptions]) -> ExecState:
         """``run(["/bin/sh", "-c", script], ...)``: a shell script, same options as ``run``."""
@@ -356,19 +349,7 @@ class ExecState(State):
 
     def root(self) -> State:
         """The root filesystem after the process ran, as a plain State."""
-        return State(
-            _output=self._output,
-            _env=self._env,
-            _cwd=self._cwd,
-            _user=self._user,
-            _hostname=self._hostname,
-            _network=self._network,
-            _security=self._security,
-            _platform=self._platform,
-            _extra_hosts=self._extra_hosts,
-            _ulimits=self._ulimits,
-            _cgroup_parent=self._cgroup_parent,
-        )
+        return State(_output=self._output, **self._settings())
 
     def get_mount(self, dest: str) -> State:
         """The content of mount ``dest`` after the process ran.

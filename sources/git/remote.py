@@ -9,12 +9,10 @@ serialises fetching and checking out across processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,30 +24,12 @@ if TYPE_CHECKING:
     from bkcore.progress import SharedProgress
     from bkcore.sources.git.spec import GitSpec
 
-__all__ = ["ensure_commit", "locked", "pick_ref", "remote_dir", "resolve"]
-
-_LOCK_POLL = 0.05
+__all__ = ["ensure_commit", "pick_ref", "remote_dir", "resolve"]
 
 
 def remote_dir(store_root: Path, url: str) -> Path:
     """The directory caching remote ``url`` (its bare ``repo.git`` and ``lock``)."""
     return store_root / GIT_DIR / "remotes" / hashlib.sha256(url.encode()).hexdigest()[:32]
-
-
-@contextlib.asynccontextmanager
-async def locked(path: Path) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path`` (polled, so waiting stays cancellable)."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(_LOCK_POLL)
-        yield
-    finally:
-        os.close(fd)
 
 
 def pick_ref(listing: Sequence[tuple[str, str]], ref: str) -> tuple[str, str] | None:

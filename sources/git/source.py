@@ -16,9 +16,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from bkcore.filelock import locked
 from bkcore.sources.git.access import open_runner, sweep_tmp
 from bkcore.sources.git.checkout import checkout
-from bkcore.sources.git.remote import ensure_commit, locked, remote_dir, resolve
+from bkcore.sources.git.remote import ensure_commit, remote_dir, resolve
 from bkcore.sources.git.spec import GitSpec, key_string, parse
 
 if TYPE_CHECKING:

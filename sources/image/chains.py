@@ -10,8 +10,6 @@ once their process is gone.
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import os
 import secrets
 import shutil
@@ -20,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bkcore.cache import procs
+from bkcore.filelock import locked
 
 __all__ = [
     "CHAINS_DIR",
@@ -35,7 +34,6 @@ __all__ = [
 CHAINS_DIR = "image-chains"
 LOCKS_DIR = "image-chains.locks"
 PULL_DIR = "image-pull"
-_LOCK_POLL = 0.05
 
 
 def _entry(root: Path, chain_id: str) -> Path:
@@ -65,23 +63,8 @@ async def chain_file_lock(root: Path, chain_id: str) -> AsyncIterator[None]:
     """Hold the cross-process lock of ``chain_id`` (a ``flock``, polled so that waiting
     stays cancellable; the kernel drops it when its process dies)."""
     algo, _, hexd = chain_id.partition(":")
-    path = root / LOCKS_DIR / f"{algo}-{hexd}"
-
-    def open_lock() -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    fd = await asyncio.to_thread(open_lock)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(_LOCK_POLL)
+    async with locked(root / LOCKS_DIR / f"{algo}-{hexd}"):
         yield
-    finally:
-        os.close(fd)
 
 
 def pull_dir(root: Path) -> Path:

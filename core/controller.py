@@ -150,10 +150,19 @@ def client_shared_key(locals: Mapping[str, str]) -> str:
 class _ExportContext:
     """:class:`bkcore.exporter.ExportContext` of one build."""
 
-    def __init__(self, store: CacheStore, caller: Caller, progress: ProgressStream) -> None:
+    def __init__(
+        self,
+        store: CacheStore,
+        caller: Caller,
+        progress: ProgressStream,
+        metadata: Mapping[str, bytes] | None = None,
+        refs: Mapping[str, Result | None] | None = None,
+    ) -> None:
         self._store = store
         self._caller = caller
         self._progress = progress
+        self._metadata: Mapping[str, bytes] = dict(metadata or {})
+        self._refs: Mapping[str, Result | None] = dict(refs or {})
 
     def view(self, result: Result | None) -> contextlib.AbstractContextManager[Path]:
         if result is None:
@@ -167,6 +176,14 @@ class _ExportContext:
     @property
     def progress(self) -> ProgressStream:
         return self._progress
+
+    @property
+    def metadata(self) -> Mapping[str, bytes]:
+        return self._metadata
+
+    @property
+    def refs(self) -> Mapping[str, Result | None]:
+        return self._refs
 
 
 @contextlib.contextmanager

@@ -30,6 +30,18 @@ class ExportContext(Protocol):
         """The job's progress stream (exporters show themselves as extra vertices)."""
         ...
 
+    @property
+    def metadata(self) -> Mapping[str, bytes]:
+        """The result's metadata from the frontend (``containerimage.config`` ...; see
+        :mod:`bkcore.frontend`); empty for raw LLB."""
+        ...
+
+    @property
+    def refs(self) -> Mapping[str, Result | None]:
+        """A multi-platform result's refs by platform (``linux/amd64``); empty when the
+        result is a single ref (the ``result`` argument of :meth:`Exporter.export`)."""
+        ...
+
 
 class Exporter(Protocol):
     """Writes a build result somewhere."""

@@ -377,6 +377,9 @@ class Controller:
             return attachable
 
         out: list[Attachable] = []
+        if "auth" in registry:
+            # Registry credentials are always served from the client side (docker config).
+            out.append(make("auth", "registry auth"))
         if options.locals:
             out.append(make("filesync", "--local", dict(options.locals)))
         if options.secrets:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bkcore.cache.results import SnapshotResult, commit_result, prepare, results_for
 from bkcore.layers.apply import apply_layer_async
@@ -34,7 +36,18 @@ if TYPE_CHECKING:
     from bkcore.registry_client import ImageReference, RegistryClient
     from bkcore.sources.image.resolve import Layer
 
-__all__ = ["pull_chain"]
+__all__ = ["BlobFetcher", "pull_chain", "pull_layers"]
+
+
+class BlobFetcher(Protocol):
+    """Streams blob ``digest`` into ``dest``, verified (digest and ``size``), reporting bytes
+    received so far; nothing is left at ``dest`` on failure. ``RegistryClient.fetch_blob``
+    bound to a reference is one; the ``oci-layout`` source's session store is another."""
+
+    def __call__(
+        self, digest: str, dest: Path, size: int | None, progress: Callable[[int], None] | None
+    ) -> Awaitable[int]: ...
+
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _PROGRESS_INTERVAL = 0.1
@@ -67,8 +80,7 @@ async def _existing(store: CacheStore, chain_id: str) -> SnapshotResult | None:
 
 async def _download(
     store: CacheStore,
-    client: RegistryClient,
-    ref: ImageReference,
+    fetch: BlobFetcher,
     layer: Layer,
     workdir: Path,
     progress: SharedProgress,
@@ -87,7 +99,7 @@ async def _download(
             last = now
             progress.status(layer.digest, current=done, total=layer.size, started=started)
 
-    await client.fetch_blob(ref, layer.digest, dest, layer.size, report)
+    await fetch(layer.digest, dest, layer.size, report)
     await asyncio.to_thread(store.content.ingest, dest, layer.digest)
     progress.status(
         layer.digest,
@@ -143,8 +155,19 @@ async def pull_chain(
     progress: SharedProgress,
 ) -> SnapshotResult:
     """A reference to the committed snapshot of all ``layers`` (an empty one for none)."""
+    return await pull_layers(store, partial(client.fetch_blob, ref), str(ref), layers, progress)
+
+
+async def pull_layers(
+    store: CacheStore,
+    fetch: BlobFetcher,
+    label: str,
+    layers: tuple[Layer, ...],
+    progress: SharedProgress,
+) -> SnapshotResult:
+    """Like :func:`pull_chain` with blobs from ``fetch``; ``label`` names the image."""
     if not layers:
-        mutable = await prepare(store, None, f"empty image {ref}")
+        mutable = await prepare(store, None, f"empty image {label}")
         return await commit_result(store, mutable)
     chains = chain_ids([layer.diff_id for layer in layers])
     top: SnapshotResult | None = None
@@ -162,7 +185,7 @@ async def pull_chain(
         try:
             async with asyncio.TaskGroup() as tg:
                 blobs = [
-                    tg.create_task(_download(store, client, ref, layer, workdir, progress))
+                    tg.create_task(_download(store, fetch, layer, workdir, progress))
                     for layer in layers[start:]
                 ]
                 for i, blob in enumerate(blobs, start):

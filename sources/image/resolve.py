@@ -19,7 +19,14 @@ from bkcore.registry_client import ImageReference, RegistryClient
 if TYPE_CHECKING:
     from bkcore.progress import SharedProgress
 
-__all__ = ["MAX_CONFIG_SIZE", "Layer", "ResolvedImage", "resolve_image", "resolve_image_config"]
+__all__ = [
+    "MAX_CONFIG_SIZE",
+    "Layer",
+    "ResolvedImage",
+    "manifest_layers",
+    "resolve_image",
+    "resolve_image_config",
+]
 
 #: Image configs bigger than this are refused.
 MAX_CONFIG_SIZE = 8 * 1024 * 1024
@@ -47,7 +54,11 @@ class ResolvedImage:
     layers: tuple[Layer, ...]
 
 
-def _layers(ref: ImageReference, manifest: dict[str, Any], config: bytes) -> tuple[Layer, ...]:
+def manifest_layers(
+    ref: ImageReference | str, manifest: dict[str, Any], config: bytes
+) -> tuple[Layer, ...]:
+    """The layers of ``manifest`` paired with the config's ``rootfs.diff_ids``; SourceError
+    naming ``ref`` when they are missing or do not match."""
     descs = manifest.get("layers")
     if not isinstance(descs, list):
         raise SourceError(f"{ref}: manifest has no layers list")
@@ -93,7 +104,7 @@ async def resolve_image(
             raise SourceError(f"{ref}: manifest {manifest.digest} has no config descriptor")
         config_digest = str(config_desc["digest"])
         config = await client.fetch_blob_bytes(pinned, config_digest, MAX_CONFIG_SIZE)
-        layers = _layers(ref, body, config)
+        layers = manifest_layers(ref, body, config)
     finally:
         if progress is not None:
             progress.status(status, started=started, completed=time.time())

@@ -15,13 +15,30 @@ import json
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bkcore.cache.content import ContentStore, check_digest
 from bkcore.cache.procs import me
 from bkcore.errors import BkError, CacheError, ExportError
-from bkcore.layers.compress import CompressedBlob, Compression, compress_tar
+from bkcore.layers.compress import (
+    EMPTY_LAYER_DIFF_ID,
+    GO_EMPTY_GZIP,
+    CompressedBlob,
+    Compression,
+    compress_tar,
+)
 from bkcore.layers.write import TarInfo, Writable
+
+
+@dataclass(frozen=True, slots=True)
+class LayerOrigin:
+    """The blob a snapshot was made from (a pulled layer): kept as it is when exported."""
+
+    digest: str
+    size: int
+    media_type: str
+    diff_id: str
 
 
 class LayerBlobCache:
@@ -75,6 +92,58 @@ class LayerBlobCache:
     def remember(self, key: str, diff_id: str) -> None:
         self._write(self._key_file(key), diff_id)
 
+    # -- provenance: pulled layers keep their blobs; blobs remember where they were seen ---
+
+    def _origin_file(self, snapshot_id: str) -> Path:
+        return self.dir / ("origin-" + hashlib.sha256(snapshot_id.encode()).hexdigest())
+
+    def record_origin(self, snapshot_id: str, origin: LayerOrigin) -> None:
+        """Record that the committed ``snapshot_id`` is the layer blob ``origin`` applied
+        (the image source calls this after pulling), so exports reuse that blob."""
+        check_digest(origin.digest)
+        doc = {
+            "digest": origin.digest,
+            "size": origin.size,
+            "mediaType": origin.media_type,
+            "diffID": origin.diff_id,
+        }
+        self._write(self._origin_file(snapshot_id), json.dumps(doc))
+
+    def origin(self, snapshot_id: str) -> LayerOrigin | None:
+        """The recorded origin blob of ``snapshot_id`` if it is still in the content store."""
+        try:
+            doc = json.loads(self._origin_file(snapshot_id).read_text())
+            found = LayerOrigin(
+                str(doc["digest"]), int(doc["size"]), str(doc["mediaType"]), str(doc["diffID"])
+            )
+            if not self.content.has(found.digest):
+                return None
+        except (FileNotFoundError, ValueError, KeyError, TypeError, CacheError):
+            return None
+        return found
+
+    def _sources_file(self, digest: str) -> Path:
+        return self.dir / f"sources-{check_digest(digest)}"
+
+    def add_source(self, digest: str, host: str, repository: str) -> None:
+        """Remember that registry ``host`` holds ``digest`` in ``repository`` (containerd's
+        ``distribution.source`` label: a later push to that host can mount it from there)."""
+        found = self.sources(digest)
+        if found.get(host) == repository:
+            return
+        found[host] = repository
+        self._write(self._sources_file(digest), json.dumps(found, sort_keys=True))
+
+    def sources(self, digest: str) -> dict[str, str]:
+        """Registry host -> repository known to hold ``digest``."""
+        try:
+            doc = json.loads(self._sources_file(digest).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        return {str(k): str(v) for k, v in doc.items()}
+
     def get_or_create(
         self,
         produce: Callable[[Writable], TarInfo | None],
@@ -103,6 +172,15 @@ class LayerBlobCache:
             with open(tmp, "xb") as out:
                 made = compress_tar(produce, out, compression, level=level)
             self.compressions += 1
+            if made.diff_id == EMPTY_LAYER_DIFF_ID and compression == "gzip":
+                # An empty diff: Go's gzip bytes for it, so the blob is BuildKit's own.
+                tmp.write_bytes(GO_EMPTY_GZIP)
+                made = CompressedBlob(
+                    "sha256:" + hashlib.sha256(GO_EMPTY_GZIP).hexdigest(),
+                    len(GO_EMPTY_GZIP),
+                    made.diff_id,
+                    compression,
+                )
             if key is not None:
                 self.remember(key, made.diff_id)
             hit = self.lookup(made.diff_id, compression)

@@ -29,6 +29,11 @@ COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd", "uncompressed")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GO_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: diff ID of an empty layer tar (two zero blocks).
+EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+#: What Go's ``compress/gzip`` (level 6) writes for the empty layer tar: BuildKit's 32-byte
+#: ``sha256:4f4fb700...`` blob. zlib and ISA-L encode the same 1024 zero bytes differently.
+GO_EMPTY_GZIP = _GO_GZIP_HEADER + bytes.fromhex("621805a360148c5800080000ffff2eafb5ef00040000")
 
 _MEDIA = {
     ("gzip", True): "application/vnd.oci.image.layer.v1.tar+gzip",

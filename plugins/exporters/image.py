@@ -1,0 +1,75 @@
+"""The ``image`` exporter: the result as an image in the content store, optionally pushed.
+
+Attrs (buildctl's ``--output type=image,...``): ``name=a,b`` (several names), ``push=true``,
+``push-by-digest=true``, ``registry.insecure=true``, ``compression=gzip|zstd|uncompressed``,
+``compression-level``, ``force-compression``, ``oci-mediatypes``, ``buildinfo``,
+``annotation*``, ``source-date-epoch``. Layers, config and manifest are written to the
+content store (spec/exporters.md §2); with ``push`` every name is pushed (§4). The response
+carries ``containerimage.digest``, ``containerimage.config.digest``,
+``containerimage.descriptor``, ``image.name`` and ``containerimage.buildinfo``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from bkcore.errors import ExportError
+from bkcore.plugins.exporters.common import exporting
+from bkcore.plugins.exporters.imagecommon import (
+    META_BUILDINFO,
+    build_image,
+    descriptor_b64,
+    parse_bool,
+    parse_options,
+)
+
+if TYPE_CHECKING:
+    from bkcore.exporter import ExportContext
+    from bkcore.solver.types import Result
+
+__all__ = ["ImageExporter", "response"]
+
+
+def response(
+    ctx: ExportContext, image: object, names: list[str], buildinfo: bool
+) -> dict[str, str]:
+    from bkcore.plugins.exporters.imagecommon import BuiltImage
+
+    assert isinstance(image, BuiltImage)
+    out = {
+        "containerimage.digest": image.top.digest,
+        "containerimage.descriptor": descriptor_b64(image.top),
+    }
+    if not image.is_index:
+        out["containerimage.config.digest"] = image.images[0].config.digest
+    if names:
+        out["image.name"] = ",".join(names)
+    if buildinfo:
+        info = ctx.metadata.get(META_BUILDINFO, b"{}")
+        out["containerimage.buildinfo"] = base64.b64encode(info).decode()
+    return out
+
+
+class ImageExporter:
+    """:class:`bkcore.exporter.Exporter` of ``--output type=image``."""
+
+    async def export(
+        self, ctx: ExportContext, result: Result | None, attrs: Mapping[str, str]
+    ) -> Mapping[str, str]:
+        from bkcore.plugins.exporters.imagecommon_push import parse_push_name, push_image
+
+        opts = parse_options(attrs, ctx.metadata, oci_default=False)
+        push = parse_bool(attrs, "push")
+        by_digest = parse_bool(attrs, "push-by-digest")
+        insecure = parse_bool(attrs, "registry.insecure")
+        if push and not opts.names:
+            raise ExportError("output type=image: push=true needs name=NAME")
+        targets = [parse_push_name(n, by_digest=by_digest) for n in opts.names] if push else []
+        async with exporting(ctx.progress, "exporting to image"):
+            image = await build_image(ctx, result, opts)
+        for ref in targets:
+            async with exporting(ctx.progress, f"pushing {ref}"):
+                await push_image(image, ref, insecure=insecure)
+        return response(ctx, image, opts.names, opts.buildinfo)

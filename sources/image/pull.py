@@ -139,7 +139,16 @@ async def _apply(
         result = await commit_result(store, mutable)
         progress.status(status, started=started, completed=time.time())
         await asyncio.to_thread(record, store.root, chain_id, result.id)
+        await asyncio.to_thread(_record_origin, store, result.id, layer)
         return result
+
+
+def _record_origin(store: CacheStore, snapshot_id: str, layer: Layer) -> None:
+    """Remember the blob this layer snapshot came from: image exports reuse it as is."""
+    from bkcore.layers.blobcache import LayerBlobCache, LayerOrigin
+
+    origin = LayerOrigin(layer.digest, layer.size, layer.media_type, layer.diff_id)
+    LayerBlobCache(store.content).record_origin(snapshot_id, origin)
 
 
 async def _release(result: SnapshotResult | None) -> None:
@@ -155,7 +164,19 @@ async def pull_chain(
     progress: SharedProgress,
 ) -> SnapshotResult:
     """A reference to the committed snapshot of all ``layers`` (an empty one for none)."""
-    return await pull_layers(store, partial(client.fetch_blob, ref), str(ref), layers, progress)
+    top = await pull_layers(store, partial(client.fetch_blob, ref), str(ref), layers, progress)
+    await asyncio.to_thread(_record_sources, store, ref, layers)
+    return top
+
+
+def _record_sources(store: CacheStore, ref: ImageReference, layers: tuple[Layer, ...]) -> None:
+    """Remember which repository of which registry holds each layer blob, so a push to that
+    registry can mount it from there (containerd's ``distribution.source`` labels)."""
+    from bkcore.layers.blobcache import LayerBlobCache
+
+    cache = LayerBlobCache(store.content)
+    for layer in layers:
+        cache.add_source(layer.digest, ref.domain, ref.repository)
 
 
 async def pull_layers(

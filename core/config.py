@@ -92,3 +92,8 @@ def runtime_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_runtime_dir(APP_NAME))
+
+
+def registry_config_file() -> Path:
+    """The registry hosts file (``[registry."host"]`` tables): ``config_dir()/registries.toml``."""
+    return config_dir() / "registries.toml"

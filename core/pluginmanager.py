@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.sessions.filesync.plugin",
     "bkcore.sessions.secrets.plugin",
     "bkcore.sessions.sshforward.plugin",
+    "bkcore.sessions.auth.plugin",
 )
 
 #: Entry-point group third-party distributions use to provide plugins.

@@ -22,7 +22,13 @@ from bkcore.registry_client.auth import CredentialsCallback, scope_for
 from bkcore.registry_client.digests import check_digest, digest_of, new_hasher
 from bkcore.registry_client.platforms import select_manifest
 from bkcore.registry_client.reference import ImageReference
-from bkcore.registry_client.transport import HostOptions, RetryPolicy, Transport
+from bkcore.registry_client.transport import (
+    AuthState,
+    Connections,
+    HostOptions,
+    RetryPolicy,
+    Transport,
+)
 
 #: Manifests bigger than this are refused (the distribution spec suggests 4 MiB).
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
@@ -99,8 +105,11 @@ def _media_type(resp: httpx.Response, data: bytes | None) -> str:
 class RegistryClient:
     """Talks to OCI registries; use as ``async with RegistryClient(...) as client``.
 
-    ``credentials`` is called with the registry domain (``docker.io`` for Docker Hub) and
-    returns ``(user, secret)`` or None; ``hosts`` maps ``host[:port]`` to HostOptions.
+    ``credentials`` is called with the registry host as dialled (``registry-1.docker.io``
+    for Docker Hub, ``127.0.0.1:5000``) and returns ``(user, secret)`` or None (an empty
+    user with a secret is an identity token); ``hosts`` maps ``host[:port]`` to
+    HostOptions. A client made with ``connections=`` shares them (and their httpx clients)
+    and does not close them; :meth:`with_auth` makes such a client for another session.
     """
 
     def __init__(
@@ -109,8 +118,22 @@ class RegistryClient:
         hosts: Mapping[str, HostOptions] | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
+        *,
+        connections: Connections | None = None,
+        auth: AuthState | None = None,
     ) -> None:
-        self._t = Transport(credentials, hosts, retry, timeout)
+        self._t = Transport(credentials, hosts, retry, timeout, connections=connections, auth=auth)
+
+    @property
+    def connections(self) -> Connections:
+        return self._t.conn
+
+    def with_auth(self, auth: AuthState) -> RegistryClient:
+        """A client sharing this one's connections, authenticating with ``auth``.
+
+        Closing it leaves the shared connections open (their owner closes them).
+        """
+        return RegistryClient(connections=self._t.conn, auth=auth)
 
     async def __aenter__(self) -> RegistryClient:
         return self

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bkcore.errors import SourceError
 from bkcore.llb.platforms import Platform
-from bkcore.registry_client import ImageReference, RegistryClient
+from bkcore.registry_client import ImageReference, RegistryClient, load_hosts
 
 if TYPE_CHECKING:
     from bkcore.progress import SharedProgress
@@ -128,6 +128,6 @@ async def resolve_image_config(
     if client is not None:
         resolved = await resolve_image(client, parsed, plat)
     else:
-        async with RegistryClient() as own:
+        async with RegistryClient(hosts=load_hosts()) as own:
             resolved = await resolve_image(own, parsed, plat)
     return resolved.root_digest, resolved.config

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bkcore.registry_client import RegistryClient
+from bkcore.session.auth import registry_client_for
 from bkcore.sources.image.resolve import Layer, ResolvedImage, resolve_image
 from bkcore.sources.image.spec import ImageSpec, chain_ids, parse, root_key
 
@@ -36,7 +36,7 @@ class ImageInstance:
         """The reference resolved for the op's platform, once per instance."""
         async with self._lock:
             if self._resolved is None:
-                async with RegistryClient() as client:
+                async with registry_client_for(ctx) as client:
                     self._resolved = await resolve_image(
                         client, self.spec.ref, self.spec.platform, ctx.progress
                     )
@@ -60,7 +60,7 @@ class ImageInstance:
 
         image = await self.resolve(ctx)
         layers = self.layers(image)
-        async with RegistryClient() as client:
+        async with registry_client_for(ctx) as client:
             return await pull_chain(ctx.engine.store, client, image.ref, layers, ctx.progress)
 
 

@@ -92,7 +92,7 @@ class BuildOptions:
     ``values["entitlements"]``, which the exec op checks.
     """
 
-    definition: bytes
+    definition: bytes = b""
     source: str = "<stdin>"
     locals: Mapping[str, str] = field(default_factory=dict)
     secrets: Sequence[str] = ()
@@ -100,6 +100,10 @@ class BuildOptions:
     outputs: Sequence[OutputSpec] = ()
     no_cache: bool = False
     entitlements: frozenset[str] = frozenset()
+    #: A frontend (``dockerfile.v0``) builds instead of ``definition`` when set.
+    frontend: str = ""
+    frontend_opts: Mapping[str, str] = field(default_factory=dict)
+    frontend_inputs: Mapping[str, pb.Definition] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +339,8 @@ class Controller:
         engine = self.engine
         solver = self.solver
         _check_outputs(options.outputs, self.plugins)
+        if options.frontend:
+            return await self._build_frontend(options, progress)
         if definition is None:
             definition = decode(options)
         stream = progress if progress is not None else ProgressStream()
@@ -354,6 +360,53 @@ class Controller:
                     response = await self._export(options.outputs, result, session, stream)
                 finally:
                     await result.release()
+        finally:
+            engine.sessions.unregister(session.id)
+        return BuildResponse(response)
+
+    async def _build_frontend(
+        self, options: BuildOptions, progress: ProgressStream | None
+    ) -> BuildResponse:
+        """Run ``options.frontend`` through a bridge of this build and export its result."""
+        from bkcore.bridge import LLBBridge, load_frontend
+
+        engine = self.engine
+        load_frontend(engine, options.frontend)  # an unknown frontend fails before any work
+        stream = progress if progress is not None else ProgressStream()
+        session = self._session(options)
+        engine.sessions.attach(session)
+        try:
+            values = {
+                "session": session.id,
+                "no_cache": options.no_cache,
+                "entitlements": frozenset(options.entitlements),
+            }
+            async with self.solver.job(progress=stream, values=values) as job:
+                bridge = LLBBridge(
+                    engine,
+                    self.solver,
+                    job,
+                    session_id=session.id,
+                    progress=stream,
+                    no_cache=options.no_cache,
+                    entitlements=frozenset(options.entitlements),
+                )
+                try:
+                    result = await bridge.solve(
+                        frontend=options.frontend,
+                        frontend_opts=options.frontend_opts,
+                        frontend_inputs=options.frontend_inputs,
+                    )
+                    response = await self._export(
+                        options.outputs,
+                        result.ref,
+                        session,
+                        stream,
+                        metadata=result.metadata,
+                        refs=result.refs,
+                    )
+                finally:
+                    await bridge.release()
         finally:
             engine.sessions.unregister(session.id)
         return BuildResponse(response)
@@ -394,13 +447,16 @@ class Controller:
     async def _export(
         self,
         outputs: Sequence[OutputSpec],
-        result: Result,
+        result: Result | None,
         session: Session,
         progress: ProgressStream,
+        *,
+        metadata: Mapping[str, bytes] | None = None,
+        refs: Mapping[str, Result | None] | None = None,
     ) -> dict[str, str]:
         assert self._store is not None
         registry = self.plugins.registry("exporters")
-        ctx = _ExportContext(self._store, session.caller(), progress)
+        ctx = _ExportContext(self._store, session.caller(), progress, metadata, refs)
         response: dict[str, str] = {}
         for output in outputs:
             if output.type not in registry:
@@ -486,7 +542,8 @@ async def run_build(
     """One build on a fresh controller, its progress drawn on ``progress_out`` (stderr)."""
     tune_gc()
     out = progress_out if progress_out is not None else sys.stderr
-    definition = decode(options)  # fail before any state is touched
+    # fail before any state is touched
+    definition = None if options.frontend else decode(options)
     _check_outputs(options.outputs, plugins)
     renderer = make_renderer(plugins, progress, out)
     stream = ProgressStream()

@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.sources.git.plugin",
     "bkcore.sources.image.plugin",
     "bkcore.plugins.exporters.plugin",
+    "bkcore.frontends.dockerfile.plugin",
     "bkcore.sessions.filesync.plugin",
     "bkcore.sessions.secrets.plugin",
     "bkcore.sessions.sshforward.plugin",

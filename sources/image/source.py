@@ -71,3 +71,12 @@ class ImageSource:
         self, identifier: str, attrs: Mapping[str, str], platform: str | None
     ) -> ImageInstance:
         return ImageInstance(parse(identifier, attrs, platform))
+
+    async def resolve_image_config(
+        self, ref: str, *, platform: str | None = None, resolve_mode: str = "default"
+    ) -> tuple[str, bytes]:
+        """(digest, config JSON) of image ``ref`` for frontends (the bridge calls this);
+        every ``resolve_mode`` asks the registry (there is no local image store)."""
+        from bkcore.sources.image.resolve import resolve_image_config
+
+        return await resolve_image_config(ref, platform)

@@ -120,8 +120,12 @@ def archive_entries(
     }
     for desc in [*image.blobs(), image.top]:
         path = content.path(desc.digest)
-        if not path.is_file():
-            raise ExportError(f"blob {desc.digest} is missing from the content store")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ExportError(f"blob {desc.digest} is missing from the content store") from None
+        if size != desc.size:
+            raise ExportError(f"blob {desc.digest} has {size} bytes, its descriptor {desc.size}")
         name = _blob_name(desc.digest)
         entries[name] = ArchiveEntry(name, 0o444, path=path, size=desc.size)
     created = created_stamp(epoch)

@@ -4,6 +4,7 @@
 target needs as a graph, and returns the target's LLB state and image config.
 """
 
+from bkcore.frontends.dockerfile.convert.graph import dockerfile_to_llb
 from bkcore.frontends.dockerfile.convert.options import ConvertOptions, ConvertResult
 
-__all__ = ["ConvertOptions", "ConvertResult"]
+__all__ = ["ConvertOptions", "ConvertResult", "dockerfile_to_llb"]

@@ -349,6 +349,7 @@ class DispatchOptions:
         *,
         custom_name: str | None = None,
         df_command: str | None = None,
+        ignore_cache: bool | None = None,
     ) -> llb.OpMeta:
         """Metadata of an op made for instruction ``cmd``: its source location, the stage's
         ``ignore_cache``, ``custom_name`` and the ``com.docker.dockerfile.v1.command``
@@ -365,4 +366,5 @@ class DispatchOptions:
             loc = self.location(start, end)
             if loc is not None:
                 locs = (loc,)
-        return llb.OpMeta(description=desc, ignore_cache=d.ignore_cache, source_locations=locs)
+        ignore = d.ignore_cache if ignore_cache is None else ignore_cache
+        return llb.OpMeta(description=desc, ignore_cache=ignore, source_locations=locs)

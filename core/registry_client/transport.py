@@ -70,8 +70,11 @@ class Connections:
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
         user_agent: str = "bkcore",
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network for every host (tests: ``httpx.MockTransport``)."""
         self.hosts = dict(hosts or {})
+        self._transport = transport
         self.retry = retry or RetryPolicy()
         self._timeout = timeout
         self._user_agent = user_agent
@@ -115,6 +118,7 @@ class Connections:
                 verify = context
             client = httpx.AsyncClient(
                 verify=verify,
+                transport=self._transport,
                 timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 15.0)),
                 follow_redirects=True,
                 # Digests cover the stored bytes: ask for them unencoded.

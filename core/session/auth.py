@@ -30,7 +30,7 @@ from bkcore.session.transport import Caller, CallError, Status
 if TYPE_CHECKING:
     from bkcore.engine import Engine
     from bkcore.registry_client import AuthState, RegistryClient
-    from bkcore.session.manager import SessionManager
+    from bkcore.session.manager import ConnectedSession, SessionManager
     from bkcore.source import SourceContext
 
 __all__ = [
@@ -146,17 +146,28 @@ def session_credentials(
     """A registry credentials callback asking the sessions of ``group`` in order.
 
     The first session with credentials for the host answers; sessions that are gone are
-    skipped; none with credentials means anonymous.
+    skipped (when none is connected, the first is waited for a moment: a client may open
+    its session after starting the solve); none with credentials means anonymous.
     """
     ids = tuple(group)
 
-    async def credentials(host: str) -> tuple[str, str] | None:
-        last: SessionError | None = None
+    async def connected() -> list[ConnectedSession]:
+        out: list[ConnectedSession] = []
         for sid in ids:
             try:
-                conn = await sessions.get(sid, SESSION_WAIT)
+                out.append(await sessions.get(sid, 0))
             except SessionError:
                 continue
+        if not out and ids:
+            try:
+                out.append(await sessions.get(ids[0], SESSION_WAIT))
+            except SessionError:
+                pass
+        return out
+
+    async def credentials(host: str) -> tuple[str, str] | None:
+        last: SessionError | None = None
+        for conn in await connected():
             try:
                 creds = await get_credentials(conn.caller, host)
             except SessionError as exc:

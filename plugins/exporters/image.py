@@ -27,6 +27,7 @@ from bkcore.plugins.exporters.imagecommon import (
 
 if TYPE_CHECKING:
     from bkcore.exporter import ExportContext
+    from bkcore.registry_client import CredentialsCallback
     from bkcore.solver.types import Result
 
 __all__ = ["ImageExporter", "response"]
@@ -52,6 +53,20 @@ def response(
     return out
 
 
+def _session_credentials(ctx: ExportContext) -> CredentialsCallback | None:
+    """Registry credentials from the client session's Auth service (None: anonymous)."""
+    caller = ctx.caller
+    if caller is None:
+        return None
+
+    async def credentials(host: str) -> tuple[str, str] | None:
+        from bkcore.session.auth import get_credentials
+
+        return await get_credentials(caller, host)
+
+    return credentials
+
+
 class ImageExporter:
     """:class:`bkcore.exporter.Exporter` of ``--output type=image``."""
 
@@ -69,7 +84,8 @@ class ImageExporter:
         targets = [parse_push_name(n, by_digest=by_digest) for n in opts.names] if push else []
         async with exporting(ctx.progress, "exporting to image"):
             image = await build_image(ctx, result, opts)
+        credentials = _session_credentials(ctx)
         for ref in targets:
             async with exporting(ctx.progress, f"pushing {ref}"):
-                await push_image(image, ref, insecure=insecure)
+                await push_image(image, ref, insecure=insecure, credentials=credentials)
         return response(ctx, image, opts.names, opts.buildinfo)

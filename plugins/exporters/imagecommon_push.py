@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 
-from bkcore.errors import BkError, ExportError, SourceError
+from bkcore.errors import BkError, ExportError, SessionError, SourceError
 from bkcore.plugins.exporters.imagecommon import BuiltImage
-from bkcore.registry_client import HostOptions, ImageReference, RegistryClient
+from bkcore.registry_client import (
+    CredentialsCallback,
+    HostOptions,
+    ImageReference,
+    RegistryClient,
+    load_hosts,
+)
 
 __all__ = ["parse_push_name", "push_image"]
 
@@ -79,19 +86,35 @@ async def _tag_matches(client: RegistryClient, ref: ImageReference, digest: str)
     return found.digest == digest
 
 
+def _client(
+    ref: ImageReference, insecure: bool, credentials: CredentialsCallback | None
+) -> RegistryClient:
+    """A client with the hosts config (``registries.toml``); ``registry.insecure`` makes
+    ``ref``'s host plain HTTP without TLS verification."""
+    hosts = load_hosts()
+    if insecure:
+        known = hosts.get(ref.endpoint_host, HostOptions())
+        hosts[ref.endpoint_host] = replace(known, http=True, insecure=True)
+    return RegistryClient(credentials=credentials, hosts=hosts)
+
+
 async def push_image(
-    image: BuiltImage, ref: ImageReference, *, insecure: bool = False
+    image: BuiltImage,
+    ref: ImageReference,
+    *,
+    insecure: bool = False,
+    credentials: CredentialsCallback | None = None,
 ) -> dict[str, str]:
     """Push ``image`` to ``ref`` (tagged, or by digest when ``ref`` has no tag).
 
+    ``credentials`` answers a registry's challenge (the client session's Auth service).
     Returns digest -> ``exists``/``mounted``/``uploaded`` of the blobs. Errors are one
     :class:`ExportError` line naming the reference."""
     from bkcore.layers.blobcache import LayerBlobCache
 
-    hosts = {ref.domain: HostOptions(http=True, insecure=True)} if insecure else None
     cache = LayerBlobCache(image.store.content)
     try:
-        async with RegistryClient(hosts=hosts) as client:
+        async with _client(ref, insecure, credentials) as client:
             outcomes = await _push_blobs(client, ref, image, image.layer_sources())
             for image_part in image.images:
                 for layer in image_part.layers:
@@ -110,7 +133,7 @@ async def push_image(
                 )
             elif not await _tag_matches(client, ref, image.top.digest):
                 await client.put_manifest(ref, image.top_bytes, image.top.media_type, tag)
-    except SourceError as exc:
+    except (SourceError, SessionError) as exc:
         raise ExportError(f"push failed: {exc}") from exc
     except OSError as exc:
         raise ExportError(f"push to {ref} failed: {exc}") from exc

@@ -1,12 +1,21 @@
-"""Shared fixtures of the end-to-end build tests (``test_build_*.py``).
+"""Shared fixtures of the integration tests.
 
 ``bk`` is a :class:`Builder`: it marshals an SDK graph (``bkcore.llb``), pipes it into a real
 ``bkcore build`` subprocess (own state root per test, runc containers, ``--progress rawjson``)
-and returns a :class:`BuildRun` with the parsed progress. Graphs start from ``bk.base()``: a
-busybox-static rootfs made by ``scripts/make-rootfs`` once per session and sent as the local
-source ``rootfs``, since registry images are not part of this phase.
+and returns a :class:`BuildRun` with the parsed progress. ``bk.base()`` is a busybox-static
+rootfs made by ``scripts/make-rootfs`` once per session and sent as the local source
+``rootfs``.
 
-Fixtures only: with ``--import-mode=importlib`` test modules cannot import each other.
+Servers and images (helpers in ``imagefixtures.py``, importable as ``imagefixtures`` once this
+conftest is loaded): ``registry`` (Debian's docker-registry on a free loopback port),
+``auth_registry`` (htpasswd basic auth), ``token_registry`` (``auth: token:`` behind a token
+server run here), ``vector_registry`` (port 5000, the name the golden vectors use),
+``start_registry`` (any of those by hand), ``images`` (deterministic busybox-static images and
+multi-platform indexes, pushed to any of them), ``git_server`` (bare repositories over
+``git daemon`` and ``file://``) and ``http_server`` (files with ETags).
+
+With ``--import-mode=importlib`` test modules cannot import each other: shared code lives here
+and in ``imagefixtures.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +25,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,39 +286,14 @@ def bk(busybox_rootfs: Path, tmp_path: Path) -> Iterator[Builder]:
         builder.kill_leftovers()
 
 
-# -- a docker-registry process on a free loopback port (image and registry-client tests) -------
-REGISTRY_BIN = shutil.which("docker-registry")
+# -- registries, test images, git daemon, HTTP server (helpers in imagefixtures.py) -----------
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import imagefixtures as imf  # noqa: E402  (after the path is set; not a test module)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RegistryServer:
-    host: str  # 127.0.0.1:PORT
-    storage: Path
-
-    def blob_data_path(self, digest: str) -> Path:
-        algo, hexd = digest.split(":", 1)
-        return self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
-
-
-def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # 401 from an auth-enabled registry: it is up
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("docker-registry did not start within 20 s")
+REGISTRY_BIN = imf.REGISTRY_BIN
+RegistryServer = imf.RegistryServer
+#: Vectors v2, v4 and v6 name ``127.0.0.1:5000/busybox:latest``.
+VECTOR_REGISTRY_PORT = 5000
 
 
 @pytest.fixture
@@ -329,36 +310,110 @@ def start_registry(tmp_path: Path) -> Iterator[Any]:
         port: int | None = None,
         htpasswd: Path | None = None,
         auth_yaml: str = "",
-    ) -> RegistryServer:
+    ) -> imf.RegistryServer:
         base = tmp_path / (name or f"registry-{len(procs)}")
-        storage = base / "storage"
-        storage.mkdir(parents=True)
-        host = f"127.0.0.1:{port or _free_port()}"
+        host = f"127.0.0.1:{port or imf.free_port()}"
         auth = (
             f"auth:\n  htpasswd:\n    realm: bk-test\n    path: {htpasswd}\n"
             if htpasswd
             else auth_yaml
         )
-        config = base / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {host}\n{auth}"
-        )
-        log = base / "registry.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(REGISTRY_BIN), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
+        proc, storage = imf.start_registry_process(base, host, auth)
         procs.append(proc)
-        _wait_up(host, proc, log)
-        return RegistryServer(host, storage)
+        return imf.RegistryServer(host, storage)
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        imf.stop(proc)
+
+
+@pytest.fixture
+def registry(start_registry: Any) -> imf.RegistryServer:
+    """A plain docker-registry on a free loopback port."""
+    server: imf.RegistryServer = start_registry("plain")
+    return server
+
+
+@pytest.fixture
+def auth_registry(start_registry: Any, tmp_path: Path) -> imf.RegistryServer:
+    """docker-registry with htpasswd basic auth; ``.credentials`` = (imf.USER, imf.PASSWORD)."""
+    try:
+        line = imf.htpasswd_line(imf.USER, imf.PASSWORD)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    path = tmp_path / "htpasswd"
+    path.write_text(line + "\n")
+    server: imf.RegistryServer = start_registry("basic", htpasswd=path)
+    server.credentials = (imf.USER, imf.PASSWORD)
+    return server
+
+
+@pytest.fixture
+def token_registry(start_registry: Any, tmp_path: Path) -> Iterator[imf.RegistryServer]:
+    """docker-registry with ``auth: token:`` trusting the RS256 tokens of a token server
+    run here (``.tokens``: realm, requests seen); ``.credentials`` get a token."""
+    try:
+        tokens = imf.TokenServer.create(tmp_path / "token-server")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        server: imf.RegistryServer = start_registry("token", auth_yaml=tokens.auth_yaml())
+        server.credentials = (imf.USER, imf.PASSWORD)
+        server.tokens = tokens
+        yield server
+    finally:
+        tokens.close()
+
+
+@pytest.fixture
+def vector_registry(start_registry: Any) -> imf.RegistryServer:
+    """A plain registry on 127.0.0.1:5000, where the golden vectors look for busybox.
+
+    Started here when the port is free. A plain (no auth) registry already listening there is
+    used as it is (``storage`` is then unknown): pushes of the deterministic fixture images
+    are idempotent, and developers often keep one on 5000. Anything else on the port fails
+    the test with the reason (CI machines are fresh; a skip would hide the vectors)."""
+    port = VECTOR_REGISTRY_PORT
+    host = f"127.0.0.1:{port}"
+    if imf.port_free(port):
+        server: imf.RegistryServer = start_registry("vectors", port=port)
+        return server
+    problem = imf.plain_registry_problem(host)
+    if problem:
+        pytest.fail(
+            f"{host} is in use and {problem}: the golden vectors name {host}/busybox:latest, "
+            "so the test registry must listen there (stop whatever holds the port)"
+        )
+    return imf.RegistryServer(host, Path("/nonexistent/registry-storage"))
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> imf.Images:
+    """Deterministic busybox-static images and indexes, pushed to any registry fixture."""
+    if not os.path.exists(BUSYBOX):
+        pytest.skip("busybox-static (/bin/busybox) not installed")
+    return imf.Images(tmp_path / "images")
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[imf.GitServer]:
+    """``git daemon`` on a free loopback port; ``git_server.repo(name, files)`` makes a
+    served bare repository (``.url`` git://, ``.file_url`` file://) with helpers to
+    commit, tag and add submodules."""
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    server = imf.GitServer.start(tmp_path / "git")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http_server() -> Iterator[imf.HTTPServer]:
+    """A threaded loopback HTTP server of in-memory files with ETag/Last-Modified and 304s."""
+    server = imf.HTTPServer.start()
+    try:
+        yield server
+    finally:
+        server.close()

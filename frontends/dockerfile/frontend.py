@@ -17,7 +17,6 @@ gets ``detail_lines``: the offending lines of the Dockerfile, as BuildKit prints
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from bkcore.frontend import (
     META_SOURCE_DATE_EPOCH,
     BuildResult,
 )
-from bkcore.frontends.dockerfile.convert import ConvertOptions
+from bkcore.frontends.dockerfile.convert import ConvertOptions, dockerfile_to_llb
 from bkcore.frontends.dockerfile.dockerignore import DOCKERIGNORE, read_patterns
 
 if TYPE_CHECKING:
@@ -257,11 +256,6 @@ def _attach(exc: BaseException, lines: Sequence[str]) -> None:
 # -- the frontend ------------------------------------------------------------------------------
 
 
-def _converter() -> Any:
-    """The converter module (``dockerfile_to_llb``, ``ConvertOptions``), imported on use."""
-    return importlib.import_module("bkcore.frontends.dockerfile.convert")
-
-
 class DockerfileFrontend:
     """:class:`bkcore.frontend.Frontend` of ``dockerfile.v0``."""
 
@@ -283,7 +277,6 @@ class DockerfileFrontend:
             normalize_platform(request.worker_platforms[0] if request.worker_platforms else "")
         ]
         multi = options.multi_platform or len(platforms) > 1
-        convert = _converter()
         emitted: set[tuple[str, int]] = set()
 
         def warn(message: str, line: int = 0) -> None:
@@ -324,7 +317,7 @@ class DockerfileFrontend:
                 warn=warn,
             )
             try:
-                converted = await convert.dockerfile_to_llb(dockerfile, copts, bridge)
+                converted = await dockerfile_to_llb(dockerfile, copts, bridge)
             except FrontendError as exc:
                 _attach(exc, snippet(text, exc.line, filename=options.filename))
                 raise

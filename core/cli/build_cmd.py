@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SPEC",
-        help="where to write the result: type=local,dest=DIR or type=tar,dest=FILE|- (stdout)",
+        help="where to write the result: type=local,dest=DIR, type=tar|oci|docker,dest=FILE|- "
+        "(stdout), type=image,name=REF[,push=true]; or DIR (local), - (tar on stdout)",
     )
     parser.add_argument(
         "--allow",

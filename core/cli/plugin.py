@@ -17,7 +17,11 @@ def bkcore_register_commands(registry: Registry) -> None:
         "bkcore.cli.plugins_cmd",
         description="list loaded plugins and what each registered",
     )
-    registry.add("build", "bkcore.cli.build_cmd", description="build an LLB definition from stdin")
+    registry.add(
+        "build",
+        "bkcore.cli.build_cmd",
+        description="build a Dockerfile (PATH or --frontend dockerfile.v0) or LLB from stdin",
+    )
     registry.add("du", "bkcore.cli.du_cmd", description="show disk usage of the build cache")
     registry.add("prune", "bkcore.cli.prune_cmd", description="remove unused build cache")
     registry.add(

@@ -348,7 +348,10 @@ class DockerfileFrontend:
         line, end = _location(definition, exc.digest)
         if not line:
             return exc
-        located = FrontendError(str(exc), filename, line)
+        message = exc.message or str(exc)
+        if exc.description:
+            message = f"{exc.description}: {message}"
+        located = FrontendError(message, filename, line)
         located.digest = exc.digest  # type: ignore[attr-defined]
         _attach(located, snippet(text, line, end_line=end, filename=filename))
         return located

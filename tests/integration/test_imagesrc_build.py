@@ -1,180 +1,40 @@
 """The docker-image:// source through `bkcore build` against Debian's `docker-registry` on
 loopback: an exec running busybox from the pulled image, pull by digest, a fully cached
 second build, layer snapshots shared between images (with a whiteout in the upper layer), a
-corrupted layer refused with nothing cached, a missing tag as one error line, and golden
-vector v2 when port 5000 is free.
+corrupted layer refused with nothing cached and a missing tag as one error line. (Golden
+vector v2 is built in test_imgbench_vectors.py.)
 
-The registry start and deterministic image helpers are copied from test_registry_client.py
-(with ``--import-mode=importlib`` test modules cannot import each other); the images here
-can have several layers.
+The registry fixture and the deterministic image helpers are the shared ones (conftest.py,
+imagefixtures.py); the images here can have several layers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
-import io
 import json
-import platform
-import socket
 import subprocess
 import sys
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import imagefixtures as imf
 import pytest
+from imagefixtures import GROUP, Files, FixtureImage, busybox_files, make_image
 
 from bkcore import llb
 from bkcore.cache.store import CacheStore
 from bkcore.llb.platforms import Platform
-from bkcore.registry_client import Descriptor, ImageReference, RegistryClient
-from bkcore.registry_client import mediatypes as mt
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-V2 = REPO / "tests" / "data" / "vectors" / "v2_image_exec.llb"
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "cat", "echo", "date", "ls", "mkdir", "true")
 LAYER_DESC = "image layer "
 
-Files = dict[str, tuple[str, bytes | str, int]]
 
-
-# -- registry process: the start_registry fixture is in conftest.py ---------------------------
-def _port_free(port: int) -> bool:
-    """Whether a listener could bind ``port`` (SO_REUSEADDR like Go's listeners, so
-    TIME_WAIT connections of an earlier registry do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-@pytest.fixture
-def registry(start_registry: Any) -> Any:
-    server: Any = start_registry()
-    return server
-
-
-# -- deterministic test images (adapted from test_registry_client.py) -------------------------
-PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
-GROUP = b"root:x:0:\nnogroup:x:65534:\n"
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _layer_tar(files: Files) -> bytes:
-    """name -> (kind "d"/"f"/"l", content or link target, mode); sorted, mtime 0, root-owned."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(files):
-            kind, content, mode = files[name]
-            info = tarfile.TarInfo(name)
-            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, mode
-            if kind == "d":
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif kind == "l":
-                info.type, info.linkname = tarfile.SYMTYPE, str(content)
-                tar.addfile(info)
-            else:
-                assert isinstance(content, bytes)
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
-@dataclass
-class FixtureImage:
-    layers: list[bytes]  # gzip blobs
-    diff_ids: list[str]
-    config: bytes
-    manifest: bytes
-
-    @property
-    def digest(self) -> str:
-        return _sha(self.manifest)
-
-    @property
-    def layer_digests(self) -> list[str]:
-        return [_sha(layer) for layer in self.layers]
-
-
-def make_image(plat: Platform, layer_files: list[Files], env: str = "PATH=/bin") -> FixtureImage:
-    layers, diff_ids = [], []
-    for files in layer_files:
-        tar = _layer_tar(files)
-        gz = io.BytesIO()
-        with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as out:
-            out.write(tar)
-        layers.append(gz.getvalue())
-        diff_ids.append(_sha(tar))
-    config = json.dumps(
-        {
-            "architecture": plat.architecture,
-            "os": plat.os,
-            "config": {"Env": [env], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": Descriptor(mt.OCI_CONFIG, _sha(config), len(config)).to_json(),
-            "layers": [Descriptor(mt.OCI_LAYER_GZIP, _sha(b), len(b)).to_json() for b in layers],
-        },
-        sort_keys=True,
-    ).encode()
-    return FixtureImage(layers, diff_ids, config, manifest)
-
-
-def busybox_files() -> Files:
-    if not BUSYBOX.exists():
-        pytest.skip("busybox-static (/bin/busybox) not installed")
-    files: Files = {
-        "bin": ("d", b"", 0o755),
-        "etc": ("d", b"", 0o755),
-        "etc/passwd": ("f", PASSWD, 0o644),
-        "etc/group": ("f", GROUP, 0o644),
-        "tmp": ("d", b"", 0o1777),
-        "bin/busybox": ("f", BUSYBOX.read_bytes(), 0o755),
-    }
-    for applet in APPLETS:
-        files[f"bin/{applet}"] = ("l", "busybox", 0o777)
-    return files
-
-
-async def _push(
-    host: str, name: str, images: list[FixtureImage], workdir: Path, index: bytes | None
-) -> None:
-    ref = ImageReference.parse(f"{host}/{name}")
-    async with RegistryClient() as client:
-        for image in images:
-            for blob in [*image.layers, image.config]:
-                path = workdir / _sha(blob).replace(":", "-")
-                path.write_bytes(blob)
-                await client.push_blob(ref, _sha(blob), path)
-            tag = image.digest if index is not None else None
-            await client.put_manifest(ref, image.manifest, mt.OCI_MANIFEST, tag)
-        if index is not None:
-            await client.put_manifest(ref, index, mt.OCI_INDEX)
-
-
+# -- registry (conftest ``registry`` fixture) and deterministic images (imagefixtures) ------------
 def push(registry: Any, name: str, image: FixtureImage, workdir: Path) -> str:
     """Push ``image`` as ``host/name`` (name with tag); returns the full reference."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(asyncio.wait_for(_push(registry.host, name, [image], workdir, None), 120))
+    asyncio.run(asyncio.wait_for(imf.push_async(registry.host, name, [image], workdir), 120))
     return f"{registry.host}/{name}"
 
 
@@ -183,17 +43,10 @@ def push_index(
 ) -> tuple[str, str]:
     """Push a multi-platform index of ``images`` (platform string -> image); returns the
     reference and the index digest."""
-    entries = []
-    for plat, image in images.items():
-        desc = Descriptor(mt.OCI_MANIFEST, image.digest, len(image.manifest), Platform.parse(plat))
-        entries.append(desc.to_json())
-    index = json.dumps(
-        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}, sort_keys=True
-    ).encode()
-    workdir.mkdir(parents=True, exist_ok=True)
-    run = _push(registry.host, name, list(images.values()), workdir, index)
+    index = imf.index_of(images)
+    run = imf.push_async(registry.host, name, list(images.values()), workdir, index=index)
     asyncio.run(asyncio.wait_for(run, 120))
-    return f"{registry.host}/{name}", _sha(index)
+    return f"{registry.host}/{name}", imf.sha(index)
 
 
 # -- helpers on builds and the store ------------------------------------------------------------
@@ -329,24 +182,6 @@ def test_missing_tag_is_one_clear_error(bk: Any, registry: Any) -> None:
     assert "Traceback" not in run.stderr
 
 
-def test_golden_vector_v2_with_secret(bk: Any, start_registry: Any) -> None:
-    if platform.machine() not in ("x86_64", "amd64"):
-        pytest.skip("vector v2 is built for linux/amd64")
-    if not _port_free(5000):
-        pytest.skip("127.0.0.1:5000 is in use: vector v2 names 127.0.0.1:5000/busybox:latest")
-    registry: Any = start_registry(port=5000)
-    image = make_image(Platform.parse("linux/amd64"), [busybox_files()])
-    push(registry, "busybox:latest", image, bk.tmp / "push")
-    secret = bk.tmp / "secret.txt"
-    secret.write_text("vector-secret\n")
-    out = bk.tmp / "out"
-    bk.build(V2.read_bytes(), out=out, secrets=[f"id=s,src={secret}"])
-    assert (out / "out.txt").read_text() == "vector-secret\nbar\n"
-    assert (out / "bin/busybox").read_bytes() == BUSYBOX.read_bytes()
-    assert (out / "work").is_dir()
-    assert not (out / "run/secrets/s").exists() or (out / "run/secrets/s").stat().st_size == 0
-
-
 def test_repushed_image_with_same_layers_hits_through_the_chain_key(bk: Any, registry: Any) -> None:
     files = busybox_files()
     first = make_image(Platform.host(), [files])
@@ -378,8 +213,7 @@ def test_layer_limit_keeps_the_lower_layers(bk: Any, registry: Any) -> None:
 
 
 def _marker_image(plat: str) -> FixtureImage:
-    files: Files = {"etc": ("d", b"", 0o755), "etc/arch": ("f", plat.encode(), 0o644)}
-    return make_image(Platform.parse(plat), [files])
+    return make_image(Platform.parse(plat), [imf.marker_files(plat)])
 
 
 def test_platform_chosen_from_index(bk: Any, registry: Any) -> None:

@@ -1,10 +1,9 @@
 """bkcore.registry_client against Debian's real ``docker-registry`` on loopback.
 
-Fixtures (kept in this file: with ``--import-mode=importlib`` test modules cannot import each
-other) start the registry plain and with htpasswd basic auth, run a small bearer-token server
-(a loopback proxy that demands tokens it issued), a flaky proxy (503s and dropped
-connections), and build a deterministic busybox-static image plus a multi-platform index that
-the tests push with the client itself.
+The registries (plain, htpasswd basic auth, and ``auth: token:`` behind the token server the
+tests run) and the deterministic busybox-static images are the shared fixtures (conftest.py,
+imagefixtures.py). Kept here: a loopback proxy that issues and demands its own bearer tokens,
+and a flaky proxy (503s, dropped connections, truncated bodies).
 """
 
 from __future__ import annotations
@@ -12,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import hashlib
 import http.client
 import http.server
-import io
 import json
 import os
 import secrets
@@ -24,12 +21,12 @@ import socket
 import subprocess
 import tarfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imagefixtures as imf
 import pytest
 
 from bkcore.errors import SourceError
@@ -46,34 +43,7 @@ pytestmark = pytest.mark.integration
 
 BUSYBOX = Path("/bin/busybox")
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
-USER, PASSWORD = "alice", "s3cret-pw"
-
-
-# -- registry process -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def registry(start_registry: Any) -> Any:
-    server: Any = start_registry("plain")
-    return server
-
-
-@pytest.fixture
-def auth_registry(start_registry: Any, tmp_path: Path) -> Any:
-    htpasswd_bin = shutil.which("htpasswd")
-    if htpasswd_bin is None:
-        pytest.skip("htpasswd not installed (apt-get install apache2-utils)")
-    line = subprocess.run(
-        [htpasswd_bin, "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    path = tmp_path / "htpasswd"
-    path.write_text(line + "\n")
-    server: Any = start_registry("basic", htpasswd=path)
-    return server
+USER, PASSWORD = imf.USER, imf.PASSWORD  # what auth_registry and token_registry accept
 
 
 # -- loopback proxy: bearer-token server and flaky front ---------------------------------------
@@ -217,7 +187,7 @@ def proxy_factory() -> Iterator[Any]:
     threads: list[threading.Thread] = []
 
     def start(state: ProxyState) -> str:
-        port = _free_port()
+        port = imf.free_port()
         host = f"127.0.0.1:{port}"
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _make_handler(state, host))
         server.daemon_threads = True
@@ -235,197 +205,19 @@ def proxy_factory() -> Iterator[Any]:
         thread.join(5)
 
 
-# -- a real token server for the registry's own token auth (RS256 JWTs, x5c chain) -------------
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+# -- deterministic test images (imagefixtures) -------------------------------------------------
+_sha = imf.sha
+FixtureImage = imf.FixtureImage
 
 
-@dataclass
-class TokenServer:
-    realm: str
-    key: Path
-    cert_der: bytes
-    requests: list[dict[str, list[str]]] = field(default_factory=list)
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
-        head = _b64url(json.dumps(header).encode())
-        signing_input = f"{head}.{_b64url(json.dumps(claims).encode())}"
-        sig = subprocess.run(
-            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
-            input=signing_input.encode(),
-            check=True,
-            capture_output=True,
-        ).stdout
-        return f"{signing_input}.{_b64url(sig)}"
-
-
-def _token_handler(server: TokenServer) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            from urllib.parse import parse_qs, urlsplit
-
-            query = parse_qs(urlsplit(self.path).query)
-            server.requests.append(query)
-            expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-            if self.headers.get("Authorization") != expected:
-                body, code = b'{"details":"bad credentials"}', 401
-            else:
-                access = []
-                for scope in query.get("scope", []):
-                    kind, _, rest = scope.partition(":")
-                    name, _, actions = rest.rpartition(":")
-                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
-                now = int(time.time())
-                claims = {
-                    "iss": "bk-test-issuer",
-                    "sub": USER,
-                    "aud": query.get("service", [""])[0],
-                    "exp": now + 300,
-                    "nbf": now - 10,
-                    "iat": now,
-                    "jti": secrets.token_hex(8),
-                    "access": access,
-                }
-                body = json.dumps({"token": server.sign(claims), "expires_in": 300}).encode()
-                code = 200
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    return Handler
-
-
-@pytest.fixture
-def token_registry(start_registry: Any, tmp_path: Path) -> Iterator[tuple[Any, TokenServer]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed (needed to sign registry tokens)")
-    key, cert = tmp_path / "token.key", tmp_path / "token.pem"
-    req = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
-    req += ["-subj", "/CN=bk-test-token", "-keyout", str(key), "-out", str(cert)]
-    subprocess.run(req, check=True, capture_output=True)
-    der = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True
-    ).stdout
-    port = _free_port()
-    server = TokenServer(f"http://127.0.0.1:{port}/token", key, der)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _token_handler(server))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    auth_yaml = (
-        f"auth:\n  token:\n    realm: {server.realm}\n    service: bk-test\n"
-        f"    issuer: bk-test-issuer\n    rootcertbundle: {cert}\n"
-    )
-    try:
-        yield start_registry("token", auth_yaml=auth_yaml), server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
-# -- deterministic test images ------------------------------------------------------------------
-PASSWD = (
-    b"root:x:0:0:root:/root:/bin/sh\n"
-    b"nobody:x:65534:65534:nobody:/:/bin/false\n"
-    b"user:x:1000:1000:user:/home/user:/bin/sh\n"
-)
-GROUP = b"root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n"
-
-
-@dataclass
-class FixtureImage:
-    platform: Platform
-    layer: bytes  # gzip blob
-    diff_id: str
-    config: bytes
-    manifest: bytes
-
-    @property
-    def layer_digest(self) -> str:
-        return _sha(self.layer)
-
-    @property
-    def config_digest(self) -> str:
-        return _sha(self.config)
-
-    @property
-    def digest(self) -> str:
-        return _sha(self.manifest)
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _layer_tar(files: dict[str, tuple[str, bytes | str, int]]) -> bytes:
-    """name -> (kind "d"/"f"/"l", content or link target, mode); sorted, mtime 0, root-owned."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(files):
-            kind, content, mode = files[name]
-            info = tarfile.TarInfo(name)
-            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, mode
-            if kind == "d":
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            elif kind == "l":
-                info.type, info.linkname = tarfile.SYMTYPE, str(content)
-                tar.addfile(info)
-            else:
-                assert isinstance(content, bytes)
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
-def make_image(platform: Platform, extra: dict[str, tuple[str, bytes | str, int]]) -> FixtureImage:
-    files: dict[str, tuple[str, bytes | str, int]] = {
-        "bin": ("d", b"", 0o755),
-        "etc": ("d", b"", 0o755),
-        "etc/passwd": ("f", PASSWD, 0o644),
-        "etc/group": ("f", GROUP, 0o644),
-        "tmp": ("d", b"", 0o1777),
-        **extra,
-    }
-    tar = _layer_tar(files)
-    gz = io.BytesIO()
-    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as out:
-        out.write(tar)
-    layer = gz.getvalue()
-    plat: dict[str, str] = {"architecture": platform.architecture, "os": platform.os}
-    if platform.variant:
-        plat["variant"] = platform.variant
-    config = json.dumps(
-        {
-            **plat,
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
-            "rootfs": {"type": "layers", "diff_ids": [_sha(tar)]},
-            "history": [{"created_by": "bkcore test fixture"}],
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": Descriptor(mt.OCI_CONFIG, _sha(config), len(config)).to_json(),
-            "layers": [Descriptor(mt.OCI_LAYER_GZIP, _sha(layer), len(layer)).to_json()],
-        },
-        sort_keys=True,
-    ).encode()
-    return FixtureImage(platform, layer, _sha(tar), config, manifest)
+def make_image(platform: Platform, extra: imf.Files) -> FixtureImage:
+    """A one-layer image: /bin, /etc/passwd, /etc/group, /tmp and ``extra``."""
+    files: imf.Files = {"bin": ("d", b"", 0o755), **imf.etc_files(), **extra}
+    return imf.make_image(platform, [files], history=True)
 
 
 def busybox_image() -> FixtureImage:
-    if not BUSYBOX.exists():
-        pytest.skip("busybox-static (/bin/busybox) not installed")
-    extra: dict[str, tuple[str, bytes | str, int]] = {
+    extra: imf.Files = {
         "bin/busybox": ("f", BUSYBOX.read_bytes(), 0o755),
         "bin/sh": ("l", "busybox", 0o777),
     }
@@ -745,9 +537,9 @@ def test_docker_schema2_and_manifest_list(registry: Any, tmp_path: Path) -> None
     _run(main())
 
 
-def test_registry_token_auth(token_registry: tuple[Any, TokenServer], tmp_path: Path) -> None:
+def test_registry_token_auth(token_registry: Any, tmp_path: Path) -> None:
     """The registry itself checks the RS256 tokens our token server signs."""
-    registry_, tokens = token_registry
+    registry_, tokens = token_registry, token_registry.tokens
     image = busybox_image()
     ref = ImageReference.parse(f"{registry_.host}/tok/busybox:1")
 

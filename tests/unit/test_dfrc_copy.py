@@ -216,7 +216,8 @@ def test_copy_from_stage_by_name_and_index_and_image() -> None:
     d = stage()
     do(
         d,
-        "COPY --from=producer /out/ /p1/\nCOPY --from=0 /out/x /p2\nCOPY --from=alpine /etc/os-release /p3\n",
+        "COPY --from=producer /out/ /p1/\nCOPY --from=0 /out/x /p2\n"
+        "COPY --from=alpine /etc/os-release /p3\n",
         opts,
     )
     ops = graph(d.state)

@@ -13,7 +13,6 @@ for dispatch, as in BuildKit.
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 
@@ -114,13 +113,51 @@ def _uint(value: str, base: int) -> int:
 
 
 def _csv_fields(value: str) -> list[str]:
-    try:
-        rows = list(csv.reader([value], strict=True))
-    except csv.Error as exc:
-        raise MountError(f"failed to parse csv mounts: {exc}") from None
-    if not rows or not value:
+    """One record of Go's ``encoding/csv`` (comma-separated, ``"``-quoted fields, strict)."""
+    if not value:
         raise MountError("failed to parse csv mounts: EOF")
-    return rows[0]
+    fields: list[str] = []
+    pos, n = 0, len(value)
+    while True:
+        if pos < n and value[pos] == '"':
+            start = pos
+            pos += 1
+            buf: list[str] = []
+            while True:
+                end = value.find('"', pos)
+                if end < 0:
+                    raise MountError(
+                        f"failed to parse csv mounts: parse error on line 1, column {start + 1}: "
+                        'extraneous or missing " in quoted-field'
+                    )
+                buf.append(value[pos:end])
+                pos = end + 1
+                if pos < n and value[pos] == '"':
+                    buf.append('"')
+                    pos += 1
+                    continue
+                break
+            if pos < n and value[pos] != ",":
+                raise MountError(
+                    f"failed to parse csv mounts: parse error on line 1, column {pos + 1}: "
+                    'extraneous or missing " in quoted-field'
+                )
+            fields.append("".join(buf))
+        else:
+            end = value.find(",", pos)
+            end = n if end < 0 else end
+            text = value[pos:end]
+            quote = text.find('"')
+            if quote >= 0:
+                raise MountError(
+                    f"failed to parse csv mounts: parse error on line 1, column {pos + quote + 1}: "
+                    'bare " in non-quoted field'
+                )
+            fields.append(text)
+            pos = end
+        if pos >= n:
+            return fields
+        pos += 1  # the comma
 
 
 def parse_mount(value: str, expand: Expander | None) -> Mount:

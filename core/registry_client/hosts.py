@@ -127,5 +127,10 @@ def load_hosts(path: Path | None = None) -> dict[str, HostOptions]:
         m = re.search(r"\(at line (\d+), column \d+\)$", msg)
         if m is not None:
             raise SourceError(f"{target}:{m.group(1)}: {msg[: m.start()].strip()}") from None
+        m = re.search(r"\(at end of document\)$", msg)
+        if m is not None:
+            last = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            what = msg[: m.start()].strip()
+            raise SourceError(f"{target}:{last}: {what} at the end of the file") from None
         raise SourceError(f"{target}: {msg}") from None
     return parse_hosts(doc, target)

@@ -51,6 +51,12 @@ def test_bad_toml_names_file_and_line(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+def test_bad_toml_at_the_end_names_the_last_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[registry."a:1"]\nhttp = true\nmirrors = [\n')
+    with pytest.raises(SourceError, match=r"registries.toml:3: .* at the end of the file"):
+        load_hosts(path)
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

@@ -1,159 +1,26 @@
-"""Pulling an image's layers into a snapshot chain shared between images.
+"""Pulling a registry image's layers into a snapshot chain shared between images.
 
-Each layer prefix (chain ID) is one committed snapshot on top of the previous one. A chain
-already recorded (:mod:`.chains`) is reused, so two images with the same base layers share
-their snapshots and only the missing layers are downloaded. Downloads run concurrently (each
-blob verified by the registry client, then kept in the content store); layers are applied in
-order as soon as their blob is there, each verified against its ``diff_id``. A chain is
-built under a lock per chain (in this process and across processes sharing the store). Nothing is
-committed for a layer that fails.
+The chain machinery (records per chain ID, locks, concurrent verified downloads, layers
+applied in order) is :func:`bkcore.layers.pull.pull_layers`; :func:`pull_chain` feeds it
+blobs from the registry and then remembers which repository holds each blob.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import time
-from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from bkcore.cache.results import SnapshotResult, commit_result, prepare, results_for
-from bkcore.layers.apply import apply_layer_async
-from bkcore.sources.image.chains import (
-    chain_file_lock,
-    lookup,
-    pull_dir,
-    record,
-    sweep_pull_dirs,
-)
-from bkcore.sources.image.spec import chain_ids
+from bkcore.layers.pull import BlobFetcher, pull_layers
 
 if TYPE_CHECKING:
+    from bkcore.cache.results import SnapshotResult
     from bkcore.cache.store import CacheStore
+    from bkcore.layers.images import Layer
     from bkcore.progress import SharedProgress
     from bkcore.registry_client import ImageReference, RegistryClient
-    from bkcore.sources.image.resolve import Layer
 
 __all__ = ["BlobFetcher", "pull_chain", "pull_layers"]
-
-
-class BlobFetcher(Protocol):
-    """Streams blob ``digest`` into ``dest``, verified (digest and ``size``), reporting bytes
-    received so far; nothing is left at ``dest`` on failure. ``RegistryClient.fetch_blob``
-    bound to a reference is one; the ``oci-layout`` source's session store is another."""
-
-    def __call__(
-        self, digest: str, dest: Path, size: int | None, progress: Callable[[int], None] | None
-    ) -> Awaitable[int]: ...
-
-
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
-_PROGRESS_INTERVAL = 0.1
-
-
-def _chain_lock(root: Path, chain_id: str) -> asyncio.Lock:
-    """One lock per (store, chain) in this process: two ops never build one chain twice."""
-    key = (str(root), chain_id)
-    lock = _locks.get(key)
-    if lock is None:
-        lock = _locks[key] = asyncio.Lock()
-    return lock
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return group.exceptions[0]
-
-
-async def _existing(store: CacheStore, chain_id: str) -> SnapshotResult | None:
-    sid = await asyncio.to_thread(lookup, store.root, chain_id)
-    if sid is None:
-        return None
-    return await results_for(store).load(sid)
-
-
-async def _download(
-    store: CacheStore,
-    fetch: BlobFetcher,
-    layer: Layer,
-    workdir: Path,
-    progress: SharedProgress,
-) -> Path:
-    """The layer blob on disk: from the content store, else downloaded and stored there."""
-    if await asyncio.to_thread(store.content.has, layer.digest):
-        return store.content.path(layer.digest)
-    dest = workdir / layer.digest.replace(":", "-")
-    started = time.time()
-    last = 0.0
-
-    def report(done: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= _PROGRESS_INTERVAL:
-            last = now
-            progress.status(layer.digest, current=done, total=layer.size, started=started)
-
-    await fetch(layer.digest, dest, layer.size, report)
-    await asyncio.to_thread(store.content.ingest, dest, layer.digest)
-    progress.status(
-        layer.digest,
-        current=layer.size,
-        total=layer.size,
-        started=started,
-        completed=time.time(),
-    )
-    return dest
-
-
-async def _apply(
-    store: CacheStore,
-    parent: SnapshotResult | None,
-    layer: Layer,
-    chain_id: str,
-    blob: asyncio.Task[Path],
-    progress: SharedProgress,
-) -> SnapshotResult:
-    """The snapshot of ``chain_id``: reused when recorded, else ``layer`` applied on
-    ``parent`` and committed."""
-    async with _chain_lock(store.root, chain_id), chain_file_lock(store.root, chain_id):
-        found = await _existing(store, chain_id)
-        if found is not None:
-            return found
-        path = await blob
-        mutable = await prepare(store, parent, f"image layer {layer.diff_id} (chain {chain_id})")
-        status = f"extracting {layer.digest}"
-        started = time.time()
-        progress.status(status, started=started)
-        try:
-            dest = await asyncio.to_thread(mutable.mount)
-            await apply_layer_async(path, dest, digest=layer.digest, diff_id=layer.diff_id)
-        except BaseException:
-            await asyncio.shield(asyncio.to_thread(mutable.discard))
-            raise
-        result = await commit_result(store, mutable)
-        progress.status(status, started=started, completed=time.time())
-        await asyncio.to_thread(record, store.root, chain_id, result.id)
-        await asyncio.to_thread(_record_origin, store, result.id, layer)
-        return result
-
-
-def _record_origin(store: CacheStore, snapshot_id: str, layer: Layer) -> None:
-    """Remember the blob this layer snapshot came from: image exports reuse it as is."""
-    from bkcore.layers.blobcache import LayerBlobCache, LayerOrigin
-
-    origin = LayerOrigin(layer.digest, layer.size, layer.media_type, layer.diff_id)
-    LayerBlobCache(store.content).record_origin(snapshot_id, origin)
-
-
-async def _release(result: SnapshotResult | None) -> None:
-    if result is not None and not result.released:
-        await asyncio.shield(result.release())
 
 
 async def pull_chain(
@@ -177,48 +44,3 @@ def _record_sources(store: CacheStore, ref: ImageReference, layers: tuple[Layer,
     cache = LayerBlobCache(store.content)
     for layer in layers:
         cache.add_source(layer.digest, ref.domain, ref.repository)
-
-
-async def pull_layers(
-    store: CacheStore,
-    fetch: BlobFetcher,
-    label: str,
-    layers: tuple[Layer, ...],
-    progress: SharedProgress,
-) -> SnapshotResult:
-    """Like :func:`pull_chain` with blobs from ``fetch``; ``label`` names the image."""
-    if not layers:
-        mutable = await prepare(store, None, f"empty image {label}")
-        return await commit_result(store, mutable)
-    chains = chain_ids([layer.diff_id for layer in layers])
-    top: SnapshotResult | None = None
-    start = 0
-    for i in reversed(range(len(chains))):
-        top = await _existing(store, chains[i])
-        if top is not None:
-            start = i + 1
-            break
-    if start == len(layers) and top is not None:
-        return top
-    await asyncio.to_thread(sweep_pull_dirs, store.root)
-    workdir = await asyncio.to_thread(pull_dir, store.root)
-    try:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                blobs = [
-                    tg.create_task(_download(store, fetch, layer, workdir, progress))
-                    for layer in layers[start:]
-                ]
-                for i, blob in enumerate(blobs, start):
-                    child = await _apply(store, top, layers[i], chains[i], blob, progress)
-                    await _release(top)
-                    top = child
-        except BaseExceptionGroup as eg:
-            raise _first_error(eg) from None
-    except BaseException:
-        await _release(top)
-        raise
-    finally:
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))
-    assert top is not None
-    return top

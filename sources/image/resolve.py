@@ -7,12 +7,12 @@ bytes, like BuildKit's ``ResolveImageConfig``).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bkcore.errors import SourceError
+from bkcore.layers.images import MAX_CONFIG_SIZE, Layer, manifest_layers
 from bkcore.llb.platforms import Platform
 from bkcore.registry_client import ImageReference, RegistryClient, load_hosts
 
@@ -28,19 +28,6 @@ __all__ = [
     "resolve_image_config",
 ]
 
-#: Image configs bigger than this are refused.
-MAX_CONFIG_SIZE = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Layer:
-    """One layer of the chosen manifest with its uncompressed digest from the config."""
-
-    digest: str
-    size: int
-    media_type: str
-    diff_id: str
-
 
 @dataclass(frozen=True, slots=True)
 class ResolvedImage:
@@ -52,35 +39,6 @@ class ResolvedImage:
     config_digest: str
     config: bytes
     layers: tuple[Layer, ...]
-
-
-def manifest_layers(
-    ref: ImageReference | str, manifest: dict[str, Any], config: bytes
-) -> tuple[Layer, ...]:
-    """The layers of ``manifest`` paired with the config's ``rootfs.diff_ids``; SourceError
-    naming ``ref`` when they are missing or do not match."""
-    descs = manifest.get("layers")
-    if not isinstance(descs, list):
-        raise SourceError(f"{ref}: manifest has no layers list")
-    try:
-        doc = json.loads(config)
-        diff_ids = doc["rootfs"]["diff_ids"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"{ref}: image config has no rootfs.diff_ids") from exc
-    if not isinstance(diff_ids, list) or len(diff_ids) != len(descs):
-        raise SourceError(
-            f"{ref}: manifest lists {len(descs)} layers but the config "
-            f"{len(diff_ids) if isinstance(diff_ids, list) else 0} diff_ids"
-        )
-    out: list[Layer] = []
-    for desc, diff_id in zip(descs, diff_ids, strict=True):
-        if not isinstance(desc, dict) or not isinstance(diff_id, str):
-            raise SourceError(f"{ref}: malformed layer descriptor or diff_id")
-        digest, size = desc.get("digest"), desc.get("size")
-        if not isinstance(digest, str) or not isinstance(size, int):
-            raise SourceError(f"{ref}: layer descriptor without digest or size")
-        out.append(Layer(digest, size, str(desc.get("mediaType", "")), diff_id))
-    return tuple(out)
 
 
 async def resolve_image(

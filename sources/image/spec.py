@@ -8,13 +8,12 @@ resolved root descriptor and the op's platform; map 2 is the chain ID of ``rootf
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bkcore.errors import DefinitionError, SourceError
+from bkcore.layers.images import chain_ids, root_key
 from bkcore.llb.platforms import Platform
-from bkcore.ops.cachejson import JSONValue, go_json
 from bkcore.registry_client import ImageReference
 
 __all__ = ["RESOLVE_MODES", "ImageSpec", "chain_ids", "parse", "root_key"]
@@ -58,28 +57,3 @@ def parse(identifier: str, attrs: Mapping[str, str], platform: str | None) -> Im
     except DefinitionError as exc:
         raise SourceError(f"invalid platform {platform!r} for {raw}: {exc}") from exc
     return ImageSpec(ref, plat, mode, limit)
-
-
-def root_key(root_digest: str, platform: Platform, limit: int | None) -> str:
-    """Key string of map 1: ``sha256:`` of the Go JSON of digest, platform and limit."""
-    doc: dict[str, JSONValue] = {
-        "Digest": root_digest,
-        "OS": platform.os,
-        "Arch": platform.architecture,
-    }
-    if platform.variant:
-        doc["Variant"] = platform.variant
-    if limit is not None:
-        doc["Limit"] = limit
-    return "sha256:" + hashlib.sha256(go_json(doc).encode()).hexdigest()
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The chain ID of every prefix of ``diff_ids`` (one per layer)."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        if not out:
-            out.append(diff_id)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
-    return out

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -427,3 +428,52 @@ def test_docker_load_accepts_the_docker_tarball(
         assert ran.stdout == "hi\n"
     finally:
         _docker(dockerd, "image", "rm", "-f", tag)
+
+
+# -- the config the Dockerfile frontend sets reaches the pushed image ---------------------------
+DOCKERFILE = """\
+FROM {base}
+ENV FOO=bar
+LABEL l1=v1
+RUN echo built > /built
+USER 1000:1000
+WORKDIR /app
+EXPOSE 8080/udp
+VOLUME /data
+STOPSIGNAL SIGINT
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /built"]
+"""
+
+
+def test_dockerfile_config_reaches_the_pushed_image(
+    bk: Any, registry: Any, base: tuple[str, str]
+) -> None:
+    context = bk.tmp / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE.format(base=base[0]))
+    name = f"{registry.host}/team/df:v1"
+    argv = [sys.executable, "-m", "bkcore", "--root", str(bk.root), "build", "--progress"]
+    argv += ["plain", "--output", f"type=image,name={name},push=true", str(context)]
+    proc = subprocess.run(argv, capture_output=True, timeout=180, check=False, cwd=bk.tmp)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    doc = skopeo("inspect", "--config", "--tls-verify=false", f"docker://{name}")
+    config = doc["config"]
+    assert config["Env"][-1] == "FOO=bar" and config["Labels"] == {"l1": "v1"}
+    assert config["User"] == "1000:1000" and config["WorkingDir"] == "/app"
+    assert config["ExposedPorts"] == {"8080/udp": {}} and config["Volumes"] == {"/data": {}}
+    assert config["StopSignal"] == "SIGINT"
+    assert config["Entrypoint"] == ["/bin/sh", "-c"] and config["Cmd"] == ["cat /built"]
+    history = doc["history"]
+    layers = [h for h in history if not h.get("empty_layer")]
+    assert len(layers) == len(doc["rootfs"]["diff_ids"]) == 3  # base, RUN, WORKDIR
+    assert history[0]["created_by"] == "busybox layer"  # the base image's own history
+    assert history[0]["created"] == "2000-01-01T00:00:00Z"
+    run_entry = next(h for h in history if h["created_by"].startswith("RUN "))
+    assert run_entry["comment"] == "buildkit.dockerfile.v0"
+    # WORKDIR on a new directory is a layer; ENV/LABEL/... are empty entries
+    assert [h["created_by"].split()[0] for h in layers] == ["busybox", "RUN", "WORKDIR"]
+    run = llb.image(name).sh("cat /built > /out/built", mounts=[llb.bind("/out", llb.scratch())])
+    out = bk.tmp / "out"
+    ok(build(bk, run.get_mount("/out"), f"type=local,dest={out}"))
+    assert (out / "built").read_text() == "built\n"

@@ -17,7 +17,8 @@ Registry targets the controller builds, by family and key:
 * ``workers``: ``Target.for_root(state_root, snapshotter=...)`` when it has ``for_root``,
   else ``Target(state_root / key)`` (a class) or the object itself;
 * ``attachables``: ``filesync(dirs: dict[name, dir])``, ``secrets(specs: list[str])``,
-  ``ssh(specs: list[str])``, ``filesend(dest_dir=... | file=... | stdout=True)``;
+  ``ssh(specs: list[str])``, ``ocistore(layouts: dict[name, dir])``,
+  ``filesend(dest_dir=... | file=... | stdout=True)``;
 * ``exporters``: ``Target()`` (a class) or the object; ``await exporter.export(ctx, result,
   attrs)``;
 * ``progress_renderers``: ``Target(out)``; ``await renderer.run(reader)``.
@@ -104,6 +105,8 @@ class BuildOptions:
     frontend: str = ""
     frontend_opts: Mapping[str, str] = field(default_factory=dict)
     frontend_inputs: Mapping[str, pb.Definition] = field(default_factory=dict)
+    #: ``--oci-layout NAME=DIR``: OCI layouts served as content stores ``oci:NAME``.
+    oci_layouts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +442,8 @@ class Controller:
             out.append(make("secrets", "--secret", list(options.secrets)))
         if options.ssh:
             out.append(make("ssh", "--ssh", list(options.ssh)))
+        if options.oci_layouts:
+            out.append(make("ocistore", "--oci-layout", dict(options.oci_layouts)))
         for output in options.outputs:
             if output.type in CLIENT_SIDE_OUTPUTS:
                 out.append(make("filesend", f"--output type={output.type}", **_send_target(output)))

@@ -36,6 +36,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "bkcore.sources.local.plugin",
     "bkcore.sources.git.plugin",
     "bkcore.sources.image.plugin",
+    "bkcore.sources.http.plugin",
+    "bkcore.sources.oci_layout.plugin",
     "bkcore.plugins.exporters.plugin",
     "bkcore.frontends.dockerfile.plugin",
     "bkcore.sessions.filesync.plugin",

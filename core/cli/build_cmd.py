@@ -44,6 +44,7 @@ __all__ = [
     "parse_allow",
     "parse_args",
     "parse_local",
+    "parse_oci_layout",
     "parse_output",
     "run",
 ]
@@ -64,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=DIR",
         help="serve local directory DIR as local source NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--oci-layout",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="serve OCI layout DIR as store NAME for oci-layout://NAME@DIGEST (repeatable)",
     )
     parser.add_argument(
         "--secret",
@@ -179,6 +187,18 @@ def parse_local(value: str) -> tuple[str, str]:
     return name, path
 
 
+def parse_oci_layout(value: str) -> tuple[str, str]:
+    """``NAME=DIR`` of ``--oci-layout`` -> (name, absolute dir); DIR must be an OCI layout."""
+    name, sep, path = value.partition("=")
+    name = name.strip()
+    if not sep or not name or not path:
+        raise UsageError(f"invalid --oci-layout {value!r}: expected NAME=DIR")
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(os.path.join(path, "oci-layout")):
+        raise UsageError(f"--oci-layout {name}: {path} is not an OCI layout (no oci-layout file)")
+    return name, path
+
+
 def parse_allow(values: list[str]) -> frozenset[str]:
     """The ``--allow`` values as a set of entitlements; an unknown one is an error."""
     for value in values:
@@ -244,6 +264,12 @@ class BuildArgs:
                 raise UsageError(f"--local {name} is given twice")
             locals_[name] = path
         self.locals = locals_
+        self.oci_layouts: dict[str, str] = {}
+        for value in getattr(args, "oci_layout", []):
+            name, path = parse_oci_layout(value)
+            if name in self.oci_layouts:
+                raise UsageError(f"--oci-layout {name} is given twice")
+            self.oci_layouts[name] = path
         self.secrets = [_check_spec(v, "--secret") for v in args.secret]
         self.ssh = [_check_spec(v, "--ssh") for v in args.ssh]
         self.entitlements = parse_allow(getattr(args, "allow", []))
@@ -373,6 +399,7 @@ class BuildArgs:
             entitlements=self.entitlements,
             frontend=self.frontend,
             frontend_opts=dict(self.frontend_opts),
+            oci_layouts=dict(self.oci_layouts),
         )
 
 

@@ -1,0 +1,1 @@
+"""The ``http://`` and ``https://`` sources: one downloaded file in a new snapshot."""

@@ -1,0 +1,1 @@
+"""The ``oci-layout://`` source: images read from an OCI layout on the client."""

@@ -526,10 +526,15 @@ async def dockerfile_to_llb(
         warn=warn,
     )
 
-    async with asyncio.TaskGroup() as tg:
-        for d in graph.states:
-            if d.base is None and not d.noinit:
-                tg.create_task(resolve(d))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for d in graph.states:
+                if d.base is None and not d.noinit:
+                    tg.create_task(resolve(d))
+    except* FrontendError as group:
+        # one clear error: the first stage (by line) that failed
+        errors = [e for e in _leaves(group) if isinstance(e, FrontendError)]
+        raise min(errors, key=lambda e: e.line or 1 << 30) from None
 
     # -- dispatch, in Dockerfile order
     net = {"none": llb.NetMode.NONE, "host": llb.NetMode.HOST}.get(opts.force_network.lower())
@@ -605,6 +610,16 @@ async def dockerfile_to_llb(
     return ConvertResult(
         state=target.state, image=target.image, warnings=warnings, platform=po.target
     )
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            out.extend(_leaves(e))
+        else:
+            out.append(e)
+    return out
 
 
 def _mode(mode: str) -> Literal["default", "pull", "local"]:

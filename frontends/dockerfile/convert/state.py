@@ -238,11 +238,11 @@ class DispatchState:
         if expand and self.lexer is not None:
             try:
                 if raw_quotes:
-                    # RUN names keep quotes and unset variables (BuildKit: RawQuotes and
-                    # SkipUnsetEnv); without that lexer mode the text stays as written.
-                    raw = getattr(self.lexer, "process_word_raw", None)
-                    if raw is not None:
-                        text = raw(text, env)
+                    # RUN names keep quotes and unset variables (RawQuotes, SkipUnsetEnv)
+                    from bkcore.frontends.dockerfile.shell import Lexer
+
+                    raw = Lexer(self.lexer.escape, raw_quotes=True, skip_unset_env=True)
+                    text = raw.process_word(text, env)
                 else:
                     text = self.lexer.process_word(text, env)
             except (BkError, ValueError):  # BuildKit keeps the raw text on any error

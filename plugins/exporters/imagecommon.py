@@ -68,6 +68,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 EXPORTER_COMMENT = "buildkit.exporter.image.v0"
 BUILDINFO_KEY = "moby.buildkit.buildinfo.v1"
 META_BUILDINFO = "containerimage.buildinfo"
+META_IMAGE_NAME = "image.name"
 EPOCH_ENV = "SOURCE_DATE_EPOCH"
 
 _HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028"}
@@ -125,6 +126,17 @@ def split_names(value: str) -> list[str]:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
     return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def expand_names(names: list[str], metadata: Mapping[str, bytes]) -> list[str]:
+    """``*`` stands for the frontend's ``image.name`` metadata (itself a comma list)."""
+    out: list[str] = []
+    for name in names:
+        if name == "*":
+            out += split_names(metadata.get(META_IMAGE_NAME, b"").decode(errors="replace"))
+        else:
+            out.append(name)
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +229,7 @@ def parse_options(
         epoch=epoch,
     )
     return ImageOptions(
-        names=split_names(attrs.get("name", "")),
+        names=expand_names(split_names(attrs.get("name", "")), metadata),
         oci=oci,
         chain=chain,
         buildinfo=parse_bool(attrs, "buildinfo", True),

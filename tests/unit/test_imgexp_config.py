@@ -181,6 +181,8 @@ def test_options() -> None:
     assert opts.names == ["a:1", "b"] and not opts.oci
     assert opts.chain.compression == "zstd" and opts.chain.force
     assert split_names('"x,y"') == ["x", "y"]
+    star = parse_options({"name": "*,c"}, {"image.name": b"a,b"}, oci_default=False, environ={})
+    assert star.names == ["a", "b", "c"]
     assert parse_options({}, {}, oci_default=True, environ={}).oci
     # a manifest-descriptor annotation switches OCI types on, like BuildKit
     opts = parse_options(

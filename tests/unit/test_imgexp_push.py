@@ -27,6 +27,7 @@ from bkcore.plugins.exporters.imagecommon import (
     BuiltImage,
     PlatformImage,
     image_config,
+    index_bytes,
     manifest_bytes,
 )
 from bkcore.plugins.exporters.imagecommon_push import parse_push_name, push_image
@@ -204,3 +205,27 @@ def test_config_json_is_pushed_byte_for_byte(registry: FakeRegistry, tmp_path: P
     body, ctype = registry.manifests["team/app"]["v1"]
     assert ctype == mt.DOCKER_MANIFEST
     assert json.loads(body)["config"]["digest"] == img.images[0].config.digest
+
+
+def test_index_children_pushed_by_digest_before_the_tagged_index(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    one = image(tmp_path)
+    child = one.images[0]
+    arm = dataclasses.replace(
+        child,
+        descriptor=dataclasses.replace(child.descriptor, platform=Platform("linux", "arm64")),
+    )
+    amd = dataclasses.replace(
+        child,
+        descriptor=dataclasses.replace(child.descriptor, platform=Platform("linux", "amd64")),
+    )
+    data = index_bytes([amd.descriptor, arm.descriptor], False, {})
+    digest = one.store.content.ingest(io.BytesIO(data))
+    top = Descriptor(mt.DOCKER_MANIFEST_LIST, digest, len(data))
+    idx = BuiltImage(top, data, [amd, arm], one.store, False)
+    push(idx, f"{HOST}/team/multi:v1")
+    puts = [p for m, p, _ in registry.log if m == "PUT" and "/manifests/" in p]
+    assert puts[-1] == "/v2/team/multi/manifests/v1"
+    assert f"/v2/team/multi/manifests/{child.descriptor.digest}" in puts[:-1]
+    assert registry.manifests["team/multi"]["v1"] == (data, mt.DOCKER_MANIFEST_LIST)

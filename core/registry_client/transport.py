@@ -160,6 +160,18 @@ class AuthState:
         return creds
 
 
+def _tls_failure(exc: BaseException) -> str | None:
+    """The reason when ``exc`` was caused by a failed certificate verification."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _fail_auth(ref: ImageReference, resp: httpx.Response, detail: str) -> SourceError:
     return SourceError(
         f"{ref}: authentication failed ({resp.status_code} {resp.reason_phrase}): {detail}"
@@ -319,6 +331,13 @@ class Transport:
             try:
                 resp = await client.send(request, stream=True)
             except httpx.TransportError as exc:
+                tls = _tls_failure(exc)
+                if tls is not None:  # retrying cannot help
+                    host = request.url.netloc.decode()
+                    raise SourceError(
+                        f"{ref}: TLS verification of {host} failed: {tls} (trust its CA with "
+                        f'ca = ["file.pem"] under [registry."{host}"] in the registry config)'
+                    ) from exc
                 if attempt + 1 >= limit:
                     raise SourceError(
                         f"{ref}: {method} {request.url} failed after {attempt + 1} attempts: "

@@ -397,7 +397,8 @@ def test_tls_registry_needs_its_ca(bk: Any, tls_registry: TLSRegistry) -> None:
     no_ca = hosts_file(bk.tmp / "no-ca.toml", f'[registry."{host}"]\nhttp = false\n')
     run = bk.build(llb.image(ref), out=bk.tmp / "out", env=no_ca, check=False)
     line = one_error_line(run)
-    assert ref in line and "CERTIFICATE_VERIFY_FAILED" in line
+    assert ref in line and f"TLS verification of {host} failed" in line
+    assert f'ca = ["file.pem"] under [registry."{host}"]' in line
     assert_nothing_cached(bk.root, image)
 
     with_ca = hosts_file(

@@ -9,8 +9,9 @@ the requested path inside it like a chroot (``..`` and symlinks never leave the 
 
 ``resolve_image_config`` asks the source registered for the ``docker-image`` scheme: that
 source object (or class, instantiated without arguments) must have an async
-``resolve_image_config(ref, platform=..., resolve_mode=...)`` returning (digest, config
-bytes); the core never imports a source plugin itself.
+``resolve_image_config(ref, platform=..., resolve_mode=..., engine=..., session_id=...)``
+returning (digest, config bytes): the engine and session id let it use the build's registry
+credentials. The core never imports a source plugin itself.
 """
 
 from __future__ import annotations
@@ -227,7 +228,11 @@ class LLBBridge:
         error = ""
         try:
             digest, config = await resolver(
-                ref, platform=platform or self._engine.platform, resolve_mode=resolve_mode
+                ref,
+                platform=platform or self._engine.platform,
+                resolve_mode=resolve_mode,
+                engine=self._engine,
+                session_id=self._session_id,
             )
         except BkError as exc:
             error = str(exc)

@@ -18,6 +18,7 @@ from bkcore.sources.image.resolve import Layer, ResolvedImage, resolve_image
 from bkcore.sources.image.spec import ImageSpec, chain_ids, parse, root_key
 
 if TYPE_CHECKING:
+    from bkcore.engine import Engine
     from bkcore.solver.types import Result
     from bkcore.source import SourceContext
 
@@ -73,10 +74,22 @@ class ImageSource:
         return ImageInstance(parse(identifier, attrs, platform))
 
     async def resolve_image_config(
-        self, ref: str, *, platform: str | None = None, resolve_mode: str = "default"
+        self,
+        ref: str,
+        *,
+        platform: str | None = None,
+        resolve_mode: str = "default",
+        engine: Engine | None = None,
+        session_id: str = "",
     ) -> tuple[str, bytes]:
-        """(digest, config JSON) of image ``ref`` for frontends (the bridge calls this);
-        every ``resolve_mode`` asks the registry (there is no local image store)."""
+        """(digest, config JSON) of image ``ref`` for frontends (the bridge calls this), with
+        the registry credentials of session ``session_id`` when ``engine`` is given; every
+        ``resolve_mode`` asks the registry (there is no local image store)."""
         from bkcore.sources.image.resolve import resolve_image_config
 
-        return await resolve_image_config(ref, platform)
+        if engine is None:
+            return await resolve_image_config(ref, platform)
+        from bkcore.session.auth import registry_client
+
+        client = registry_client(engine, [session_id] if session_id else [])
+        return await resolve_image_config(ref, platform, client)

@@ -20,23 +20,35 @@ for (BuildKit gained them in v0.12):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from bkcore.errors import FrontendError
 
-__all__ = ["Lexer", "ShellError", "build_envs", "go_quote"]
+__all__ = ["GO_SPACES", "Lexer", "ShellError", "build_envs", "go_quote"]
 
 _EOF = ""
 
-# Go's unicode.IsSpace for Latin-1; other code points use Python's isspace (same set above 0xFF).
-_LATIN1_SPACE = frozenset("\t\n\v\f\r \x85\xa0")
+#: Go's unicode.IsSpace: ASCII blanks, NEL, NBSP and the other White_Space code points.
+GO_SPACES = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_SPACES = frozenset(GO_SPACES)
+_SPACE_RE = re.compile("[" + re.escape(GO_SPACES) + "]")
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_SPECIALS: dict[tuple[str, str, bool], re.Pattern[str]] = {}
 
 
-def _isspace(ch: str) -> bool:
-    if ch in _LATIN1_SPACE:
-        return True
-    return ord(ch) > 0xFF and ch.isspace()
+def _specials(escape: str, stop: str, quotes: bool) -> re.Pattern[str]:
+    """Regex finding the next character the word processor must look at."""
+    key = (escape, stop, quotes)
+    pattern = _SPECIALS.get(key)
+    if pattern is None:
+        chars = "$" + escape + stop + ("'\"" if quotes else "")
+        pattern = re.compile("[" + re.escape(chars) + "]")
+        _SPECIALS[key] = pattern
+    return pattern
 
 
 class ShellError(FrontendError):
@@ -95,7 +107,7 @@ class _Words:
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
-        if _isspace(ch):
+        if ch in _SPACES:
             if self.in_word and self.word:
                 self.words.append(self.word)
                 self.word = ""
@@ -109,6 +121,12 @@ class _Words:
         self.in_word = True
 
     def add_string(self, text: str) -> None:
+        if not text:
+            return
+        if _SPACE_RE.search(text) is None:
+            self.word += text
+            self.in_word = True
+            return
         for ch in text:
             self.add_char(ch)
 
@@ -175,8 +193,19 @@ class _ShellWord:
         words = _Words()
         escape = self.escape
         src = self.src
-        while self.pos < self.n:
-            ch = src[self.pos]
+        n = self.n
+        specials = _specials(escape, stop, not self.skip_quotes)
+        while self.pos < n:
+            pos = self.pos
+            match = specials.search(src, pos)
+            end = match.start() if match is not None else n
+            if end > pos:
+                chunk = src[pos:end]
+                result.append(chunk)
+                words.add_string(chunk)
+                self.pos = end
+                continue
+            ch = src[pos]
             if stop and ch == stop:
                 self.pos += 1
                 return "".join(result), words.get_words()
@@ -185,22 +214,19 @@ class _ShellWord:
                 result.append(tmp)
                 words.add_string(tmp)
                 continue
-            if not self.skip_quotes and (ch == "'" or ch == '"'):
+            if ch != escape:  # a quote (only searched for when quotes are processed)
                 tmp = self.process_single_quote() if ch == "'" else self.process_double_quote()
                 result.append(tmp)
                 words.add_raw_string(tmp)
                 continue
             self.pos += 1
-            if ch == escape:
-                if self.raw_escapes:
-                    words.add_raw_char(ch)
-                    result.append(ch)
-                ch = self.next()
-                if ch == _EOF:
-                    break
+            if self.raw_escapes:
                 words.add_raw_char(ch)
-            else:
-                words.add_char(ch)
+                result.append(ch)
+            ch = self.next()
+            if ch == _EOF:
+                break
+            words.add_raw_char(ch)
             result.append(ch)
         if stop:
             raise ShellError(f"unexpected end of statement while looking for matching {stop}")

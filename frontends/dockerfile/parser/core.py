@@ -172,6 +172,8 @@ def heredocs_from_line(line: str) -> list[Heredoc]:
     from bkcore.errors import FrontendError
     from bkcore.frontends.dockerfile.shell import Lexer
 
+    if "<<" not in line:
+        return []
     lexer = Lexer("\\", raw_quotes=True, raw_escapes=True, skip_unset_env=True)
     try:
         words = lexer.process_words(line, {})

@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from bkcore.frontends.dockerfile.parser.node import Node
+from bkcore.frontends.dockerfile.shell import GO_SPACES
 
 __all__ = [
+    "GO_SPACES",
+    "SPACES",
     "NotStringArrayError",
     "extract_builder_flags",
     "is_space",
@@ -25,31 +28,25 @@ __all__ = [
 ]
 
 RE_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
-_LATIN1_SPACE = frozenset("\t\n\v\f\r \x85\xa0")
+SPACES = frozenset(GO_SPACES)
+# runs of characters without special meaning (fast paths of the word scanners)
+_FLAG_PLAIN = re.compile("[^" + re.escape(GO_SPACES + "'\"\\") + "]+")
+_WORD_PLAIN = re.compile("[^" + re.escape(GO_SPACES + "'\"\\") + "]+")
+_WORD_PLAIN_ESC = re.compile("[^" + re.escape(GO_SPACES + "'\"`") + "]+")
 
 
 def is_space(ch: str) -> bool:
     """Go's ``unicode.IsSpace``."""
-    if ch in _LATIN1_SPACE:
-        return True
-    return ord(ch) > 0xFF and ch.isspace()
+    return ch in SPACES
 
 
 def go_trim_space(s: str) -> str:
     """Go's ``strings.TrimSpace``."""
-    start, end = 0, len(s)
-    while start < end and is_space(s[start]):
-        start += 1
-    while end > start and is_space(s[end - 1]):
-        end -= 1
-    return s[start:end]
+    return s.strip(GO_SPACES)
 
 
 def go_trim_left_space(s: str) -> str:
-    start = 0
-    while start < len(s) and is_space(s[start]):
-        start += 1
-    return s[start:]
+    return s.lstrip(GO_SPACES)
 
 
 class LineParseError(Exception):
@@ -84,7 +81,7 @@ def extract_builder_flags(line: str) -> tuple[str, list[str]]:
     n = len(line)
     pos = 0
     while True:
-        while pos < n and is_space(line[pos]):
+        while pos < n and line[pos] in SPACES:
             pos += 1
         if pos == n:
             return "", words
@@ -94,6 +91,12 @@ def extract_builder_flags(line: str) -> tuple[str, list[str]]:
         blank_ok = False
         quote = ""
         while pos < n:
+            if not quote:
+                plain = _FLAG_PLAIN.match(line, pos)
+                if plain is not None and plain.end() > pos:
+                    word.append(plain.group())
+                    pos = plain.end()
+                    continue
             ch = line[pos]
             if quote:
                 if ch == quote:
@@ -110,7 +113,7 @@ def extract_builder_flags(line: str) -> tuple[str, list[str]]:
                 word.append(ch)
                 pos += 1
                 continue
-            if is_space(ch):
+            if ch in SPACES:
                 break
             if ch in ("'", '"'):
                 quote = ch
@@ -142,16 +145,23 @@ def parse_words(rest: str, escape: str) -> list[str]:
     word: list[str] = []
     n = len(rest)
     pos = 0
+    plain_re = _WORD_PLAIN_ESC if escape == "`" else _WORD_PLAIN
     in_word = False
     quote = ""
     blank_ok = False
     while pos < n:
         ch = rest[pos]
         if not in_word:
-            if is_space(ch):
+            if ch in SPACES:
                 pos += 1
                 continue
             in_word = True
+        if not quote:
+            plain = plain_re.match(rest, pos)
+            if plain is not None and plain.end() > pos:
+                word.append(plain.group())
+                pos = plain.end()
+                continue
         if quote:
             if ch == quote:
                 quote = ""
@@ -165,7 +175,7 @@ def parse_words(rest: str, escape: str) -> list[str]:
             word.append(ch)
             pos += 1
             continue
-        if is_space(ch):
+        if ch in SPACES:
             if blank_ok or word:
                 words.append("".join(word))
             word = []
@@ -302,12 +312,12 @@ def parse_maybe_json_to_list(rest: str, escape: str) -> Parsed:
 
 def parse_health_config(rest: str, escape: str) -> Parsed:
     sep = 0
-    while sep < len(rest) and not is_space(rest[sep]):
+    while sep < len(rest) and rest[sep] not in SPACES:
         sep += 1
     if sep == 0:
         return None, {}
     nxt = sep
-    while nxt < len(rest) and is_space(rest[nxt]):
+    while nxt < len(rest) and rest[nxt] in SPACES:
         nxt += 1
     cmd, attrs = parse_maybe_json(rest[nxt:], escape)
     return Node(value=rest[:sep], next=cmd), attrs

@@ -234,6 +234,18 @@ def test_heredoc_inside_a_command_is_handed_to_the_shell() -> None:
     assert ex.meta.args == ["/bin/sh", "-c", "cat <<EOF > /out\nline $X\nEOF"]
 
 
+def test_heredoc_followed_by_a_command_is_not_a_script() -> None:
+    """``RUN <<EOF awk ...``: the marker is not a whole word, so the shell gets it all."""
+    d = stage()
+    run(d, "RUN <<EOF awk '{print $1}' > /m/upper.txt\nmake me loud\nEOF\n")
+    ex, _ = last_exec(d)
+    assert ex.meta.args == [
+        "/bin/sh",
+        "-c",
+        "<<EOF awk '{print $1}' > /m/upper.txt\nmake me loud\nEOF",
+    ]
+
+
 def test_several_heredocs_are_all_appended() -> None:
     d = stage()
     run(d, "RUN cat <<A <<B > /x\na\nA\nb\nB\n")

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -23,12 +22,10 @@ from bkcore import llb
 from bkcore.errors import BkError, FrontendError
 from bkcore.frontends.dockerfile import instructions as ins
 from bkcore.frontends.dockerfile.convert import mounts as _mounts
+from bkcore.frontends.dockerfile.parser import chomp_heredoc_content, must_parse_heredoc
 
 if TYPE_CHECKING:
     from bkcore.frontends.dockerfile.convert.state import DispatchOptions, DispatchState
-
-_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
-_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 
 
 # ---------------------------------------------------------------- shared helpers (RUN/COPY)
@@ -71,22 +68,6 @@ def frontend_error(opts: DispatchOptions, cmd: ins.Command, message: str) -> Fro
 
 
 # ---------------------------------------------------------------- RUN
-def parse_heredoc_word(word: str) -> tuple[str, bool] | None:
-    """``(name, chomp)`` when ``word`` is exactly one heredoc marker (``<<EOF``, ``<<-"EOF"``)."""
-    m = _HEREDOC.match(word)
-    if m is None or not m.group(3):
-        return None
-    name = m.group(3).strip()
-    if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
-        name = name[1:-1]
-    return name, m.group(2) == "-"
-
-
-def chomp_heredoc(data: str) -> str:
-    """Strip leading tabs of every line (``<<-``)."""
-    return _LEADING_TABS.sub("", data)
-
-
 def summarize_heredoc(doc: str) -> str:
     lines = doc.strip().replace("\r\n", "\n").split("\n")
     return lines[0] + ("..." if len(lines) > 1 else "")
@@ -131,8 +112,8 @@ def _dispatch_run(d: DispatchState, cmd: ins.RunCommand, opts: DispatchOptions) 
         if len(args) != 1 or not line.prepend_shell:
             raise FrontendError(f"parsing produced an invalid run command: {args}")
         first = line.files[0]
-        if parse_heredoc_word(args[0]) is not None:
-            data = chomp_heredoc(first.data) if first.chomp else first.data
+        if must_parse_heredoc(args[0]) is not None:
+            data = chomp_heredoc_content(first.data) if first.chomp else first.data
             if data.startswith("#!") and d.image.get("os", "linux") != "windows":
                 inline = llb.scratch().file(
                     llb.mkfile(first.name, 0o755, data),

@@ -15,7 +15,9 @@ import re
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,3 +270,33 @@ def test_warnings_are_progress_warnings(cli: Cli) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = warnings_of(proc.stderr)
     assert any("ignoring syntax directive 'docker/dockerfile:1.5'" in w for w in warnings), warnings
+
+
+def test_short_form_tags_and_pushes(cli: Cli, registry: Any) -> None:
+    ctx = cli.tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "hello.txt").write_text("hi")
+    (ctx / "Dockerfile").write_text('FROM scratch\nCOPY hello.txt /\nCMD ["/hello"]\n')
+    refs = [f"{registry.host}/plumb/app:1", f"{registry.host}/plumb/app:latest"]
+    proc = cli.build("-t", refs[0], "-t", refs[1], "--push", str(ctx))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = set()
+    for tag in ("1", "latest"):
+        req = urllib.request.Request(
+            f"http://{registry.host}/v2/plumb/app/manifests/{tag}",
+            headers={
+                "Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+                "application/vnd.oci.image.manifest.v1+json"
+            },
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            manifest = json.loads(resp.read())
+            digests.add(resp.headers["Docker-Content-Digest"])
+        config_digest = manifest["config"]["digest"]
+        with urllib.request.urlopen(
+            f"http://{registry.host}/v2/plumb/app/blobs/{config_digest}", timeout=10
+        ) as resp:
+            config = json.loads(resp.read())
+        assert config["config"]["Cmd"] == ["/hello"]
+        assert len(manifest["layers"]) == 1
+    assert len(digests) == 1  # both tags name one image

@@ -117,20 +117,16 @@ def _circular(states: list[DispatchState]) -> DispatchState | None:
     return None
 
 
-def _mount_from_values(cmd: Any) -> list[tuple[str, str]]:
-    """``(type, from)`` of each ``--mount`` of a RUN that reads another stage or image
-    (cache mounts without ``from`` read scratch; tmpfs mounts read nothing)."""
+def _mount_from_values(cmd: Any) -> list[str]:
+    """``from=`` of each ``--mount`` of a RUN, as BuildKit's parse-time pass reads them (only
+    ``from`` is parsed before dispatch; cache mounts without it read scratch at dispatch)."""
     from bkcore.frontends.dockerfile.instructions import parse_mount
 
-    out: list[tuple[str, str]] = []
+    out: list[str] = []
     for raw in getattr(cmd, "mounts", None) or ():
-        m = parse_mount(str(raw), None)
-        src = m.from_
-        if not src and m.type == "cache":
-            src = EMPTY_IMAGE
-        if not src or m.type == "tmpfs":
-            continue
-        out.append((m.type, src))
+        src = parse_mount(str(raw), None).from_
+        if src:
+            out.append(src)
     return out
 
 
@@ -155,7 +151,7 @@ def _register(
             else:
                 sources.append(by_index(idx, line))
     elif name == "run":
-        for _kind, src in _mount_from_values(cmd):
+        for src in _mount_from_values(cmd):
             found = lookup(src)
             sources.append(found if found is not None else make(src, line))
     for s in sources:
@@ -483,7 +479,10 @@ async def dockerfile_to_llb(
         else:
             src_line = d.stage.original if d.stage is not None else f"FROM {orig}"
             meta = dopts.op_meta(
-                d, d.stage, custom_name=d.prefix(f"FROM {d.base_name}"), df_command=src_line
+                d,
+                d.stage,
+                custom_name=d.prefix(f"FROM {d.base_name}", env={}, platform=platform),
+                df_command=src_line,
             )
             meta = llb.OpMeta(description=meta.description, source_locations=meta.source_locations)
             d.state = llb.image(

@@ -251,13 +251,22 @@ class DispatchState:
         text = head.upper() + sep + rest
         return self.prefix(text, count=count)
 
-    def prefix(self, text: str, *, count: bool = True, env: Mapping[str, str] | None = None) -> str:
-        """``[platform stage i/n] text`` without expansion (``prefixCommand``)."""
+    def prefix(
+        self,
+        text: str,
+        *,
+        count: bool = True,
+        env: Mapping[str, str] | None = None,
+        platform: llb.Platform | None = None,
+    ) -> str:
+        """``[platform stage i/n] text`` without expansion (``prefixCommand``); the platform
+        part only for multi-platform builds (``platform`` defaults to the stage's)."""
         if self.cmd_total == 0:
             return text
         out = "["
-        if self.prefix_platform and self.platform is not None:
-            out += str(self.platform) + _format_target(self.platform, env or self.env()) + " "
+        p = platform or self.platform
+        if self.prefix_platform and p is not None:
+            out += str(p) + _format_target(p, self.env() if env is None else env) + " "
         if self.stage_name:
             out += self.stage_name + " "
         if count:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -167,3 +167,21 @@ class OCILayoutSource:
         self, identifier: str, attrs: Mapping[str, str], platform: str | None
     ) -> OCILayoutInstance:
         return OCILayoutInstance(parse(identifier, attrs, platform))
+
+    async def resolve_layout_config(
+        self,
+        engine: Engine,
+        ref: str,
+        *,
+        store_id: str,
+        session_ids: Sequence[str],
+        platform: str | None = None,
+    ) -> tuple[str, bytes]:
+        """(root digest, config JSON) of ``ref`` (``NAME@DIGEST``) in client store
+        ``store_id`` (the ``--oci-layout`` name), read through the first of ``session_ids``
+        serving it, for ``platform`` (default: the engine's). What a bridge's
+        ``resolve_oci_layout_config`` calls for a Dockerfile ``oci-layout://`` named context."""
+        from bkcore.llb.platforms import Platform
+
+        plat = Platform.parse(platform or engine.platform)
+        return await resolve_layout_config(engine, list(session_ids), ref, store_id, plat)

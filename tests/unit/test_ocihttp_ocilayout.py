@@ -254,3 +254,31 @@ def test_cli_flag_and_attachable_registration(tmp_path: Path) -> None:
         "/containerd.services.content.v1.Content/Info",
         "/containerd.services.content.v1.Content/Read",
     }
+
+
+def test_source_resolves_a_config_for_frontends(tmp_path: Path) -> None:
+    """What a bridge's ``resolve_oci_layout_config`` calls (Dockerfile named contexts)."""
+    from types import SimpleNamespace
+
+    from bkcore.session.manager import SessionManager
+    from bkcore.sources.oci_layout.source import OCILayoutSource
+
+    manifest, config = _image("arm64", b"L")
+    layout = make_layout(tmp_path / "a", [manifest, config])
+
+    async def run() -> tuple[str, bytes]:
+        sessions = SessionManager()
+        session = Session()
+        session.allow(LayoutStores({"ctx": str(layout)}))
+        sessions.attach(session)
+        other = Session()  # a session without the store is skipped
+        sessions.attach(other)
+        engine: Any = SimpleNamespace(sessions=sessions, platform="linux/arm64")
+        return await OCILayoutSource().resolve_layout_config(
+            engine,
+            f"docker.io/library/ctx@{sha(manifest)}",
+            store_id="ctx",
+            session_ids=[other.id, session.id],
+        )
+
+    assert asyncio.run(run()) == (sha(manifest), config)

@@ -376,7 +376,10 @@ class DockerfileFrontend:
             differ="none",
             custom_name=f"[internal] load build definition from {filename}",
         )
-        solved = await bridge.solve(src.marshal().to_pb())
+        try:
+            solved = await bridge.solve(src.marshal().to_pb())
+        except SolveError as exc:
+            raise FrontendError(f"failed to read dockerfile: {exc.message or exc}") from exc
         data: bytes | None = None
         for candidate in [filename, lower] if lower else [filename]:
             try:

@@ -300,3 +300,14 @@ def test_short_form_tags_and_pushes(cli: Cli, registry: Any) -> None:
         assert config["config"]["Cmd"] == ["/hello"]
         assert len(manifest["layers"]) == 1
     assert len(digests) == 1  # both tags name one image
+
+
+def test_buildctl_form_without_the_dockerfile_local(cli: Cli) -> None:
+    ctx = cli.tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    proc = cli.build("--frontend", "dockerfile.v0", "--local", f"context={ctx}")
+    assert proc.returncode == 1
+    lines = text_lines(proc.stderr)
+    assert lines[-1].startswith("error: failed to read dockerfile: ")
+    assert 'no access allowed to dir "dockerfile"' in lines[-1]

@@ -148,7 +148,10 @@ def dispatch_onbuild(d: DispatchState, cmd: Any) -> None:
     d.config["OnBuild"] = [*(d.config.get("OnBuild") or []), cmd.expression]
 
 
-def _cmd_args(d: DispatchState, cmdline: Any) -> list[str]:
+def _cmd_args(d: DispatchState, cmdline: Any) -> list[str] | None:
+    """The argv of CMD/ENTRYPOINT (``None`` for ``ENTRYPOINT []``, which clears it)."""
+    if cmdline.cmd_line is None:
+        return None
     args = [str(a) for a in cmdline.cmd_line]
     if cmdline.prepend_shell:
         args = d.with_shell(args)

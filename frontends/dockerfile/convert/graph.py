@@ -441,7 +441,10 @@ async def dockerfile_to_llb(
         try:
             ref = normalize_image_ref(d.base_name)
         except BkError as exc:
-            raise FrontendError(f"failed to parse stage name {orig!r}: {exc}") from None
+            reason = "invalid reference format"
+            if "must be lowercase" in str(exc):
+                reason += ": repository name must be lowercase"
+            raise FrontendError(f'failed to parse stage name "{orig}": {reason}') from None
         platform = d.platform or po.target
         d.base_name = ref
         named = await resolve_named_context(ref, platform, opts, bridge, po.target)

@@ -394,3 +394,75 @@ def test_thousand_line_dockerfile() -> None:
     res = parse("\n".join(lines) + "\n")
     assert len(res.ast.children) == 1 + 2 * 333
     assert res.ast.children[-1].end_line == 1000
+
+
+def test_go_whitespace_rules() -> None:
+    # NBSP and U+2028 are spaces for Go's unicode.IsSpace (word and argument splitting)
+    node = instr("FROM x\nARG a\u00a0b\u2028c\n")
+    assert node.args() == ["a", "b", "c"]
+    # but only [ \t\v\f\r] split whitespace-delimited lists, as in BuildKit
+    assert instr("FROM x\nEXPOSE 80\u00a0443\n").args() == ["80\u00a0443"]
+
+
+def test_invalid_utf8_is_replaced_not_fatal() -> None:
+    node = instr(b"FROM x\nRUN echo \xff\xfe\n")
+    assert node.args() == ["echo \ufffd\ufffd"]
+
+
+def test_random_input_raises_only_frontend_errors() -> None:
+    """Untrusted text: whatever it is, parsing and instruction typing either succeed or raise
+    a FrontendError (never another exception)."""
+    import random
+
+    from bkcore.frontends.dockerfile import instructions as ins
+    from bkcore.frontends.dockerfile.shell import Lexer
+
+    pieces = [
+        *"ab =-\\`'\"$[]{}:?+#<\n\t,.",
+        "FROM ",
+        "RUN ",
+        "COPY ",
+        "ADD ",
+        "ENV ",
+        "ARG ",
+        "LABEL ",
+        "ONBUILD ",
+        "HEALTHCHECK ",
+        "CMD ",
+        "SHELL ",
+        "--mount=",
+        "type=",
+        "<<EOF",
+        "EOF\n",
+        "${",
+        "# escape=`\n",
+        "\u00a0",
+        "\r\n",
+        "--from=",
+        '["a"]',
+        "VOLUME ",
+        "EXPOSE ",
+        "USER ",
+        "WORKDIR ",
+        "--interval=",
+        "-",
+    ]
+    rng = random.Random(5)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+        if rng.random() < 0.5:
+            text = "FROM a\n" + text.replace("\n", "\nRUN ", 1)
+        try:
+            res = parse(text)
+            stages, _ = ins.parse_dockerfile(res.ast)
+            lexer = Lexer(res.escape)
+            for stage in stages:
+                for cmd in stage.commands:
+                    expand = getattr(cmd, "expand", None)
+                    if expand is not None:
+                        expand(lambda w, lx=lexer: lx.process_word(w, {"a": "b"}))
+            outcomes["ok"] += 1
+        except FrontendError:
+            outcomes["error"] += 1
+    assert outcomes["ok"] > 100 and outcomes["error"] > 100

@@ -60,6 +60,8 @@ def suggest(message: str, value: str, options: Iterable[str], case_sensitive: bo
         cmp = opt if case_sensitive else opt.lower()
         if cmp == value:
             return message
+        if abs(len(cmp) - len(value)) >= min_dist:
+            continue  # the distance is at least the length difference
         dist = levenshtein(value, cmp)
         if dist < min_dist:
             best = cmp if case_sensitive else _match_case(cmp, orig)

@@ -16,7 +16,7 @@ from bkcore.frontends.dockerfile.parser import (
 )
 
 
-def instr(text: str, index: int = -1) -> Node:
+def instr(text: str | bytes, index: int = -1) -> Node:
     return parse(text).ast.children[index]
 
 

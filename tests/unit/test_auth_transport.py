@@ -245,3 +245,30 @@ def test_mirrors_in_order_for_pulls_then_the_origin() -> None:
         await conns.aclose()
 
     asyncio.run(main())
+
+
+def test_a_mirror_has_its_own_host_options_and_credentials() -> None:
+    fake = FakeRegistry("basic")
+    urls: list[str] = []
+    handler = fake.handler
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        urls.append(f"{request.url.scheme}://{request.url.netloc.decode()}")
+        return handler(request)
+
+    hosts = {
+        "reg.test:5000": HostOptions(mirrors=("m.lan:5000",)),
+        "m.lan:5000": HostOptions(http=True),
+    }
+    asked: list[str] = []
+
+    async def main() -> None:
+        conns = Connections(hosts, transport=httpx.MockTransport(recording))
+        auth = AuthState(creds_of((USER, PASSWORD), asked))
+        client = RegistryClient(connections=conns, auth=auth)
+        assert (await client.fetch_manifest(REF)).digest == DIGEST
+        await conns.aclose()
+
+    asyncio.run(main())
+    assert urls == ["http://m.lan:5000", "http://m.lan:5000"]  # 401, then authenticated
+    assert asked == ["m.lan:5000"]  # credentials are asked for the mirror host

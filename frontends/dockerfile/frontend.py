@@ -31,6 +31,7 @@ from bkcore.frontend import (
 )
 from bkcore.frontends.dockerfile.convert import ConvertOptions, dockerfile_to_llb
 from bkcore.frontends.dockerfile.dockerignore import DOCKERIGNORE, read_patterns
+from bkcore.frontends.dockerfile.inputs import definition_state, input_configs
 
 if TYPE_CHECKING:
     from bkcore import llb
@@ -277,6 +278,8 @@ class DockerfileFrontend:
             normalize_platform(request.worker_platforms[0] if request.worker_platforms else "")
         ]
         multi = options.multi_platform or len(platforms) > 1
+        inputs = {n: definition_state(d, n) for n, d in request.inputs.items()}
+        configs = input_configs(request.opts)
         emitted: set[tuple[str, int]] = set()
 
         def warn(message: str, line: int = 0) -> None:
@@ -302,6 +305,8 @@ class DockerfileFrontend:
                 context_name=options.context_key,
                 excludes=list(excludes),
                 named_contexts=dict(options.named_contexts),
+                inputs=inputs,
+                input_configs=configs,
                 session_id=session_id,
                 image_resolve_mode=options.image_resolve_mode,
                 extra_hosts=list(options.extra_hosts),

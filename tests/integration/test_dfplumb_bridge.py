@@ -92,6 +92,27 @@ PLUGIN = textwrap.dedent(
             return await bridge.solve(frontend="echo.v0", frontend_opts=opts)
 
 
+    class WrapFrontend:
+        """Runs dockerfile.v0 nested, with an input as the named context `base`."""
+
+        async def solve(self, bridge, request):
+            import base64
+
+            from bkcore import llb
+
+            st = llb.scratch().file(llb.mkfile("/from-input", 0o644, b"input!"))
+            cfg = json.dumps({"config": {"Env": ["FROM_INPUT=1"], "WorkingDir": "/w"}})
+            meta = {"containerimage.config": base64.b64encode(cfg.encode()).decode()}
+            opts = dict(request.opts)
+            opts["context:base"] = "input:base"
+            opts["input-metadata:base"] = json.dumps(meta)
+            return await bridge.solve(
+                frontend="dockerfile.v0",
+                frontend_opts=opts,
+                frontend_inputs={"base": st.marshal().to_pb()},
+            )
+
+
     class LoopFrontend:
         async def solve(self, bridge, request):
             return await bridge.solve(frontend="loop.v0")
@@ -107,6 +128,9 @@ PLUGIN = textwrap.dedent(
                 "result": result is not None,
             }
             files = {}
+            if result is not None:
+                with ctx.view(result) as root:
+                    doc["tree"] = sorted(os.listdir(root))
             for platform, ref in ctx.refs.items():
                 with ctx.view(ref) as root:
                     files[platform] = open(os.path.join(root, "platform")).read()
@@ -121,6 +145,7 @@ PLUGIN = textwrap.dedent(
         registry.add("echo.v0", "bkt_plumb:EchoFrontend")
         registry.add("nest.v0", "bkt_plumb:NestFrontend")
         registry.add("loop.v0", "bkt_plumb:LoopFrontend")
+        registry.add("wrapdf.v0", "bkt_plumb:WrapFrontend")
 
 
     @hookimpl
@@ -255,3 +280,23 @@ def test_unknown_frontend_and_endless_nesting_fail_clearly(
     loop = run(tmp_path, env, "--frontend", "loop.v0")
     assert loop.returncode == 1
     assert "nested more than 16 deep" in loop.stderr
+
+
+def test_nested_dockerfile_frontend_with_an_input_context(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a")
+    (ctx / "Dockerfile").write_text("FROM base\nCOPY a.txt .\n")
+    dump = tmp_path / "meta.json"
+    proc = run(
+        tmp_path, env, "--frontend", "wrapdf.v0", "--local", f"context={ctx}",
+        "--local", f"dockerfile={ctx}", "--output", f"type=metadump,dest={dump}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(dump.read_text())
+    assert doc["tree"] == ["from-input", "w"]
+    config = json.loads(doc["metadata"]["containerimage.config"])
+    assert "FROM_INPUT=1" in config["config"]["Env"]
+    assert config["config"]["WorkingDir"] == "/w"

@@ -154,7 +154,22 @@ class RegistryClient:
 
     @staticmethod
     async def _fail(ref: ImageReference, resp: httpx.Response, what: str) -> SourceError:
+        body = b""
+        if resp.status_code == 400 and resp.request.url.scheme == "http":
+            try:  # a TLS-only server answering plain HTTP says so in a short body
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > 4096:
+                        break
+            except httpx.HTTPError:
+                pass
         await resp.aclose()
+        if b"HTTP request to an HTTPS server" in body:
+            host = resp.request.url.netloc.decode()
+            return SourceError(
+                f"{ref}: {host} speaks HTTPS, not plain HTTP (loopback registries default to "
+                f'HTTP: set http = false under [registry."{host}"] in the registry config)'
+            )
         if resp.status_code == 404:
             return SourceError(f"{ref}: {what} not found")
         if resp.status_code == 403:

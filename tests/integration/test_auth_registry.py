@@ -393,6 +393,12 @@ def test_tls_registry_needs_its_ca(bk: Any, tls_registry: TLSRegistry) -> None:
     image = make_image("over tls\n")
     ref = push(host, "tls/hello:1", image, bk.tmp / "push", hosts=opts)
 
+    # Loopback means plain HTTP by default: the TLS-only registry is named as such.
+    run = bk.build(llb.image(ref), out=bk.tmp / "out", check=False,
+                   env={"BKCORE_REGISTRY_CONFIG": str(bk.tmp / "none.toml")})  # fmt: skip
+    line = one_error_line(run)
+    assert f"{host} speaks HTTPS, not plain HTTP" in line and "http = false" in line
+
     # HTTPS (http = false overrides the loopback default) without the CA: refused.
     no_ca = hosts_file(bk.tmp / "no-ca.toml", f'[registry."{host}"]\nhttp = false\n')
     run = bk.build(llb.image(ref), out=bk.tmp / "out", env=no_ca, check=False)

@@ -391,3 +391,23 @@ def test_dispatch_errors_name_the_instruction_line() -> None:
 def test_empty_dockerfile_fails() -> None:
     with pytest.raises(FrontendError, match="cannot be empty"):
         convert("")
+
+
+def test_multi_platform_builds_prefix_op_names_with_the_platform() -> None:
+    df = (
+        "FROM --platform=$BUILDPLATFORM busybox AS build\n"
+        "ARG TARGETPLATFORM\n"
+        "RUN echo cross\n"
+        "FROM busybox\n"
+        "COPY --from=build /x /x\n"
+    )
+    res, _ = convert(
+        df, target_platform="linux/arm64", build_platforms=["linux/amd64"], multi_platform=True
+    )
+    got = names(res)
+    assert f"[linux/amd64 build 1/2] FROM {BUSYBOX}@{DIGEST}" in got
+    # a stage running on the build platform for another target shows both
+    assert "[linux/amd64->arm64 build 2/2] RUN echo cross" in got
+    assert "[linux/arm64 stage-1 2/2] COPY --from=build /x /x" in got
+    single, _ = convert(df, target_platform="linux/arm64", build_platforms=["linux/amd64"])
+    assert "[build 2/2] RUN echo cross" in names(single)

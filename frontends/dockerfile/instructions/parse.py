@@ -56,6 +56,7 @@ from bkcore.frontends.dockerfile.parser import (
     chomp_heredoc_content,
     must_parse_heredoc,
 )
+from bkcore.frontends.dockerfile.parser.line_parsers import go_trim_space
 from bkcore.frontends.dockerfile.shell import go_quote
 
 __all__ = [
@@ -94,7 +95,7 @@ SECURITY_MODES = ("sandbox", "insecure")
 MINIMUM_DURATION_NS = 1_000_000  # 1ms, docker's container.MinimumDuration
 
 _STAGE_NAME_RE = re.compile(r"[a-z][a-z0-9-_.]*")
-_ONBUILD_PREFIX_RE = re.compile(r"^\s*ONBUILD\s*", re.I)
+_ONBUILD_PREFIX_RE = re.compile(r"^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*", re.I)  # Go's \s
 
 
 class _Base(TypedDict):
@@ -121,7 +122,7 @@ class _Req:
     def base(self) -> _Base:
         return {
             "name": self.command,
-            "original": self.node.original.strip(),
+            "original": go_trim_space(self.node.original),
             "start_line": self.node.start_line,
             "end_line": self.node.end_line,
         }
@@ -286,7 +287,7 @@ def _parse_from(req: _Req) -> Stage:
         commands=[],
         start_line=req.node.start_line,
         end_line=req.node.end_line,
-        original=req.node.original.strip(),
+        original=go_trim_space(req.node.original),
         comment=get_comment(req.comments, name),
     )
 

@@ -209,7 +209,7 @@ async def _local(key: str, dirname: str, opts: ConvertOptions, bridge: Bridge) -
     res = await bridge.solve(ignore.marshal().to_pb())
     try:
         data = await bridge.read_file(res.ref, ".dockerignore")
-    except (FileNotFoundError, BkError):
+    except (OSError, BkError):
         data = b""
     if data:
         from bkcore.frontends.dockerfile.dockerignore import read_patterns

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from bkcore import llb
@@ -226,10 +227,13 @@ def _clamp_history(img: dict[str, Any], epoch: _dt.datetime | None) -> None:
         if not created:
             h["created"] = stamp
             continue
+        text = re.sub(r"(\.\d{6})\d+", r"\1", str(created)).replace("Z", "+00:00")
         try:
-            t = _dt.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+            t = _dt.datetime.fromisoformat(text)
         except ValueError:
             continue
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.UTC)
         if t > epoch:
             h["created"] = stamp
 

@@ -411,3 +411,23 @@ def test_multi_platform_builds_prefix_op_names_with_the_platform() -> None:
     assert "[linux/arm64 stage-1 2/2] COPY --from=build /x /x" in got
     single, _ = convert(df, target_platform="linux/arm64", build_platforms=["linux/amd64"])
     assert "[build 2/2] RUN echo cross" in names(single)
+
+
+def test_named_context_name_forms_git_and_http_sources() -> None:
+    from bkcore.frontends.dockerfile.convert.contexts import familiar_name
+
+    assert familiar_name("docker.io/library/alpine:latest") == "alpine"
+    assert familiar_name("127.0.0.1:5000/x/y:latest") == "127.0.0.1:5000/x/y"
+    assert familiar_name("alpine:3") == "alpine:3"
+    res, _ = convert(
+        "FROM busybox\nCOPY --from=repo / /src\nCOPY --from=file /f /f\n",
+        named_contexts={
+            "repo": "https://example.com/r.git#v1:sub",
+            "file": "https://example.com/f.txt",
+        },
+    )
+    srcs = {o.body.identifier: o for o in ops(res) if o.kind == "source"}
+    git = srcs["git://example.com/r.git#v1:sub"]
+    assert git.body.attrs["git.keepgitdir"] == "true"
+    assert "https://example.com/f.txt" in srcs
+    assert srcs["https://example.com/f.txt"].name == "[context file] https://example.com/f.txt"

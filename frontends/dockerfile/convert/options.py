@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bkcore import llb
 
-__all__ = ["ConvertOptions", "ConvertResult"]
+__all__ = ["DAEMON_CAPS", "ConvertOptions", "ConvertResult"]
+
+#: LLB caps of the engine that change how the converter's graph is marshalled.
+DAEMON_CAPS = frozenset({"exec.meta.setsdefaultpath"})
 
 
 def _no_warn(message: str, line: int) -> None:
@@ -69,6 +72,12 @@ class ConvertResult:
     image: dict[str, Any]
     warnings: list[str]
     platform: llb.Platform
+
+    def definition(self) -> llb.Definition:
+        """The marshalled LLB as BuildKit's frontend sends it: default platform = the target
+        platform, and the daemon's caps known (execs declare ``exec.meta.setsdefaultpath``
+        instead of carrying a default PATH)."""
+        return self.state.marshal(platform=self.platform, daemon_caps=DAEMON_CAPS)
 
     def config_json(self) -> bytes:
         """``image`` as the bytes BuildKit puts in ``containerimage.config``."""

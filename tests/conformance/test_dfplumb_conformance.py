@@ -1,10 +1,12 @@
 """The Dockerfile conformance cases (recorded from BuildKit v0.11.6) run through bkcore.
 
-One pytest test per case directory under ``cases/``: each runs this directory's ``run.py``
-harness (a copy of the shared one, unchanged) for that single case with ``--builder bkcore``
-in strict mode (per-layer lists included), so a failure shows the harness's differences for
-that case. bkcore is called exactly as the harness calls it: ``bkcore build --frontend
-dockerfile.v0 --local context=... --local dockerfile=... --output type=local|oci ...``.
+One pytest test per case directory under ``cases/``: a session fixture runs this directory's
+``run.py`` harness (a copy of the shared one, unchanged) once over the selected cases with
+``--builder bkcore`` in strict mode (per-layer lists included; ``--jobs`` from
+``BKCORE_CONFORMANCE_JOBS``, default 4), and each test passes or fails with that case's line
+and differences from the harness's report. bkcore is called exactly as the harness calls it:
+``bkcore build --frontend dockerfile.v0 --local context=... --local dockerfile=...
+--output type=local|oci ...``.
 
 The cases name ``127.0.0.1:5000/testbase:latest`` literally, so the registry must answer on
 port 5000: the ``testbase_registry`` fixture starts Debian's docker-registry there when the
@@ -42,8 +44,8 @@ CASES = sorted(p.name for p in (HERE / "cases").iterdir() if p.is_dir())
 REGISTRY_HOST = "127.0.0.1"
 REGISTRY_PORT = 5000
 REGISTRY = f"{REGISTRY_HOST}:{REGISTRY_PORT}"
-#: One case: two builds (local and oci), run.py's own timeout is per build.
-CASE_TIMEOUT = 600
+#: The whole run.py run (its own timeout is per build, 120 s).
+RUN_TIMEOUT = 3600
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.oci.image.manifest.v1+json",
@@ -180,9 +182,40 @@ def test_cases_are_present() -> None:
     assert link.is_symlink() and os.readlink(link) == "real.txt"
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_case(case: str, testbase_registry: str, bkcore_command: str, tmp_path: Path) -> None:
-    number = case.split("-", 1)[0]
+def _parse_report(output: str) -> dict[str, tuple[str, str]]:
+    """run.py's report -> {case: (PASS|FAIL, its line and the indented detail under it)}."""
+    results: dict[str, tuple[str, str]] = {}
+    current: str | None = None
+    for line in output.splitlines():
+        found = re.match(r"^(PASS|FAIL) (\S+) ", line)
+        if found:
+            current = found.group(2)
+            results[current] = (found.group(1), line)
+        elif current is not None and line.startswith("    "):
+            status, text = results[current]
+            results[current] = (status, text + "\n" + line)
+        else:
+            current = None
+    return results
+
+
+@pytest.fixture(scope="session")
+def conformance_results(
+    request: pytest.FixtureRequest,
+    testbase_registry: str,
+    bkcore_command: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """One run.py run (strict, ``--jobs``) over every case selected in this session."""
+    selected: set[str] = set()
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "case" not in callspec.params:
+            continue
+        if Path(str(item.path)).resolve() == Path(__file__).resolve():
+            selected.add(str(callspec.params["case"]))
+    numbers = ",".join(case.split("-", 1)[0] for case in sorted(selected) or CASES)
+    out = tmp_path_factory.mktemp("conformance-out")
     env = {**os.environ, "BKCORE": bkcore_command, "REGISTRY": testbase_registry}
     proc = subprocess.run(
         [
@@ -191,19 +224,28 @@ def test_case(case: str, testbase_registry: str, bkcore_command: str, tmp_path: 
             "--builder",
             "bkcore",
             "--cases",
-            number,
+            numbers,
+            "--jobs",
+            os.environ.get("BKCORE_CONFORMANCE_JOBS", "4"),
             "-v",
             "--keep",
             "--out",
-            str(tmp_path),
+            str(out),
         ],
         capture_output=True,
         text=True,
         env=env,
-        timeout=CASE_TIMEOUT,
+        timeout=RUN_TIMEOUT,
         check=False,
         cwd=HERE,
     )
     output = proc.stdout + proc.stderr
-    assert "conformance: 1 passed, 0 failed" in output, output[-6000:]
-    assert proc.returncode == 0, output[-6000:]
+    return _parse_report(output), output
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_case(case: str, conformance_results: tuple[dict[str, tuple[str, str]], str]) -> None:
+    results, output = conformance_results
+    assert case in results, f"run.py reported nothing for {case}:\n{output[-4000:]}"
+    status, detail = results[case]
+    assert status == "PASS", detail

@@ -108,12 +108,10 @@ def validate_checksum(value: str) -> str:
     return value
 
 
-def git_state(ref: GitRef, *, keep_git_dir: bool) -> llb.State:
+def git_state(ref: GitRef, *, keep_git_dir: bool, meta: llb.OpMeta) -> llb.State:
     commit = ref.commit + (":" + ref.subdir if ref.subdir else "")
-    return llb.git(ref.remote, commit, keep_git_dir=keep_git_dir)
+    return llb.git(ref.remote, commit, keep_git_dir=keep_git_dir, meta=meta)
 
 
-def http_state(src: str, *, filename: str, checksum: str) -> llb.State:
-    # BuildKit passes dfCmd(SourcesAndDest), which is not a Stringer: an empty description
-    meta = llb.OpMeta(description={"com.docker.dockerfile.v1.command": ""})
+def http_state(src: str, *, filename: str, checksum: str, meta: llb.OpMeta) -> llb.State:
     return llb.http(src, filename=filename, checksum=checksum, meta=meta)

@@ -121,18 +121,28 @@ def _dispatch_copy(
         else:
             action = action.copy(src_state, src, dest, **kw)
 
+    # Remote sources carry the instruction's source location so a failed download or fetch
+    # names the Dockerfile line (v0.11 gave them none); the http source keeps v0.11's empty
+    # command description (it passed a non-Stringer to dfCmd).
+    located = opts.op_meta(d, cmd)
+    remote_meta = llb.OpMeta(source_locations=located.source_locations)
+    http_meta = llb.OpMeta(
+        description={"com.docker.dockerfile.v1.command": ""},
+        source_locations=located.source_locations,
+    )
     for src in params.source_paths:
         message.append(src)
         git = _add.parse_git_ref(src)
         if git is not None and not git.indistinguishable_from_local:
             if not is_add:
                 raise FrontendError("source can't be a git ref for COPY")
-            chain(_add.git_state(git, keep_git_dir=keep_git_dir), "/", create_dest_path=True)
+            st = _add.git_state(git, keep_git_dir=keep_git_dir, meta=remote_meta)
+            chain(st, "/", create_dest_path=True)
         elif _add.is_http_source(src):
             if not is_add:
                 raise FrontendError("source can't be a URL for COPY")
             name = _add.url_filename(src)
-            st = _add.http_state(src, filename=name, checksum=checksum)
+            st = _add.http_state(src, filename=name, checksum=checksum, meta=http_meta)
             chain(st, name, create_dest_path=True)
         else:
             includes: tuple[str, ...] = ()

@@ -16,6 +16,7 @@ gets ``detail_lines``: the offending lines of the Dockerfile, as BuildKit prints
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -254,6 +255,14 @@ def _attach(exc: BaseException, lines: Sequence[str]) -> None:
         exc.detail_lines = list(lines)  # type: ignore[attr-defined]
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a task group, so callers see one error, not a group."""
+    first = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
 # -- the frontend ------------------------------------------------------------------------------
 
 
@@ -265,12 +274,21 @@ class DockerfileFrontend:
 
         options = parse_frontend_options(request.opts)
         session_id = request.session_id
-        dockerfile, ignore, source = await self._read_dockerfile(bridge, options, session_id)
+        # Both are loaded at once, as BuildKit does; the Dockerfile's own ignore file wins.
+        try:
+            async with asyncio.TaskGroup() as tg:
+                read = tg.create_task(self._read_dockerfile(bridge, options, session_id))
+                default_ignore = tg.create_task(
+                    self._read_context_ignore(bridge, options, session_id)
+                )
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        dockerfile, ignore, source = read.result()
         source_map = llb.SourceMap(options.filename, dockerfile, source)
         # Warnings hang on the vertex that loaded the Dockerfile, as in BuildKit.
         load_vertex = source.marshal().head or ""
         if ignore is None:
-            ignore = await self._read_context_ignore(bridge, options, session_id)
+            ignore = default_ignore.result()
         excludes = read_patterns(ignore) if ignore else []
         text = dockerfile.decode("utf-8", "replace")
         self._check_syntax(bridge, text, options.filename, load_vertex)

@@ -95,7 +95,8 @@ async def save(
     algorithm = expected.split(":", 1)[0] if expected else "sha256"
     hasher = hashlib.new(algorithm)
     total_header = resp.headers.get("content-length", "")
-    total = int(total_header) if total_header.isdigit() else 0
+    encoded = resp.headers.get("content-encoding", "identity") != "identity"
+    total = int(total_header) if total_header.isdigit() and not encoded else 0
     status = f"downloading {spec.label}"
     started = time.time()
     mutable = await prepare(store, None, f"http url {spec.label}")

@@ -43,7 +43,8 @@ def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         follow_redirects=True,
         timeout=httpx.Timeout(TIMEOUT, connect=30.0),
-        headers={"User-Agent": USER_AGENT},
+        # As Go's transport: ask for gzip only, and decode it (the file is what was served).
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"},
     )
 
 

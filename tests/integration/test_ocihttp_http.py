@@ -10,6 +10,7 @@ commits nothing, and how the file is named (attr, Content-Disposition, URL), its
 from __future__ import annotations
 
 import email.utils
+import gzip
 import hashlib
 import http.server
 import threading
@@ -36,6 +37,7 @@ class Resource:
     last_modified: float | None = None
     disposition: str | None = None
     status: int = 200
+    gzip: bool = False  # sent with Content-Encoding: gzip when the client accepts it
 
 
 @dataclass
@@ -85,14 +87,18 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
                 not_modified = res.last_modified <= when
             else:
                 not_modified = False
+            body = res.body
+            if res.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body)
+                headers["Content-Encoding"] = "gzip"
             self.send_response(304 if not_modified else 200)
             for key, value in headers.items():
                 self.send_header(key, value)
-            length = 0 if not_modified else len(res.body)
+            length = 0 if not_modified else len(body)
             self.send_header("Content-Length", str(length))
             self.end_headers()
             if with_body and not not_modified:
-                self.wfile.write(res.body)
+                self.wfile.write(body)
 
         def do_GET(self) -> None:
             self._answer(True)
@@ -169,6 +175,15 @@ def test_content_disposition_names_the_file(bk: Any, server: Server) -> None:
     bk.build(llb.http(url), out=out)
     assert [p.name for p in out.iterdir()] == ["report.txt"]  # the base name only
     assert (out / "report.txt").read_bytes() == b"zip?"
+
+
+def test_gzip_content_encoding_is_decoded_like_go(bk: Any, server: Server) -> None:
+    body = b"compressible " * 500
+    url = server.put("/enc.txt", Resource(body, gzip=True))
+    out = bk.tmp / "out"
+    bk.build(llb.http(url, checksum=sha256(body)), out=out)
+    assert (out / "enc.txt").read_bytes() == body
+    assert server.requests[0][2]["Accept-Encoding"] == "gzip"
 
 
 def test_file_runs_in_an_exec(bk: Any, server: Server) -> None:

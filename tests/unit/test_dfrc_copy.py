@@ -301,6 +301,15 @@ def test_link_copies_onto_scratch_and_merges() -> None:
     assert d.cmd_index == 2
 
 
+def test_link_with_chown_by_name_fails_with_the_line() -> None:
+    d = stage()
+    with pytest.raises(FrontendError) as err:
+        do(d, "COPY --link --chown=app:1 f /x\n")
+    assert "invalid user index: -1" in str(err.value) and "--chown=app:1" in str(err.value)
+    assert err.value.line == 2
+    do(d, "COPY --link --chown=root:0 f /x\n")  # root and ids are fine
+
+
 def test_link_with_chmod_is_a_plain_copy() -> None:
     d = stage()
     do(d, "COPY --link --chmod=0600 f /x\n")

@@ -183,6 +183,15 @@ def _dispatch_copy(
 
     name = _run.display_name(opts, cmd.original, env, raw=False)
     if cmd.link and not cmd.chmod:
+        if owner is not None and any(
+            u is not None and u.id is None for u in (owner.user, owner.group)
+        ):
+            # the linked layer is made on scratch: no /etc/passwd to resolve names in. BuildKit
+            # fails later in the solver with "invalid user index: -1"; say why, with the line.
+            raise FrontendError(
+                f"invalid user index: -1 (--chown={cmd.chown} names a user or group, which "
+                "--link cannot resolve: use numeric ids)"
+            )
         # v0.11.6: the copy op carries only the (weak) progress group and the merge op the
         # group plus "LINK ..." name -- its option slices were copied into nil slices.
         group_id = llb.new_unique_id()

@@ -42,6 +42,9 @@ PASSWD = (
 GROUP = "root:x:0:\nalice:x:1000:\nbob:x:1001:\nwheel:x:10:alice\nstaff:x:50:alice,bob\n"
 
 
+RUNTIME_MOUNT_POINTS = ("dev", "proc", "sys")
+
+
 def make_rootfs(path: Path) -> Path:
     """A tiny rootfs: busybox with every applet linked into /bin, /etc/passwd, /etc/group."""
     (path / "bin").mkdir(parents=True)
@@ -55,6 +58,8 @@ def make_rootfs(path: Path) -> Path:
             (path / "bin" / applet).symlink_to("busybox")
     (path / "etc" / "passwd").write_text(PASSWD)
     (path / "etc" / "group").write_text(GROUP)
+    for point in RUNTIME_MOUNT_POINTS:  # as in images that ran once (see the test below)
+        (path / point).mkdir()
     return path
 
 
@@ -283,6 +288,24 @@ def test_hosts_and_resolv_conf_are_generated_and_do_not_leak(
     assert not (rootfs / "etc" / "hosts").exists()
     assert not (rootfs / "etc" / "resolv.conf").exists()
     assert tree_state(rootfs) == before
+
+
+def test_runtime_mount_points_stay_in_the_rootfs_as_in_buildkit(
+    executor: RuncExecutor, rootfs: Path
+) -> None:
+    """BuildKit's first RUN layer on a base without /dev, /proc, /sys holds those directories
+    (runc creates them; only the exec's own mounts are cleaned): the rootfs keeps them, mode
+    0755, empty, while the run's own mount stubs (/etc/hosts, /mnt) are removed."""
+    for point in RUNTIME_MOUNT_POINTS:
+        (rootfs / point).rmdir()
+    code, _ = run(executor, rootfs, "true")
+    assert code == 0
+    for point in RUNTIME_MOUNT_POINTS:
+        st = os.lstat(rootfs / point)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755, point
+        assert os.listdir(rootfs / point) == []
+    assert not (rootfs / "etc" / "hosts").exists()
+    assert not (rootfs / "etc" / "resolv.conf").exists()
 
 
 def test_plain_true_leaves_rootfs_unchanged(executor: RuncExecutor, rootfs: Path) -> None:
@@ -685,7 +708,8 @@ def test_recover_leaves_active_runs_alone(executor: RuncExecutor, rootfs: Path) 
 
 
 def test_scratch_rootfs_gets_no_leftovers(executor: RuncExecutor, tmp_path: Path) -> None:
-    """A rootfs with only a static binary: /proc, /dev, /sys, /etc stubs all disappear."""
+    """A rootfs with only a static binary: the /etc and /in stubs disappear; the runtime's
+    mount points /dev, /proc, /sys stay (empty), as in BuildKit's first RUN layer."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     shutil.copy2(BUSYBOX, scratch / "busybox")
@@ -698,4 +722,8 @@ def test_scratch_rootfs_gets_no_leftovers(executor: RuncExecutor, tmp_path: Path
     code = asyncio.run(executor.run(str(scratch), mounts, spec, on_output=out))
     assert code == 0, out.text(2)
     assert out.text(1).split()[:7] == ["busybox", "dev", "etc", "in", "proc", "sys", "127.0.0.1"]
-    assert tree_state(scratch) == before
+    after = tree_state(scratch)
+    assert sorted(after) == sorted([*before, *RUNTIME_MOUNT_POINTS])
+    assert {k: v for k, v in after.items() if k in before and k != "."} == {
+        k: v for k, v in before.items() if k != "."
+    }

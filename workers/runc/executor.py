@@ -218,7 +218,10 @@ class RuncExecutor:
             )
         except ValueError as exc:
             raise SolveError(str(exc)) from exc
-        stubs.record(rootfs, [m["destination"] for m in config["mounts"]])
+        # Only this run's own mounts (user mounts, /etc/hosts, /etc/resolv.conf) are stubs to
+        # remove afterwards; the runtime's mount points (/dev, /proc, /sys) stay in the rootfs,
+        # as BuildKit's do (its first RUN layer holds them: spec/exporters.md §3).
+        stubs.record(rootfs, [m["destination"] for m in extra])
         _write(os.path.join(bundle, _STUBS_FILE), stubs.dumps())
         try:
             mkdir_all_in_root(rootfs, cwd)

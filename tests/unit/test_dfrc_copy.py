@@ -297,8 +297,28 @@ def test_link_copies_onto_scratch_and_merges() -> None:
     pg_copy, pg_merge = layer.md.progress_group, merge.md.progress_group
     assert pg_copy.id == pg_merge.id and pg_copy.weak and not pg_merge.weak
     assert pg_copy.name == "[2/3] COPY --link --chown=1000:1000 lk2.txt /linked/new/"
+    assert layer.name == pg_copy.name
     assert d.image["history"][-1]["created_by"] == "COPY lk2.txt /linked/new/ # buildkit"
     assert d.cmd_index == 2
+
+
+def test_link_ops_carry_the_source_location_and_ignore_cache() -> None:
+    text = "FROM busybox\nCOPY --link f /x\n"
+    sm = llb.SourceMap("Dockerfile", text.encode())
+    d = stage()
+    d.ignore_cache = True
+    do(d, "COPY --link f /x\n", options(source_map=sm))
+    defn = d.state.marshal(platform="linux/amd64", local_unique_id="u")
+    src = defn.to_pb().source
+    located = set(src.locations)
+    ops = graph(d.state)
+    merge = head(d)
+    layer = next(o for o in ops if o.digest == merge.op.inputs[1].digest)
+    assert {merge.digest, layer.digest} <= located
+    for o in (merge, layer):
+        (loc,) = src.locations[o.digest].locations
+        assert loc.ranges[0].start.line == 2
+        assert o.md.ignore_cache
 
 
 def test_link_with_chown_by_name_fails_with_the_line() -> None:

@@ -12,9 +12,10 @@ One FileOp per instruction holding one copy action per source:
 The destination is made absolute against the working directory and keeps a trailing ``/``
 (also for ``.``), which makes it a directory. ``--chown`` resolves names in the destination's
 ``/etc/passwd``/``/etc/group``; ``--chmod`` takes octal (other values are ignored, as
-v0.11 did); ``--link`` copies onto scratch and merges the result on top (a MergeOp), unless
-``--chmod`` is given; ``--exclude`` patterns and ``--parents`` (keep the path below a ``/./``
-pivot or the context root) become include/exclude patterns of the copy.
+v0.11 did); ``--link`` copies onto scratch and merges the result on top (a MergeOp; both ops
+named and located), unless ``--chmod`` is given; ``--exclude`` patterns and ``--parents``
+(keep the path below a ``/./`` pivot or the context root) become include/exclude patterns of
+the copy.
 """
 
 from __future__ import annotations
@@ -192,15 +193,22 @@ def _dispatch_copy(
                 f"invalid user index: -1 (--chown={cmd.chown} names a user or group, which "
                 "--link cannot resolve: use numeric ids)"
             )
-        # v0.11.6: the copy op carries only the (weak) progress group and the merge op the
-        # group plus "LINK ..." name -- its option slices were copied into nil slices.
+        # Both ops get the instruction's name, location and ignore-cache flag plus one progress
+        # group (weak on the copy). v0.11.6 meant this too but copied its option slices into
+        # nil slices, leaving the copy op unnamed and unlocated (a failed --link copy named no
+        # Dockerfile line); later BuildKit fixed it the same way.
         group_id = llb.new_unique_id()
         group_name = d.custom_name(name, expand=False)
         link_name = d.custom_name("LINK " + name, expand=False, count=False)
-        copy_meta = llb.OpMeta(progress_group=llb.ProgressGroup(group_id, group_name, True))
-        merge_meta = llb.OpMeta(
-            description={llb.CUSTOM_NAME: link_name},
-            progress_group=llb.ProgressGroup(group_id, group_name, False),
+        base_meta = opts.op_meta(d, cmd, custom_name=group_name)
+        copy_meta = base_meta.merged(
+            llb.OpMeta(progress_group=llb.ProgressGroup(group_id, group_name, True))
+        )
+        merge_meta = base_meta.merged(
+            llb.OpMeta(
+                description={llb.CUSTOM_NAME: link_name},
+                progress_group=llb.ProgressGroup(group_id, group_name, False),
+            )
         )
         layer = llb.scratch().file(action, meta=copy_meta)
         merged = llb.merge([d.state, layer], meta=merge_meta)

@@ -299,18 +299,17 @@ class DockerfileFrontend:
         inputs = {n: definition_state(d, n) for n, d in request.inputs.items()}
         configs = input_configs(request.opts)
         emitted: set[tuple[str, int]] = set()
+        said: set[str] = set()
 
         def warn(message: str, line: int = 0) -> None:
             if (message, line) in emitted:
                 return
             emitted.add((message, line))
+            said.add(message)
             detail = snippet(text, line, filename=options.filename) if line else []
             bridge.warn(load_vertex, message, detail=detail, line=line)
 
-        result = BuildResult()
-        refs: dict[str, Result | None] = {}
-        listed: list[dict[str, Any]] = []
-        for platform in platforms:
+        async def build(platform: str) -> tuple[Result | None, bytes]:
             copts = ConvertOptions(
                 filename=options.filename,
                 target=options.target,
@@ -344,20 +343,33 @@ class DockerfileFrontend:
             except FrontendError as exc:
                 _attach(exc, snippet(text, exc.line, filename=options.filename))
                 raise
-            for message in getattr(converted, "warnings", ()) or ():
-                warn(str(message))
+            for message in converted.warnings:
+                if str(message) not in said:  # given without the callback
+                    warn(str(message))
             definition = converted.state.marshal(platform=converted.platform).to_pb()
             try:
                 solved = await bridge.solve(definition)
             except SolveError as exc:
                 raise self._located(exc, definition, text, options.filename) from exc
-            config = converted.config_json()
+            return solved.ref, converted.config_json()
+
+        # Platforms convert and build concurrently, as in BuildKit.
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(build(p)) for p in platforms]
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        result = BuildResult()
+        refs: dict[str, Result | None] = {}
+        listed: list[dict[str, Any]] = []
+        for platform, task in zip(platforms, tasks, strict=True):
+            ref, config = task.result()
             if multi:
-                refs[platform] = solved.ref
+                refs[platform] = ref
                 result.metadata[f"{META_IMAGE_CONFIG}/{platform}"] = config
                 listed.append({"ID": platform, "Platform": _platform_json(platform)})
             else:
-                result.ref = solved.ref
+                result.ref = ref
                 result.metadata[META_IMAGE_CONFIG] = config
         if multi:
             result.refs = refs

@@ -311,3 +311,13 @@ def test_buildctl_form_without_the_dockerfile_local(cli: Cli) -> None:
     lines = text_lines(proc.stderr)
     assert lines[-1].startswith("error: failed to read dockerfile: ")
     assert 'no access allowed to dir "dockerfile"' in lines[-1]
+
+
+def test_a_warning_is_given_once_for_several_platforms(cli: Cli) -> None:
+    ctx = cli.tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch as one\nENV A=1\n")
+    proc = cli.build("--platform", "linux/amd64,linux/arm64", str(ctx))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    casing = [w for w in warnings_of(proc.stderr) if "casing" in w]
+    assert casing == ["line 1: 'as' and 'FROM' keywords' casing do not match"]

@@ -238,6 +238,10 @@ class Transport:
         if not realm:
             raise SourceError(f"{ref}: bearer challenge from {host} has no realm")
         service = challenge.params.get("service")
+        # The token server is reached with the registry's TLS settings (its CA, insecure)
+        # unless the hosts config has an entry of its own for it.
+        realm_host = urlsplit(realm).netloc
+        tls = realm_host if realm_host in self.conn.hosts else host
         creds = await self.auth.lookup(host)
         resp: httpx.Response | None = None
         if creds is not None and not creds[0]:
@@ -248,7 +252,7 @@ class Transport:
                 form.append(("service", service))
             body = urlencode(form).encode()
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
-            resp = await self._send_retrying(ref, "POST", realm, headers, body)
+            resp = await self._send_retrying(ref, "POST", realm, headers, body, tls_host=tls)
             if resp.status_code in (404, 405):
                 await resp.aclose()
                 resp = None  # no OAuth2 endpoint: fall back to GET
@@ -256,7 +260,9 @@ class Transport:
             params: list[tuple[str, str]] = [("service", service)] if service else []
             params.extend(("scope", s) for s in scopes)
             headers = {"Authorization": basic_header(creds)} if creds and creds[0] else {}
-            resp = await self._send_retrying(ref, "GET", realm, headers, None, params=params)
+            resp = await self._send_retrying(
+                ref, "GET", realm, headers, None, params=params, tls_host=tls
+            )
         try:
             if resp.status_code in (401, 403):
                 who = f"user {creds[0]!r}" if creds and creds[0] else "anonymous access"
@@ -318,9 +324,13 @@ class Transport:
         body: Body,
         params: Sequence[tuple[str, str]] = (),
         attempts: int | None = None,
+        tls_host: str | None = None,
     ) -> httpx.Response:
-        """Send with bounded retries; return the (unread, streaming) final response."""
-        client = self.conn.client(urlsplit(url).netloc)
+        """Send with bounded retries; return the (unread, streaming) final response.
+
+        The TLS settings are those of ``tls_host`` (default: the URL's host).
+        """
+        client = self.conn.client(tls_host or urlsplit(url).netloc)
         limit = attempts if attempts is not None else self.retry.attempts
         attempt = 0
         while True:

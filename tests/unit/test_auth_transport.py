@@ -272,3 +272,19 @@ def test_a_mirror_has_its_own_host_options_and_credentials() -> None:
     asyncio.run(main())
     assert urls == ["http://m.lan:5000", "http://m.lan:5000"]  # 401, then authenticated
     assert asked == ["m.lan:5000"]  # credentials are asked for the mirror host
+
+
+def test_the_token_server_is_reached_with_the_registry_tls_settings() -> None:
+    fake = FakeRegistry("bearer")
+    hosts = {"reg.test:5000": HostOptions(insecure=True)}
+
+    async def main() -> None:
+        conns = Connections(hosts, transport=httpx.MockTransport(fake.handler))
+        client = RegistryClient(connections=conns, auth=AuthState(creds_of((USER, PASSWORD), [])))
+        await client.fetch_manifest(REF)
+        # auth.test has no entry: it shares the registry's (insecure) client, no second one
+        assert conns.clients_made == 1
+        assert len(fake.token_requests) == 1
+        await conns.aclose()
+
+    asyncio.run(main())

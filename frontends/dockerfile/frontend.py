@@ -447,7 +447,10 @@ class DockerfileFrontend:
             differ="none",
             custom_name=f"[internal] load {DOCKERIGNORE}",
         )
-        solved = await bridge.solve(src.marshal().to_pb())
+        try:
+            solved = await bridge.solve(src.marshal().to_pb())
+        except SolveError as exc:
+            raise FrontendError(f"failed to read {DOCKERIGNORE}: {exc.message or exc}") from exc
         try:
             return await bridge.read_file(solved.ref, DOCKERIGNORE)
         except OSError:

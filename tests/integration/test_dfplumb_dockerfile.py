@@ -321,3 +321,14 @@ def test_a_warning_is_given_once_for_several_platforms(cli: Cli) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     casing = [w for w in warnings_of(proc.stderr) if "casing" in w]
     assert casing == ["line 1: 'as' and 'FROM' keywords' casing do not match"]
+
+
+def test_buildctl_form_without_the_context_local(cli: Cli) -> None:
+    ctx = cli.tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    proc = cli.build("--frontend", "dockerfile.v0", "--local", f"dockerfile={ctx}")
+    assert proc.returncode == 1
+    lines = text_lines(proc.stderr)
+    assert lines[-1].startswith("error: failed to read .dockerignore: ")
+    assert 'no access allowed to dir "context"' in lines[-1]

@@ -180,6 +180,21 @@ def test_circular_stage_references_fail() -> None:
     df = "FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\nCOPY --from=a /y /y\n"
     with pytest.raises(FrontendError, match="circular dependency detected on stage: a"):
         convert(df)
+    with pytest.raises(FrontendError, match="circular dependency detected on stage: self"):
+        convert("FROM busybox AS ok\nFROM busybox AS self\nCOPY --from=self /x /x\n")
+
+
+def test_long_stage_chains_convert_without_recursion_limits() -> None:
+    n = 1100  # deeper than Python's default recursion limit
+    parts = ["FROM busybox AS s0\n"]
+    for i in range(1, n):
+        parts.append(f"FROM busybox AS s{i}\nCOPY --from=s{i - 1} /x /x\n")
+    res, bridge = convert("".join(parts))
+    assert len(bridge.calls) == n and res.state.output is not None
+    # the same chain closed into a cycle is found, however long the path
+    parts[0] = f"FROM busybox AS s0\nCOPY --from=s{n - 1} /y /y\n"
+    with pytest.raises(FrontendError, match="circular dependency detected on stage: s0"):
+        convert("".join(parts))
 
 
 def test_from_unknown_stage_name_is_an_image_and_copy_from_image_is_resolved() -> None:

@@ -82,39 +82,42 @@ class _Graph:
         return self.states[index]
 
 
-def _is_reachable(src: DispatchState | None, dst: DispatchState) -> bool:
+def _reachable(src: DispatchState) -> set[int]:
+    """Ids of the states ``src`` needs: itself, its base chain and ``--from`` sources."""
     seen: set[int] = set()
-    stack = [src]
+    stack: list[DispatchState | None] = [src]
     while stack:
         cur = stack.pop()
         if cur is None or id(cur) in seen:
             continue
-        if cur is dst:
-            return True
         seen.add(id(cur))
         stack.append(cur.base)
         stack.extend(cur.deps)
-    return False
+    return seen
 
 
 def _circular(states: list[DispatchState]) -> DispatchState | None:
-    visited: set[int] = set()
-    on_path: set[int] = set()
-
-    def visit(s: DispatchState) -> bool:
-        if id(s) in visited:
-            return False
-        visited.add(id(s))
-        on_path.add(id(s))
-        for dep in s.deps:
-            if id(dep) in on_path or visit(dep):
-                return True
-        on_path.discard(id(s))
-        return False
-
-    for s in states:
-        if visit(s):
-            return s
+    """The first stage (in order) from which a ``--from`` cycle is reachable."""
+    done: set[int] = set()
+    for root in states:
+        if id(root) in done:
+            continue
+        on_path: set[int] = {id(root)}
+        stack: list[tuple[DispatchState, list[DispatchState]]] = [(root, list(root.deps))]
+        while stack:
+            node, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                on_path.discard(id(node))
+                done.add(id(node))
+                continue
+            dep = pending.pop(0)
+            if id(dep) in on_path:
+                return root
+            if id(dep) in done:
+                continue
+            on_path.add(id(dep))
+            stack.append((dep, list(dep.deps)))
     return None
 
 
@@ -392,6 +395,9 @@ async def dockerfile_to_llb(
     unregistered: dict[str, DispatchState] = {}
 
     def make(name: str, line: int) -> DispatchState:
+        known = unregistered.get(name.lower())
+        if known is not None:  # one source per image name (BuildKit makes one per use)
+            return known
         ds = DispatchState(stage=None, base_name=name, unregistered=True, epoch=epoch, lexer=lexer)
         ds.stage_index = len(graph.states)
         graph.add(ds)
@@ -420,6 +426,7 @@ async def dockerfile_to_llb(
 
     if len(graph.states) == 1:
         graph.states[0].stage_name = ""
+    needed = _reachable(target)
 
     # -- resolve base images (concurrently), only for the stages the target needs
     resolve_mode = opts.image_resolve_mode or "default"
@@ -429,7 +436,7 @@ async def dockerfile_to_llb(
     async def resolve(d: DispatchState) -> None:
         line = d.stage.start_line if d.stage is not None else lines.get(id(d), 0)
         try:
-            await _resolve_base(d, reachable=_is_reachable(target, d))
+            await _resolve_base(d, reachable=id(d) in needed)
         except FrontendError as exc:
             raise _stage_error(exc, filename, line) from None
         except BkError as exc:
@@ -546,7 +553,7 @@ async def dockerfile_to_llb(
     net = {"none": llb.NetMode.NONE, "host": llb.NetMode.HOST}.get(opts.force_network.lower())
     ctx_paths: set[str] = set()
     for d in graph.states:
-        if not _is_reachable(target, d) or d.noinit:
+        if id(d) not in needed or d.noinit:
             continue
         line = d.stage.start_line if d.stage is not None else lines.get(id(d), 0)
         if d.base is not None:

@@ -1,7 +1,10 @@
 """Registry authentication: ``WWW-Authenticate`` challenges, basic and bearer-token auth.
 
-Credentials come from a callback ``(host) -> (user, secret) | None`` (sync or async), so a
-session's auth attachable can serve them; the client keeps only short-lived bearer tokens.
+Credentials come from a callback ``(host) -> (user, secret) | None`` (sync or async) asked
+with the host as dialled (``registry-1.docker.io`` for Docker Hub), so a session's auth
+attachable can serve them; an empty user with a secret is an identity (refresh) token. A
+:class:`~bkcore.registry_client.transport.AuthState` (one per session) keeps basic credentials
+and bearer tokens in memory only, tokens until they expire.
 """
 
 from __future__ import annotations

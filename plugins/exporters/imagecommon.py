@@ -483,13 +483,23 @@ class PlatformImage:
 
 @dataclass(frozen=True, slots=True)
 class BuiltImage:
-    """An image written to the content store: its top object (manifest or index)."""
+    """An image: its top object (manifest or index) and parts, written to the content store
+    when there is one (``store`` is None for an image without layers, such as ``FROM
+    scratch`` with metadata only: then only :meth:`inline` holds its blobs)."""
 
     top: Descriptor
     top_bytes: bytes
     images: list[PlatformImage]
-    store: CacheStore
+    store: CacheStore | None
     oci: bool
+
+    def inline(self) -> dict[str, bytes]:
+        """The JSON blobs made by the export (configs, manifests, index) by digest."""
+        out = {self.top.digest: self.top_bytes}
+        for image in self.images:
+            out[image.config.digest] = image.config_bytes
+            out[image.descriptor.digest] = image.manifest
+        return out
 
     @property
     def is_index(self) -> bool:
@@ -512,13 +522,14 @@ class BuiltImage:
         return {layer.digest: layer.sources for image in self.images for layer in image.layers}
 
 
-def _store_of(result: Result | None, refs: Mapping[str, Result | None]) -> CacheStore:
+def _store_of(result: Result | None, refs: Mapping[str, Result | None]) -> CacheStore | None:
+    """The store holding the result's snapshots (None when every ref is empty)."""
     from bkcore.cache.results import SnapshotResult
 
     for candidate in [result, *refs.values()]:
         if isinstance(candidate, SnapshotResult):
             return candidate.store
-    raise ExportError("cannot export an empty result (scratch) as an image here")
+    return None
 
 
 def _config_platform(config: bytes | None, fallback: Platform) -> Platform:
@@ -535,8 +546,10 @@ def _config_platform(config: bytes | None, fallback: Platform) -> Platform:
     return fallback
 
 
-def _ingest(store: CacheStore, data: bytes) -> str:
+def _ingest(store: CacheStore | None, data: bytes) -> str:
     digest = sha256(data)
+    if store is None:
+        return digest
     try:
         store.content.ingest(io.BytesIO(data), digest)
     except CacheError as exc:
@@ -545,7 +558,7 @@ def _ingest(store: CacheStore, data: bytes) -> str:
 
 
 def _one_platform(
-    store: CacheStore,
+    store: CacheStore | None,
     snapshot_id: str | None,
     plat: Platform,
     config_meta: bytes | None,
@@ -554,8 +567,10 @@ def _one_platform(
 ) -> PlatformImage:
     from bkcore.layers.blobcache import LayerBlobCache
 
-    cache = LayerBlobCache(store.content)
-    layers = layer_chain(store.snapshots, cache, snapshot_id, opts.chain)
+    layers: list[LayerBlob] = []
+    if store is not None and snapshot_id is not None:
+        cache = LayerBlobCache(store.content)
+        layers = layer_chain(store.snapshots, cache, snapshot_id, opts.chain)
     config = image_config(config_meta, plat, layers, epoch=opts.epoch, buildinfo=buildinfo)
     config_desc = Descriptor(
         mt.OCI_CONFIG if opts.oci else mt.DOCKER_CONFIG, _ingest(store, config), len(config)

@@ -113,20 +113,25 @@ def archive_entries(
     refs = [ImageReference.parse(n) for n in names]
     if docker and image.is_index:
         raise ExportError("docker exporter does not currently support exporting manifest lists")
-    content = image.store.content
+    inline = image.inline()
     entries: dict[str, ArchiveEntry] = {
         "blobs/": ArchiveEntry("blobs/", 0o755),
         "blobs/sha256/": ArchiveEntry("blobs/sha256/", 0o755),
     }
     for desc in [*image.blobs(), image.top]:
-        path = content.path(desc.digest)
+        name = _blob_name(desc.digest)
+        if desc.digest in inline:
+            entries[name] = ArchiveEntry(name, 0o444, inline[desc.digest])
+            continue
+        if image.store is None:
+            raise ExportError(f"blob {desc.digest} is not in any content store")
+        path = image.store.content.path(desc.digest)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             raise ExportError(f"blob {desc.digest} is missing from the content store") from None
         if size != desc.size:
             raise ExportError(f"blob {desc.digest} has {size} bytes, its descriptor {desc.size}")
-        name = _blob_name(desc.digest)
         entries[name] = ArchiveEntry(name, 0o444, path=path, size=desc.size)
     created = created_stamp(epoch)
     entries["index.json"] = ArchiveEntry("index.json", 0o644, index_json(image, refs, created))

@@ -10,8 +10,10 @@ is not re-sent when the registry already resolves it to the same digest.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 from bkcore.errors import BkError, ExportError, SessionError, SourceError
 from bkcore.plugins.exporters.imagecommon import BuiltImage
@@ -58,23 +60,32 @@ async def _push_blobs(
     sources: Mapping[str, Mapping[str, str]],
 ) -> dict[str, str]:
     """Push every blob below the manifests; returns digest -> outcome."""
-    content = image.store.content
     blobs = [d for d in image.blobs() if d.media_type not in _MANIFEST_TYPES]
+    inline = image.inline()
     outcomes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bkcore-push-") as tmp:
 
-    async def one(digest: str) -> None:
-        known = sources.get(digest, {})
-        mount_from = known.get(ref.domain)
-        outcomes[digest] = await client.push_blob(
-            ref, digest, content.path(digest), mount_from=mount_from
-        )
+        def path_of(digest: str) -> Path:
+            if image.store is not None and image.store.content.has(digest):
+                return image.store.content.path(digest)
+            if digest not in inline:
+                raise ExportError(f"blob {digest} is not in any content store")
+            path = Path(tmp) / digest.replace(":", "-")
+            path.write_bytes(inline[digest])
+            return path
 
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for desc in blobs:
-                tg.create_task(one(desc.digest))
-    except BaseExceptionGroup as eg:
-        raise _first_error(eg) from None
+        async def one(digest: str) -> None:
+            known = sources.get(digest, {})
+            mount_from = known.get(ref.domain)
+            source = await asyncio.to_thread(path_of, digest)
+            outcomes[digest] = await client.push_blob(ref, digest, source, mount_from=mount_from)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for desc in blobs:
+                    tg.create_task(one(desc.digest))
+        except BaseExceptionGroup as eg:
+            raise _first_error(eg) from None
     return outcomes
 
 
@@ -112,12 +123,12 @@ async def push_image(
     :class:`ExportError` line naming the reference."""
     from bkcore.layers.blobcache import LayerBlobCache
 
-    cache = LayerBlobCache(image.store.content)
+    cache = LayerBlobCache(image.store.content) if image.store is not None else None
     try:
         async with _client(ref, insecure, credentials) as client:
             outcomes = await _push_blobs(client, ref, image, image.layer_sources())
-            for image_part in image.images:
-                for layer in image_part.layers:
+            if cache is not None:
+                for layer in (x for part in image.images for x in part.layers):
                     await asyncio.to_thread(
                         cache.add_source, layer.digest, ref.domain, ref.repository
                     )

@@ -143,9 +143,19 @@ def test_index_layout_and_docker_refuses_it(tmp_path: Path) -> None:
 
 def test_missing_blob_is_an_error_before_any_byte(tmp_path: Path) -> None:
     image = built(tmp_path, oci=True)
-    image.store.content.delete(image.images[0].config.digest)
+    image.store.content.delete(image.images[0].layers[0].digest)
     with pytest.raises(ExportError, match="missing from the content store"):
         archive_entries(image, [], docker=False, epoch=0)
+
+
+def test_image_without_layers_needs_no_store(tmp_path: Path) -> None:
+    image = built(tmp_path, oci=True)
+    part = image.images[0]
+    empty = PlatformImage(part.descriptor, part.manifest, part.config, part.config_bytes, [], [])
+    scratch = BuiltImage(image.top, image.top_bytes, [empty], None, True)
+    _, files, _ = read(archive_entries(scratch, [], docker=False, epoch=0))
+    assert files["blobs/sha256/" + part.config.digest[7:]] == part.config_bytes
+    assert json.loads(files["manifest.json"])[0]["Layers"] == []
 
 
 def test_familiar_names() -> None:

@@ -229,3 +229,17 @@ def test_index_children_pushed_by_digest_before_the_tagged_index(
     assert puts[-1] == "/v2/team/multi/manifests/v1"
     assert f"/v2/team/multi/manifests/{child.descriptor.digest}" in puts[:-1]
     assert registry.manifests["team/multi"]["v1"] == (data, mt.DOCKER_MANIFEST_LIST)
+
+
+def test_image_without_layers_or_store_pushes_its_config(
+    registry: FakeRegistry, tmp_path: Path
+) -> None:
+    plat = Platform("linux", "amd64")
+    config = image_config(None, plat, [], epoch=0, buildinfo=None)
+    config_desc = Descriptor(mt.DOCKER_CONFIG, sha(config), len(config))
+    manifest = manifest_bytes(config_desc, [], False, {})
+    desc = Descriptor(mt.DOCKER_MANIFEST, sha(manifest), len(manifest))
+    part = PlatformImage(desc, manifest, config_desc, config, [], [])
+    outcomes = push(BuiltImage(desc, manifest, [part], None, False), f"{HOST}/team/scratch:v1")
+    assert outcomes == {config_desc.digest: "uploaded"}
+    assert registry.manifests["team/scratch"]["v1"][0] == manifest

@@ -404,9 +404,11 @@ def test_dispatch_errors_name_the_instruction_line() -> None:
     assert exc.value.line == 2
 
 
-def test_empty_dockerfile_fails() -> None:
+def test_empty_dockerfile_and_one_without_stages_fail() -> None:
     with pytest.raises(FrontendError, match="cannot be empty"):
         convert("")
+    with pytest.raises(FrontendError, match="dockerfile contains no stages to build"):
+        convert("ARG A=1\n")
 
 
 def test_multi_platform_builds_prefix_op_names_with_the_platform() -> None:

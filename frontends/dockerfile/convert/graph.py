@@ -294,7 +294,7 @@ async def dockerfile_to_llb(
     except FrontendError as exc:
         raise _stage_error(exc, filename, exc.line) from None
     if not stages:
-        raise FrontendError("file with no instructions", filename)
+        raise FrontendError("dockerfile contains no stages to build", filename)
 
     lexer = Lexer(parsed.escape)
 

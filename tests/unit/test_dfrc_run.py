@@ -318,6 +318,30 @@ def test_cache_mounts_id_namespace_sharing_and_permissions() -> None:
     assert d.paths == set()  # cache mounts never read the context
 
 
+def test_cache_mount_seeded_from_a_stage_path() -> None:
+    seed = stage(name="seed")
+    run(seed, "RUN mkdir -p /deps\n")
+    opts = options(all_states={"seed": seed})
+    d = stage()
+    run(d, "RUN --mount=type=cache,from=seed,source=/deps,target=/cache/deps true", opts)
+    ex, _ = last_exec(d)
+    m = by_dest(ex)["/cache/deps"]
+    assert m.mount_type == pb.MountType.CACHE and m.selector == "/deps"
+    exec_op = of_kind(d, "exec")[-1].op
+    assert exec_op.inputs[m.input].digest == seed.state.marshal(platform="linux/amd64").head
+    assert m.cache_opt.id == "//cache/deps"
+
+
+def test_dispatch_run_parses_mounts_itself_when_not_expanded() -> None:
+    """Without the converter's expand() pass, dispatch_run parses --mount with the stage env."""
+    d = stage(build_args=[("T", "/t")])
+    (cmd,) = commands("FROM busybox\nRUN --mount=type=tmpfs,target=$T true\n")
+    assert cmd.mount_specs == []
+    dispatch_run(d, cmd, options())
+    ex, _ = last_exec(d)
+    assert by_dest(ex)["/t"].mount_type == pb.MountType.TMPFS
+
+
 def test_tmpfs_secret_and_ssh_mounts() -> None:
     d = stage()
     run(

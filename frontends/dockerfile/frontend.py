@@ -56,8 +56,10 @@ REMOVED_OPTIONS = {
     "override-copy-image": "the override-copy-image option was removed",
     "build-arg:BUILDKIT_DISABLE_FILEOP": "BUILDKIT_DISABLE_FILEOP was removed",
 }
-#: Options handled elsewhere or meaningless here; accepted and ignored.
+#: The ``requestid`` option (subrequests such as ``frontend.outline``: not supported).
 _SUBREQUEST = "requestid"
+#: ``frontend.caps`` a request may require (``+forward`` allows a newer ``# syntax`` image).
+SUPPORTED_CAPS = frozenset({"moby.buildkit.frontend.inputs", "moby.buildkit.frontend.contexts"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +102,10 @@ def parse_frontend_options(opts: Mapping[str, str]) -> FrontendOptions:
             raise FrontendError(message)
     if opts.get(_SUBREQUEST):
         raise FrontendError(f"unsupported request {opts[_SUBREQUEST]!r}")
+    for cap in _csv(opts.get("frontend.caps", "")):
+        name = cap.removesuffix("+forward")
+        if name not in SUPPORTED_CAPS:
+            raise FrontendError(f"unsupported frontend capability {name}")
     if opts.get("context") and not opts["context"].startswith("local:"):
         raise FrontendError(
             f"remote build contexts are not supported (context={opts['context']!r}): "

@@ -69,6 +69,10 @@ def test_platforms_are_normalised_and_several_make_a_map() -> None:
         ({"build-arg:SOURCE_DATE_EPOCH": "yesterday"}, "SOURCE_DATE_EPOCH"),
         ({"context": "https://example.com/repo.git"}, "remote build contexts"),
         ({"requestid": "frontend.outline"}, "unsupported request"),
+        (
+            {"frontend.caps": "moby.buildkit.frontend.subrequests"},
+            "unsupported frontend capability moby.buildkit.frontend.subrequests",
+        ),
     ],
 )
 def test_bad_options_are_frontend_errors(opts: dict[str, str], message: str) -> None:
@@ -115,3 +119,9 @@ def test_snippet_marks_the_offending_lines() -> None:
     assert multi[0] == "Build.df:4-5"
     assert " 4 | >>> RUN \\" in multi and " 5 | >>>   more" in multi
     assert snippet(text, 0) == [] and snippet(text, 99) == []
+
+
+def test_supported_frontend_caps_are_accepted() -> None:
+    parse_frontend_options(
+        {"frontend.caps": "moby.buildkit.frontend.inputs,moby.buildkit.frontend.contexts+forward"}
+    )

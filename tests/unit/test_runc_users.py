@@ -47,6 +47,15 @@ def test_forms(rootfs: str, user: str, expected: ResolvedUser) -> None:
     assert resolve_user(rootfs, user) == expected
 
 
+def test_no_user_is_root_with_roots_supplementary_groups(tmp_path: Path) -> None:
+    """BuildKit (conformance 036): without USER, `id` shows root's groups from /etc/group."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(PASSWD)
+    (tmp_path / "etc" / "group").write_text("root:x:0:\nwheel:x:10:root\nstaff:x:50:alice\n")
+    assert resolve_user(str(tmp_path), "") == ResolvedUser(0, 0, (10,))
+    assert resolve_user(str(tmp_path / "none"), "") == ResolvedUser(0, 0)  # no passwd: plain 0:0
+
+
 def test_numeric_pair_needs_no_passwd(tmp_path: Path) -> None:
     assert resolve_user(str(tmp_path), "12:34") == ResolvedUser(12, 34)
 

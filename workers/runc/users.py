@@ -85,7 +85,9 @@ def parse_group(data: bytes | None) -> list[_GroupEntry]:
 def resolve_user(rootfs: str, user: str) -> ResolvedUser:
     """Resolve ``user`` inside ``rootfs``; raises ``SolveError`` for unknown names."""
     if user == "":
-        return ResolvedUser(0, 0)
+        # No USER: uid 0, with root's supplementary groups from /etc/group as BuildKit gives
+        # them (`id` prints groups=0(root),10(wheel) when /etc/group lists root in wheel).
+        user = "0"
     user_part, sep, group_part = user.partition(":")
     uid_num, gid_num = _parse_id(user_part), _parse_id(group_part)
     if sep and uid_num is not None and gid_num is not None:

@@ -236,3 +236,40 @@ def test_host_network_and_insecure_need_entitlements(df: Df) -> None:
     assert (out / "devs").read_text().count(":") >= 1
     insecure = "FROM BASE\nRUN --security=insecure true\n"
     assert "security.insecure" in df.fails(insecure)
+
+
+def test_ssh_mount_forwards_the_agent(df: Df, tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    if shutil.which("ssh-agent") is None:
+        pytest.skip("ssh-agent (openssh-client) not installed")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        while not sock.exists():
+            assert agent.poll() is None, "ssh-agent did not start"
+            time.sleep(0.01)
+        out = df.ok(
+            "FROM BASE\n"
+            "RUN --mount=type=ssh,uid=1000 busybox stat -c '%F %u' $SSH_AUTH_SOCK > /agent "
+            '&& echo "$SSH_AUTH_SOCK" >> /agent\n'
+            "RUN --mount=type=ssh,id=other,target=/run/other.sock "
+            "(busybox test -S /run/other.sock && echo yes || echo no) > /other\n",
+            None,
+            "--ssh",
+            f"default={sock}",
+        )
+        assert (out / "agent").read_text() == "socket 1000\n/run/buildkit/ssh_agent.0\n"
+        # an optional agent the client does not forward is simply absent
+        assert (out / "other").read_text() == "no\n"
+        err = df.fails(
+            "FROM BASE\nRUN --mount=type=ssh,id=other,required=true true\n",
+            None,
+            "--ssh",
+            f"default={sock}",
+        )
+        assert "other" in err and "Dockerfile:2" in err
+    finally:
+        agent.kill()
+        agent.wait()

@@ -75,8 +75,10 @@ def index_json(image: BuiltImage, refs: Sequence[ImageReference], created: str) 
     platform = None if image.is_index else image.images[0].descriptor.platform
     entries: list[dict[str, Any]] = []
     named: list[ImageReference | None] = list(refs) or [None]
+    # annotation-manifest-descriptor.* of a single-platform image lands here (BuildKit)
+    own = {} if image.is_index else dict(image.images[0].descriptor.annotations)
     for ref in named:
-        annotations = {CREATED: created}
+        annotations = {**own, CREATED: created}
         if ref is not None:
             annotations[IMAGE_NAME] = str(ref)
             annotations[REF_NAME] = ref.tag or "latest"

@@ -50,7 +50,9 @@ def built(tmp_path: Path, *, oci: bool, index: bool = False) -> BuiltImage:
     )
     manifest = manifest_bytes(config_desc, [layer_desc], oci, {})
     mtype = mt.OCI_MANIFEST if oci else mt.DOCKER_MANIFEST
-    desc = Descriptor(mtype, content.ingest(io.BytesIO(manifest)), len(manifest), PLAT)
+    desc = Descriptor(
+        mtype, content.ingest(io.BytesIO(manifest)), len(manifest), PLAT, {"d.k": "v"}
+    )
     image = PlatformImage(desc, manifest, config_desc, config, [lb], [layer_desc])
     store: Any = SimpleNamespace(content=content)
     if not index:
@@ -96,6 +98,7 @@ def test_oci_layout(tmp_path: Path) -> None:
         "os": "linux",
     }
     assert desc["annotations"] == {
+        "d.k": "v",  # an annotation-manifest-descriptor attr
         "io.containerd.image.name": "example.com/team/app:v1",
         "org.opencontainers.image.created": "2001-09-09T01:46:40Z",
         "org.opencontainers.image.ref.name": "v1",
@@ -128,7 +131,10 @@ def test_docker_repo_tags_and_no_name(tmp_path: Path) -> None:
     ]
     _, files, _ = read(archive_entries(image, [], docker=False, epoch=5))
     (desc,) = json.loads(files["index.json"])["manifests"]
-    assert desc["annotations"] == {"org.opencontainers.image.created": "1970-01-01T00:00:05Z"}
+    assert desc["annotations"] == {
+        "d.k": "v",
+        "org.opencontainers.image.created": "1970-01-01T00:00:05Z",
+    }
 
 
 def test_index_layout_and_docker_refuses_it(tmp_path: Path) -> None:

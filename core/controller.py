@@ -337,6 +337,7 @@ class Controller:
 
         ``definition`` is ``options.definition`` already decoded (see :func:`decode`).
         """
+        from bkcore.ops.execmounts import CACHE_DROPS
         from bkcore.ops.load import build_graph, check_entitlements
 
         engine = self.engine
@@ -356,6 +357,7 @@ class Controller:
                 "session": session.id,
                 "no_cache": options.no_cache,
                 "entitlements": frozenset(options.entitlements),
+                CACHE_DROPS: {},
             }
             async with solver.job(progress=stream, values=values) as job:
                 result = await solver.solve(head.vertex, job, head.output)
@@ -372,6 +374,7 @@ class Controller:
     ) -> BuildResponse:
         """Run ``options.frontend`` through a bridge of this build and export its result."""
         from bkcore.bridge import LLBBridge, load_frontend
+        from bkcore.ops.execmounts import CACHE_DROPS
 
         engine = self.engine
         load_frontend(engine, options.frontend)  # an unknown frontend fails before any work
@@ -383,6 +386,7 @@ class Controller:
                 "session": session.id,
                 "no_cache": options.no_cache,
                 "entitlements": frozenset(options.entitlements),
+                CACHE_DROPS: {},
             }
             async with self.solver.job(progress=stream, values=values) as job:
                 bridge = LLBBridge(

@@ -43,6 +43,15 @@ __all__ = ["SECRETS_DIR", "PreparedExec", "prepare_mounts", "recover_secret_dirs
 
 T = TypeVar("T")
 
+#: Job value: cache mount ids this build already emptied for ignore_cache (id -> future).
+CACHE_DROPS = "cache_mount_drops"
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 #: Directory below the store root holding one private tmpfs per running exec with secrets.
 SECRETS_DIR = "exec-secrets"
 _SECRETS_TMPFS_SIZE = 64 << 20
@@ -165,13 +174,7 @@ class _Setup:
             raise SolveError("exec op has no root mount")
         if self.ctx.vertex.ignore_cache:
             ids = {m.cache_opt.id for m in self.op.mounts if _is_cache(m) and m.input < 0}
-            mounts = self.engine.store.cache_mounts
-
-            def drop() -> None:
-                for cache_id in sorted(ids):
-                    mounts.drop(cache_id)
-
-            await _in_thread(drop)
+            await self._drop_cache_ids(ids)
         for m in self.op.mounts:
             if m.result_id:
                 raise SolveError(f"mount {m.dest}: result ids (gateway results) are not supported")
@@ -196,6 +199,50 @@ class _Setup:
                     continue
                 raise SolveError(f"secret {env.id} not found")
             self.out.env.append(f"{env.name}={os.fsdecode(data)}")
+
+    async def _drop_cache_ids(self, ids: set[str]) -> None:
+        """Empty the cache mounts ``ids`` once per build (spec/solver.md §3.3: dropped before
+        the build), not at every ignore_cache exec: a later exec of the same build sees what
+        an earlier one wrote. Jobs record the drops in ``values[CACHE_DROPS]`` (id -> the
+        drop's future); without it (a job from an older caller) every exec drops."""
+        registries = [
+            drops
+            for job in self.ctx.jobs()
+            if isinstance(drops := job.values.get(CACHE_DROPS), dict)
+        ]
+        waits: list[asyncio.Future[None]] = []
+        mine: dict[str, asyncio.Future[None]] = {}
+        for cache_id in sorted(ids):
+            known = next((r[cache_id] for r in registries if cache_id in r), None)
+            if known is not None:
+                waits.append(known)
+                continue
+            mine[cache_id] = asyncio.get_running_loop().create_future()
+            for registry in registries:
+                registry[cache_id] = mine[cache_id]
+        mounts = self.engine.store.cache_mounts
+
+        def drop() -> None:
+            for cache_id in mine:
+                mounts.drop(cache_id)
+
+        try:
+            await _in_thread(drop)
+        except BaseException:
+            for cache_id, fut in mine.items():
+                for registry in registries:
+                    registry.pop(cache_id, None)
+                fut.cancel()  # waiters of this build fail below; the next exec retries
+            raise
+        for fut in mine.values():
+            fut.set_result(None)
+        for fut in waits:
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if fut.cancelled() and not _current_task_cancelling():
+                    raise SolveError("emptying a cache mount failed in another step") from None
+                raise
 
     # -- binds ----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from bkcore.errors import ExecError, SolveError
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal, present
 from bkcore.ops.exec import ExecOpAdapter
-from bkcore.ops.execmounts import SECRETS_DIR
+from bkcore.ops.execmounts import CACHE_DROPS, SECRETS_DIR
 from bkcore.pluginmanager import BkPluginManager
 from bkcore.progress import LogEvent, ProgressStream, SharedProgress, VertexEvent
 from bkcore.session import Session, SessionManager
@@ -93,11 +93,17 @@ class Harness:
         op = pb.Op().parse(marshal(op))
         return ExecOpAdapter(op, "sha256:" + "e" * 64, self.engine, None)
 
-    def ctx(self, adapter: ExecOpAdapter, *, ignore_cache: bool = False) -> OpContext:
+    def ctx(
+        self,
+        adapter: ExecOpAdapter,
+        *,
+        ignore_cache: bool = False,
+        values: dict[str, object] | None = None,
+    ) -> OpContext:
         vertex = Vertex(adapter.digest, adapter, name="test exec", ignore_cache=ignore_cache)
         progress = SharedProgress(VertexEvent(adapter.digest, "test exec"))
         progress.add(self.stream)
-        jobs = [JobInfo("job1", {"session": self.session.id})]
+        jobs = [JobInfo("job1", {"session": self.session.id, **(values or {})})]
         return OpContext(vertex, progress, lambda: jobs)
 
     async def run(
@@ -106,8 +112,10 @@ class Harness:
         inputs: Sequence[Result],
         *,
         ignore_cache: bool = False,
+        values: dict[str, object] | None = None,
     ) -> list[Result]:
-        outputs = await adapter.exec(self.ctx(adapter, ignore_cache=ignore_cache), inputs)
+        ctx = self.ctx(adapter, ignore_cache=ignore_cache, values=values)
+        outputs = await adapter.exec(ctx, inputs)
         self.owned.extend(outputs)
         return outputs
 
@@ -355,6 +363,29 @@ def test_cache_mount_persists_and_no_cache_drops_it(tmp_path: Path) -> None:
                 await h.run(failing, [base])
             (after,) = await h.run(adapter, [base])
             assert (await h.read(after, "/n")).strip() == b"3"
+
+    asyncio.run(main())
+
+
+def test_no_cache_empties_a_cache_mount_once_per_build(tmp_path: Path) -> None:
+    """spec/solver.md §3.3: ids are dropped before the build -- a second ignore_cache step of
+    the same build (job) sees what the first wrote (conformance 016 with --no-cache); the next
+    build starts empty again."""
+
+    async def main() -> None:
+        async with harness(tmp_path) as h:
+            base = await h.snapshot(populate_rootfs)
+            script = sh("echo x >> /c/count; wc -l < /c/count > /n")
+            adapter = h.adapter([root_mount(), cache_mount("/c", "once")], script)
+            await h.run(adapter, [base])  # a cached build left one line
+            build1: dict[str, object] = {CACHE_DROPS: {}}
+            (a,) = await h.run(adapter, [base], ignore_cache=True, values=build1)
+            (b,) = await h.run(adapter, [base], ignore_cache=True, values=build1)
+            assert (await h.read(a, "/n")).strip() == b"1"
+            assert (await h.read(b, "/n")).strip() == b"2"
+            build2: dict[str, object] = {CACHE_DROPS: {}}
+            (c,) = await h.run(adapter, [base], ignore_cache=True, values=build2)
+            assert (await h.read(c, "/n")).strip() == b"1"
 
     asyncio.run(main())
 

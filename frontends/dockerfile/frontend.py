@@ -305,13 +305,11 @@ class DockerfileFrontend:
         inputs = {n: definition_state(d, n) for n, d in request.inputs.items()}
         configs = input_configs(request.opts)
         emitted: set[tuple[str, int]] = set()
-        said: set[str] = set()
 
         def warn(message: str, line: int = 0) -> None:
             if (message, line) in emitted:
                 return
             emitted.add((message, line))
-            said.add(message)
             detail = snippet(text, line, filename=options.filename) if line else []
             bridge.warn(load_vertex, message, detail=detail, line=line)
 
@@ -349,10 +347,8 @@ class DockerfileFrontend:
             except FrontendError as exc:
                 _attach(exc, snippet(text, exc.line, filename=options.filename))
                 raise
-            for message in converted.warnings:
-                if str(message) not in said:  # given without the callback
-                    warn(str(message))
-            definition = converted.state.marshal(platform=converted.platform).to_pb()
+            # converted.warnings were all given to `warn` already (with their lines).
+            definition = converted.definition().to_pb()
             try:
                 solved = await bridge.solve(definition)
             except SolveError as exc:

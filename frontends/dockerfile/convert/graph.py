@@ -318,6 +318,8 @@ async def dockerfile_to_llb(
 
     graph = _Graph()
     used_in_from: set[str] = set()
+    #: named contexts that replaced a stage or an image, by the name they replaced
+    named_used: dict[str, llb.State] = {}
     for i, st in enumerate(stages):
         try:
             name, used = lexer.process_word_with_matches(st.base_name, meta_map())
@@ -360,6 +362,7 @@ async def dockerfile_to_llb(
                 raise _stage_error(exc, filename, st.start_line) from None
             if named is not None:
                 ds.noinit = True
+                named_used[st.name.lower()] = named.state
                 ds.state = named.state
                 if named.image is not None:
                     ds.image = named.image
@@ -462,6 +465,7 @@ async def dockerfile_to_llb(
         if named is not None:
             d.image = named.image if named.image is not None else _image.empty_image(po.target)
             d.state = named.state.with_platform(platform)
+            named_used[orig.lower()] = d.state
             d.platform = platform
             return
         is_scratch = False
@@ -536,6 +540,7 @@ async def dockerfile_to_llb(
         proxy_env=_proxy_env(build_args),
         build_arg_values=build_args,
         meta_args=meta_args,
+        named_contexts=named_used,
         warn=warn,
     )
 

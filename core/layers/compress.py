@@ -6,12 +6,14 @@ Levels are Go gzip levels as BuildKit's ``compression-level`` takes them: the de
 and 3-6 map to ISA-L's levels 3/2, 1-2 to ISA-L 1, -2 (Huffman only) to ISA-L 0; 7-9 ask
 for ratio over speed and use zlib at that level. zstd uses the ``zstandard`` package at
 level 3 by default (a BuildKit level maps to zstd presets: <3 fastest=1, 3-6 default=3, 7-8
-better=7, >=9 best=11), with worker threads (output does not depend on their number).
+better=7, >=9 best=11) in zstd's multi-threaded mode (output does not depend on the number
+of workers).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import struct
 import threading
@@ -116,12 +118,23 @@ class _GzipWriter:
         self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
 
 
+def zstd_workers() -> int:
+    """zstd worker threads for compression: one per CPU but one (left to the tar writer)."""
+    return max(1, min((os.cpu_count() or 1) - 1, 8))
+
+
 class _ZstdWriter:
+    """zstd in its multi-threaded mode: the compression runs in zstd's own worker threads
+    (no GIL), beside the thread that feeds it. The frames depend on the level only, not on
+    the number of workers or on how the input is split into writes (zstd's jobs have a fixed
+    size), so a layer compresses to the same bytes on every machine. The single-threaded
+    mode (``threads=0``) would write different frames; it is never used."""
+
     def __init__(self, out: Writable, level: int | None) -> None:
         import zstandard
 
         self._out = out
-        cctx = zstandard.ZstdCompressor(level=zstd_level(level), threads=0)
+        cctx = zstandard.ZstdCompressor(level=zstd_level(level), threads=zstd_workers())
         self._obj = cctx.compressobj()
 
     def write(self, data: bytes) -> int:
@@ -131,7 +144,10 @@ class _ZstdWriter:
         return len(data)
 
     def close(self) -> None:
-        self._out.write(self._obj.flush())
+        # zstd holds up to a few jobs of output until the end: hand it on in blocks
+        rest = self._obj.flush()
+        for start in range(0, len(rest), CHUNK):
+            self._out.write(rest[start : start + CHUNK])
 
 
 class _Plain:
@@ -249,7 +265,12 @@ class CorruptBlobError(ValueError):
 class DecodedReader:
     """A file-like ``read`` over a layer blob's uncompressed bytes, whatever the blob's
     compression (found from its first bytes); hashes the uncompressed bytes for the diff ID.
-    Output per read is bounded, so a small blob that expands hugely is read in pieces."""
+
+    Bytes are decoded in blocks of at most :data:`CHUNK` (so a small blob that expands hugely
+    is held a block at a time) and small reads (``tarfile`` asks for 10 KiB) are served from
+    the current block: the decoder and the hash see large calls whatever the reader asks for
+    (before, each 10 KiB read copied gzip's unconsumed input tail of up to 256 KiB).
+    """
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
@@ -258,6 +279,8 @@ class DecodedReader:
         self._hash = hashlib.sha256()
         self.size = 0
         self._eof = False
+        self._block: bytes = b""
+        self._pos = 0
         self._zreader: Any = None
         self._gz: Any = None
         if head.startswith(GZIP_MAGIC):
@@ -269,6 +292,7 @@ class DecodedReader:
             self.compression = "zstd"
             self._zreader = zstandard.ZstdDecompressor().stream_reader(
                 _Prefixed(head, raw),  # type: ignore[arg-type]  # read() is all it uses
+                read_size=CHUNK // 4,
                 read_across_frames=True,
             )
             self._pending = b""
@@ -280,45 +304,60 @@ class DecodedReader:
         isal = _isal()
         return (isal or zlib).decompressobj(31)
 
-    def _read_gzip(self, n: int) -> bytes:
+    def _gzip_block(self) -> bytes:
         while True:
             if self._gz.unconsumed_tail:
-                data = self._gz.decompress(self._gz.unconsumed_tail, n)
+                data = self._gz.decompress(self._gz.unconsumed_tail, CHUNK)
             else:
                 if self._gz.eof:
                     rest = self._gz.unused_data or self._raw.read(CHUNK // 4)
                     if not rest:
                         return b""
                     self._gz = self._new_gz()
-                    data = self._gz.decompress(rest, n)
+                    data = self._gz.decompress(rest, CHUNK)
                 else:
                     chunk = self._pending or self._raw.read(CHUNK // 4)
                     self._pending = b""
                     if not chunk:
                         raise zlib.error("truncated gzip stream")
-                    data = self._gz.decompress(chunk, n)
+                    data = self._gz.decompress(chunk, CHUNK)
             if data:
                 return bytes(data)
 
+    def _decode(self) -> bytes:
+        """The next block of uncompressed bytes (hashed and counted), b"" at the end."""
+        try:
+            if self._gz is not None:
+                data = self._gzip_block()
+            elif self._zreader is not None:
+                data = self._zreader.read(CHUNK)
+            else:
+                data = self._pending + self._raw.read(CHUNK - len(self._pending))
+                self._pending = b""
+        except OSError:
+            raise
+        except Exception as exc:  # zlib.error, IsalError, ZstdError: corrupt data
+            raise CorruptBlobError(f"corrupt {self.compression} data: {exc}") from exc
+        if data:
+            self._hash.update(data)
+            self.size += len(data)
+        return data
+
     def read(self, n: int = -1) -> bytes:
-        if self._eof:
-            return b""
-        want = CHUNK if n is None or n < 0 else max(n, 1)
-        if self._gz is not None or self._zreader is not None:
-            try:
-                data = self._read_gzip(want) if self._gz is not None else self._zreader.read(want)
-            except OSError:
-                raise
-            except Exception as exc:  # zlib.error, IsalError, ZstdError: corrupt data
-                raise CorruptBlobError(f"corrupt {self.compression} data: {exc}") from exc
-        else:
-            data = self._pending + self._raw.read(max(want - len(self._pending), 0))
-            self._pending = b""
-        if not data:
-            self._eof = True
-            return b""
-        self._hash.update(data)
-        self.size += len(data)
+        if self._pos >= len(self._block):
+            if self._eof:
+                return b""
+            block = self._decode()
+            if not block:
+                self._eof = True
+                return b""
+            self._block, self._pos = block, 0
+        if n is None or n < 0 or (self._pos == 0 and n >= len(self._block)):
+            data = self._block[self._pos :] if self._pos else self._block
+            self._pos = len(self._block)
+            return data
+        data = self._block[self._pos : self._pos + max(n, 1)]
+        self._pos += len(data)
         return data
 
     def drain(self) -> str:

@@ -200,7 +200,7 @@ async def run_helper(helper: str, server: str) -> AuthEntry | None:
     if proc.returncode != 0:
         message = (out or err).decode(errors="replace").strip().splitlines()
         first = message[0] if message else f"exit code {proc.returncode}"
-        if _NOT_FOUND in first.lower() or "not found" in first.lower():
+        if _NOT_FOUND in first.lower():  # docker-credential-helpers' ErrCredentialsNotFound
             return None
         raise CredentialHelperError(f"{program} get for {server} failed: {first[:200]}")
     try:

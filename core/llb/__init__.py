@@ -14,6 +14,7 @@ This package imports no daemon or solver code.
 """
 
 from bkcore.llb.definition import Definition, new_unique_id
+from bkcore.llb.defop import from_definition
 from bkcore.llb.execop import (
     SSH,
     Bind,
@@ -79,6 +80,7 @@ __all__ = [
     "cache",
     "copy",
     "diff",
+    "from_definition",
     "git",
     "http",
     "image",

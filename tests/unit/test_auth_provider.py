@@ -291,3 +291,22 @@ def test_one_registry_client_per_engine_and_state_per_session(
         await manager.close()
 
     asyncio.run(main())
+
+
+def test_failing_helper_is_an_error_not_anonymous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-locked"
+    helper.write_text(
+        f"#!{sys.executable}\nprint('the password store is locked')\nraise SystemExit(1)\n"
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    cfg = write_config(tmp_path / "d", {"credsStore": "locked"})
+    with pytest.raises(
+        CallError,
+        match=r"docker-credential-locked get for reg\.l failed: the password store is locked",
+    ):
+        ask(AuthProvider(cfg), "reg.l")

@@ -449,3 +449,18 @@ def test_named_context_name_forms_git_and_http_sources() -> None:
     assert git.body.attrs["git.keepgitdir"] == "true"
     assert "https://example.com/f.txt" in srcs
     assert srcs["https://example.com/f.txt"].name == "[context file] https://example.com/f.txt"
+
+
+def test_run_mount_from_makes_the_stage_or_image_a_dependency() -> None:
+    bridge = FakeBridge({BUSYBOX: image_config(), "docker.io/library/tools:1": image_config()})
+    df = (
+        "FROM busybox AS Tools\nRUN echo built-tools\n"
+        "FROM busybox AS unused\nRUN echo never\n"
+        "FROM busybox\n"
+        "RUN --mount=from=tools,target=/t --mount=type=cache,target=/c,from=tools:1 ls /t\n"
+    )
+    res, bridge = convert(df, bridge)
+    cmds = [e.meta.args[-1] for e in execs(res)]
+    assert "echo built-tools" in cmds and "echo never" not in cmds
+    # each needed stage resolves its base; the unused one does not
+    assert sorted(c[0] for c in bridge.calls) == [BUSYBOX, BUSYBOX, "docker.io/library/tools:1"]

@@ -421,7 +421,10 @@ async def dockerfile_to_llb(
         d.commands = list(d.stage.commands)
         d.sources = []
         for cmd in d.commands:
-            d.sources.append(_register(d, cmd, graph.find, by_index, make, cmd.start_line))
+            try:
+                d.sources.append(_register(d, cmd, graph.find, by_index, make, cmd.start_line))
+            except FrontendError as exc:
+                raise _stage_error(exc, filename, cmd.start_line) from None
 
     bad = _circular(graph.states)
     if bad is not None:

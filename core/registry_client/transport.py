@@ -247,7 +247,8 @@ class Transport:
         if creds is not None and not creds[0]:
             # An identity (refresh) token: the OAuth2 form POST of the token spec.
             form = [("grant_type", "refresh_token"), ("refresh_token", creds[1])]
-            form += [("client_id", CLIENT_ID), *(("scope", s) for s in scopes)]
+            # OAuth2 takes one space-separated scope (docker distribution's oauth.md).
+            form += [("client_id", CLIENT_ID), ("scope", " ".join(scopes))]
             if service:
                 form.append(("service", service))
             body = urlencode(form).encode()

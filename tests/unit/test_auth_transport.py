@@ -196,14 +196,20 @@ def test_identity_token_uses_the_oauth2_post() -> None:
             connections=conns, auth=AuthState(creds_of(("", "identity-xyz"), []))
         )
         assert (await client.fetch_manifest(REF)).digest == DIGEST
+        url = "https://reg.test:5000/v2/team/app/blobs/uploads/"
+        extra = ("repository:other/base:pull",)  # as a cross-repository mount asks
+        resp = await client._t.request(REF, "GET", url, actions="pull,push", extra_scopes=extra)
+        await resp.aclose()
         await conns.aclose()
 
     asyncio.run(main())
-    (form,) = fake.token_requests
-    assert form["grant_type"] == ["refresh_token"]
-    assert form["client_id"] == ["buildkit-client"]
-    assert form["scope"] == ["repository:team/app:pull"]
-    assert form["service"] == ["fake"]
+    first, second = fake.token_requests
+    assert first["grant_type"] == ["refresh_token"]
+    assert first["client_id"] == ["buildkit-client"]
+    assert first["scope"] == ["repository:team/app:pull"]
+    assert first["service"] == ["fake"]
+    # OAuth2 form: one space-separated scope parameter
+    assert second["scope"] == ["repository:team/app:pull,push repository:other/base:pull"]
 
 
 def test_docker_hub_credentials_are_asked_for_the_api_host() -> None:

@@ -439,6 +439,29 @@ async def dockerfile_to_llb(
     if resolve_mode not in ("default", "pull", "local"):
         raise FrontendError(f"invalid image-resolve-mode: {resolve_mode}")
 
+    # one resolution per (image, platform), shared by the stages that use it; the shared
+    # tasks belong to the resolving task group
+    configs: dict[tuple[str, str], asyncio.Task[tuple[str, bytes] | BkError]] = {}
+    task_group: list[asyncio.TaskGroup] = []
+
+    async def fetch_config(ref: str, platform: str) -> tuple[str, bytes] | BkError:
+        try:
+            return await bridge.resolve_image_config(
+                ref, platform=platform, resolve_mode=resolve_mode
+            )
+        except BkError as exc:  # raised in every stage that waits for it, not in the group
+            return exc
+
+    async def resolve_config(ref: str, platform: str) -> tuple[str, bytes]:
+        task = configs.get((ref, platform))
+        if task is None:
+            task = task_group[0].create_task(fetch_config(ref, platform))
+            configs[(ref, platform)] = task
+        got = await task
+        if isinstance(got, BkError):
+            raise got
+        return got
+
     async def resolve(d: DispatchState) -> None:
         line = d.stage.start_line if d.stage is not None else lines.get(id(d), 0)
         try:
@@ -474,9 +497,7 @@ async def dockerfile_to_llb(
         is_scratch = False
         if reachable:
             try:
-                dgst, data = await bridge.resolve_image_config(
-                    ref, platform=str(platform), resolve_mode=resolve_mode
-                )
+                dgst, data = await resolve_config(ref, str(platform))
             except BkError as exc:
                 raise FrontendError(f"{orig}: {exc}") from exc
             img = _image.parse_image(data, ref)
@@ -549,6 +570,7 @@ async def dockerfile_to_llb(
 
     try:
         async with asyncio.TaskGroup() as tg:
+            task_group.append(tg)
             for d in graph.states:
                 if d.base is None and not d.noinit:
                     tg.create_task(resolve(d))

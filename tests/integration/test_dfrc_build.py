@@ -234,8 +234,20 @@ def test_host_network_and_insecure_need_entitlements(df: Df) -> None:
     assert "network.host" in err
     out = df.ok(host, None, "--allow", "network.host")
     assert (out / "devs").read_text().count(":") >= 1
-    insecure = "FROM BASE\nRUN --security=insecure true\n"
+    none = df.ok("FROM BASE\nRUN --network=none busybox cat /proc/net/dev > /devs\n")
+    # only the loopback interface (two header lines + lo)
+    assert [ln.split(":")[0].strip() for ln in (none / "devs").read_text().splitlines()[2:]] == [
+        "lo"
+    ]
+    insecure = (
+        "FROM BASE\nRUN --security=insecure busybox grep CapEff /proc/self/status > /insecure\n"
+        "RUN busybox grep CapEff /proc/self/status > /sandbox\n"
+    )
     assert "security.insecure" in df.fails(insecure)
+    out = df.ok(insecure, None, "--allow", "security.insecure")
+    full = int((out / "insecure").read_text().split()[1], 16)
+    sandbox = int((out / "sandbox").read_text().split()[1], 16)
+    assert full & sandbox == sandbox and full != sandbox  # privileged: more capabilities
 
 
 def test_ssh_mount_forwards_the_agent(df: Df, tmp_path: Path) -> None:

@@ -125,6 +125,20 @@ def test_copy_flags_destinations_and_followpaths() -> None:
     assert all("empty_layer" not in h for h in d.image["history"])
 
 
+def test_dot_dot_paths_stay_inside_the_context_and_the_image() -> None:
+    """Sources are cleaned against the context root, destinations against the image root."""
+    d = stage()
+    d.state = d.state.with_cwd("/app")
+    do(d, "COPY ../../etc/shadow ../../../../x/\nRUN --mount=source=../..,target=../../m true\n")
+    f = next(o for o in graph(d.state) if o.kind == "file")
+    (c,) = copies(f)
+    assert (c.src, c.dest) == ("/etc/shadow", "/x/")
+    ex = [o for o in graph(d.state) if o.kind == "exec"][-1].body
+    (m,) = [m for m in ex.mounts if m.dest != "/"]
+    assert (m.dest, m.selector) == ("/m", "")  # source "/" = the whole context, no selector
+    assert d.paths == {"/etc/shadow", "/"}
+
+
 def test_copy_sources_and_dest_are_expanded() -> None:
     d = stage()
     d.state = d.state.with_env("SRC", "report final.txt").with_env("DST", "/env dest/")

@@ -6,11 +6,12 @@ already recorded is reused, so two images with the same base layers share their 
 (whether they came from a registry or an OCI layout) and only the missing layers are fetched.
 An entry is only a hint: a snapshot pruned since is simply rebuilt. Blobs come from a
 :class:`BlobFetcher` (verified while streaming), concurrently, into per-process directories
-under ``<store root>/image-pull/`` (swept once their process is gone), then into the content
-store; layers are applied in order as soon as their blob is there, each verified against its
-``diff_id``. A chain is built under a lock per chain, in this process and across processes
-sharing the store (a ``flock`` under ``<store root>/image-chains.locks/``). Nothing is
-committed for a layer that fails.
+under ``<store root>/image-pull/`` (swept once their process is gone); layers are applied in
+order from there as soon as their blob is there, each verified against its ``diff_id``, while
+each blob is copied into the content store beside it (all done before the pull returns).
+A chain is built under a lock per chain, in this process and across processes sharing the
+store (a ``flock`` under ``<store root>/image-chains.locks/``). Nothing is committed for a
+layer that fails.
 """
 
 from __future__ import annotations
@@ -151,8 +152,11 @@ async def _download(
     layer: Layer,
     workdir: Path,
     progress: SharedProgress,
+    tg: asyncio.TaskGroup,
 ) -> Path:
-    """The layer blob on disk: from the content store, else downloaded and stored there."""
+    """The layer blob on disk: from the content store, else downloaded (verified). A
+    downloaded blob is copied into the content store by a task of its own, so the layer can
+    be extracted from the download meanwhile."""
     if await asyncio.to_thread(store.content.has, layer.digest):
         return store.content.path(layer.digest)
     dest = workdir / layer.digest.replace(":", "-")
@@ -167,7 +171,6 @@ async def _download(
             progress.status(layer.digest, current=done, total=layer.size, started=started)
 
     await fetch(layer.digest, dest, layer.size, report)
-    await asyncio.to_thread(store.content.ingest, dest, layer.digest)
     progress.status(
         layer.digest,
         current=layer.size,
@@ -175,6 +178,7 @@ async def _download(
         started=started,
         completed=time.time(),
     )
+    tg.create_task(asyncio.to_thread(store.content.ingest, dest, layer.digest))
     return dest
 
 
@@ -251,7 +255,7 @@ async def pull_layers(
         try:
             async with asyncio.TaskGroup() as tg:
                 blobs = [
-                    tg.create_task(_download(store, fetch, layer, workdir, progress))
+                    tg.create_task(_download(store, fetch, layer, workdir, progress, tg))
                     for layer in layers[start:]
                 ]
                 for i, blob in enumerate(blobs, start):

@@ -7,9 +7,10 @@ fixtures (``images``, ``registry``, ``auth_registry``, ``token_registry``, ``git
 Images are built in memory, byte for byte the same on every run: sorted PAX tar entries owned
 by root with mtime 0, gzip with mtime 0 at level 6, sorted JSON. The busybox-static base has
 ``/bin/busybox`` and applet links, ``/etc/passwd`` and ``/etc/group`` (root, nobody and
-``bkuser`` 1000:1000 in group ``bkgroup``), ``/home/bkuser`` owned by 1000:1000 and ``/tmp``
-mode 1777. A multi-platform index gets one marker image per platform (``/etc/arch`` holds the
-platform string) and, for the host platform, the busybox base underneath the marker.
+``bkuser`` 1000:1000 in group ``bkgroup``), ``/home/bkuser`` owned by 1000:1000, ``/tmp``
+mode 1777 and empty ``/dev``, ``/proc``, ``/sys``, ``/root``. A multi-platform index gets one
+marker image per platform (``/etc/arch`` holds the platform string) and, for the host
+platform, the busybox base underneath the marker.
 """
 
 from __future__ import annotations
@@ -227,10 +228,16 @@ def etc_files() -> Files:
 
 
 def busybox_files(applets: Iterable[str] = APPLETS) -> Files:
-    """The busybox-static base layer: ``/bin/busybox``, applet links and :func:`etc_files`."""
+    """The busybox-static base layer: ``/bin/busybox``, applet links, :func:`etc_files` and,
+    as in Docker Hub's busybox, empty ``/dev``, ``/proc``, ``/sys`` and ``/root`` (so a
+    container's runtime mount points are not new directories of an exec's output)."""
     files: Files = {
         "bin": ("d", b"", 0o755),
         "bin/busybox": ("f", BUSYBOX.read_bytes(), 0o755),
+        "dev": ("d", b"", 0o755),
+        "proc": ("d", b"", 0o555),
+        "root": ("d", b"", 0o700),
+        "sys": ("d", b"", 0o555),
         **etc_files(),
     }
     for applet in applets:

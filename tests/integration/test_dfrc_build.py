@@ -285,3 +285,20 @@ def test_ssh_mount_forwards_the_agent(df: Df, tmp_path: Path) -> None:
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_build_wide_hosts_shm_and_ulimits_reach_run(df: Df) -> None:
+    out = df.ok(
+        "FROM BASE\nRUN busybox cat /etc/hosts > /hosts && busybox df -k /dev/shm > /shm "
+        "&& ulimit -n > /nofile\n",
+        None,
+        "--opt",
+        "add-hosts=db.local=10.0.0.7",
+        "--opt",
+        "shm-size=67108864",
+        "--opt",
+        "ulimit=nofile=1024:2048",
+    )
+    assert "10.0.0.7\tdb.local" in (out / "hosts").read_text()
+    assert (out / "shm").read_text().splitlines()[-1].split()[1] == "65536"
+    assert (out / "nofile").read_text() == "1024\n"

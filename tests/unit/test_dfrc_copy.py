@@ -193,7 +193,10 @@ def test_chown_root_works_on_scratch() -> None:
     assert c.owner.user.by_id == 0 and c.owner.group.by_id == 0
 
 
-@pytest.mark.parametrize(("flag", "mode"), [("0750", 0o750), ("600", 0o600), ("u+x", -1)])
+@pytest.mark.parametrize(
+    ("flag", "mode"),
+    [("0750", 0o750), ("600", 0o600), ("u+x", -1), ("0o755", -1), ("+755", -1), ("7_5_5", -1)],
+)
 def test_chmod_octal_or_ignored(flag: str, mode: int) -> None:
     d = stage()
     do(d, f"COPY --chmod={flag} tree /t/\n")

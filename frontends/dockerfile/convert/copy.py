@@ -51,13 +51,10 @@ def parse_chown(spec: str) -> llb.Chown:
 
 def parse_chmod(spec: str) -> int | None:
     """An octal ``--chmod`` (v0.11 ignores a value that is not octal)."""
-    try:
-        value = int(spec, 8)
-    except ValueError:
+    if not spec or spec.strip("01234567"):  # Go's ParseUint: digits only, no sign or 0o
         return None
-    if value < 0 or value >= 2**32:
-        return None
-    return value
+    value = int(spec, 8)
+    return value if value < 2**32 else None
 
 
 def copy_dest(d: DispatchState, dest_path: str) -> str:

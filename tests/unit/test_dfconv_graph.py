@@ -464,3 +464,14 @@ def test_run_mount_from_makes_the_stage_or_image_a_dependency() -> None:
     assert "echo built-tools" in cmds and "echo never" not in cmds
     # one resolution per image and platform; the unused stage needs none
     assert sorted(c[0] for c in bridge.calls) == [BUSYBOX, "docker.io/library/tools:1"]
+
+
+def test_unresolvable_base_suggests_a_close_stage_or_image_name() -> None:
+    with pytest.raises(FrontendError, match=r"biuld: .*\(did you mean build\?\)") as exc:
+        convert("FROM busybox AS build\nRUN true\nFROM biuld\nRUN true\n")
+    assert exc.value.line == 3
+    with pytest.raises(FrontendError, match=r"\(did you mean busybox\?\)"):
+        convert("FROM busybax\n")
+    with pytest.raises(FrontendError) as exc:
+        convert("FROM completely-different\n")
+    assert "did you mean" not in str(exc.value)

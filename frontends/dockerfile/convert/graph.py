@@ -52,6 +52,12 @@ if TYPE_CHECKING:
 __all__ = ["dockerfile_to_llb", "register_sources"]
 
 EMPTY_IMAGE = "scratch"
+#: image names a mistyped FROM is compared with (BuildKit's commonImageNames)
+_COMMON_IMAGES = tuple(
+    form
+    for name in ("alpine", "busybox", "centos", "debian", "golang", "ubuntu", "fedora")
+    for form in (name, f"docker.io/library/{name}", f"{name}:latest")
+)
 _BUILTIN_ARGS = frozenset(
     {"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY", "SOURCE_DATE_EPOCH"}
 )
@@ -433,6 +439,7 @@ async def dockerfile_to_llb(
     if len(graph.states) == 1:
         graph.states[0].stage_name = ""
     needed = _reachable(target)
+    stage_names = [s.stage_name for s in graph.states if s.stage_name]
 
     # -- resolve base images (concurrently), only for the stages the target needs
     resolve_mode = opts.image_resolve_mode or "default"
@@ -499,7 +506,11 @@ async def dockerfile_to_llb(
             try:
                 dgst, data = await resolve_config(ref, str(platform))
             except BkError as exc:
-                raise FrontendError(f"{orig}: {exc}") from exc
+                # a typo of a stage or a common image name gets "(did you mean X?)"
+                from bkcore.frontends.dockerfile.instructions import suggest
+
+                message = suggest(f"{orig}: {exc}", orig, [*stage_names, *_COMMON_IMAGES], True)
+                raise FrontendError(message) from exc
             img = _image.parse_image(data, ref)
             img.pop("created", None)
             if d.platform is None and po.implicit_target:

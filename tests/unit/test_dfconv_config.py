@@ -109,6 +109,11 @@ def test_expose_ranges_protocols_duplicates_and_expansion() -> None:
     ]
     assert history(res)[-1][0].startswith("EXPOSE map[7000/udp:{} ")
     assert parse_port_specs(["127.0.0.1:8000:80"]) == ["80/tcp"]
+    assert parse_port_specs(["[::1]:8080:80/udp", "1000-1001:2000-2001"]) == [
+        "2000/tcp",
+        "2001/tcp",
+        "80/udp",
+    ]
     with pytest.raises(ValueError, match="invalid proto: foo"):
         parse_port_specs(["80/foo"])
 

@@ -221,12 +221,16 @@ def parse_port_specs(specs: Sequence[str]) -> list[str]:
     ``7000-7002/udp`` -> three ports, protocols lower-cased; sorted, without duplicates."""
     ports: set[str] = set()
     for raw in specs:
-        parts = raw.split(":")
         ip, host, container = "", "", raw
-        if len(parts) == 2:
-            host, container = parts
-        elif len(parts) >= 3:
-            ip, host, container = ":".join(parts[:-2]), parts[-2], parts[-1]
+        if raw.startswith("[") and "]:" in raw:  # [IPv6]:host:container
+            ip, _, rest = raw[1:].partition("]:")
+            host, _, container = rest.rpartition(":")
+        else:
+            parts = raw.split(":")
+            if len(parts) == 2:
+                host, container = parts
+            elif len(parts) >= 3:
+                ip, host, container = ":".join(parts[:-2]), parts[-2], parts[-1]
         pp = container.split("/")
         if not container or not pp[0]:
             proto, port = "", ""

@@ -47,6 +47,7 @@ from bkcore.registry_client import mediatypes as mt
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "alice", "correct-horse-42"
+IDENTITY_TOKEN = "identity-token-from-docker-login"
 
 
 # -- a one-layer image -----------------------------------------------------------------------
@@ -221,11 +222,28 @@ class TokenServer:
                 query = parse_qs(urlsplit(self.path).query)
                 server.requests.append(query)
                 expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-                if self.headers.get("Authorization") != expected:
+                ok = self.headers.get("Authorization") == expected
+                self.answer(ok, query.get("scope", []), query, "token")
+
+            def do_POST(self) -> None:
+                """OAuth2 with an identity (refresh) token: one space-separated scope."""
+                length = int(self.headers.get("Content-Length", "0"))
+                form = parse_qs(self.rfile.read(length).decode())
+                server.requests.append({**form, "method": ["POST"]})
+                ok = form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == [
+                    IDENTITY_TOKEN
+                ]
+                scopes = " ".join(form.get("scope", [])).split()
+                self.answer(ok, scopes, form, "access_token")
+
+            def answer(
+                self, ok: bool, scopes: list[str], query: dict[str, list[str]], field: str
+            ) -> None:
+                if not ok:
                     body, code = b'{"details":"bad credentials"}', 401
                 else:
                     access = []
-                    for scope in query.get("scope", []):
+                    for scope in scopes:
                         kind, _, rest = scope.partition(":")
                         name, _, actions = rest.rpartition(":")
                         access.append({"type": kind, "name": name, "actions": actions.split(",")})
@@ -240,7 +258,7 @@ class TokenServer:
                         "jti": secrets.token_hex(8),
                         "access": access,
                     }
-                    body = json.dumps({"token": server.sign(claims), "expires_in": 300}).encode()
+                    body = json.dumps({field: server.sign(claims), "expires_in": 300}).encode()
                     code = 200
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -385,6 +403,29 @@ def test_token_auth(bk: Any, token_registry: tuple[Any, TokenServer]) -> None:
     assert ref in line and "authentication failed (401 Unauthorized)" in line
     assert f"token server {tokens.realm} rejected user '{USER}'" in line
     assert_nothing_cached(fresh, image)
+
+
+def test_identity_token_from_a_helper(bk: Any, token_registry: tuple[Any, TokenServer]) -> None:
+    """A helper answering Username ``<token>``: the daemon trades the identity token for
+    an access token with the OAuth2 POST, and the registry accepts it."""
+    registry, tokens = token_registry
+    image = make_image("identity token\n")
+    ref = push(registry.host, "tok/hello:2", image, bk.tmp / "push", good_creds)
+    tokens.requests.clear()
+    bin_dir = bk.tmp / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-bkid"
+    answer = json.dumps({"Username": "<token>", "Secret": IDENTITY_TOKEN})
+    helper.write_text(f"#!/bin/sh\nread -r host\necho '{answer}'\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    env = docker_config(bk.tmp / "docker", {"credsStore": "bkid"})
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    out = bk.tmp / "out"
+    bk.build(llb.image(ref), out=out, env=env)
+    assert (out / "hello.txt").read_text() == "identity token\n"
+    assert [q.get("method") for q in tokens.requests] == [["POST"]]
+    assert tokens.requests[0]["client_id"] == ["buildkit-client"]
+    assert tokens.requests[0]["scope"] == ["repository:tok/hello:pull"]
 
 
 def test_tls_registry_needs_its_ca(bk: Any, tls_registry: TLSRegistry) -> None:

@@ -230,5 +230,5 @@ def test_dockerfile_errors_name_the_line(df: DfBuild) -> None:
         f"build-arg:BASE={base}",
     )
     assert proc.returncode == 1
-    assert "Dockerfile:4" in proc.stderr and "invalid signal: NOPE" in proc.stderr
+    assert "Dockerfile:4" in proc.stderr and "Invalid signal: NOPE" in proc.stderr
     assert not dest.exists()

@@ -396,7 +396,7 @@ def test_parse_errors_in_unused_stages_still_fail() -> None:
 
 
 def test_dispatch_errors_name_the_instruction_line() -> None:
-    with pytest.raises(FrontendError, match="invalid signal: SIGNOPE") as exc:
+    with pytest.raises(FrontendError, match="Invalid signal: SIGNOPE") as exc:
         convert("FROM busybox\nENV A=1\nSTOPSIGNAL SIGNOPE\n")
     assert exc.value.line == 3
     with pytest.raises(FrontendError, match="invalid containerPort: abc") as exc:

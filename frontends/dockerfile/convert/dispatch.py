@@ -300,16 +300,16 @@ def dispatch_volume(d: DispatchState, cmd: Any, opts: DispatchOptions) -> None:
 
 
 def check_signal(sig: str) -> None:
-    """``signal.ParseSignal``: a number > 0 or a known name with or without ``SIG``."""
-    if re.fullmatch(r"-?\d+", sig):
-        if int(sig) <= 0:
-            raise ValueError(f"invalid signal: {sig}")
+    """``signal.ParseSignal``: a non-zero number or a known name with or without ``SIG``."""
+    if re.fullmatch(r"[-+]?\d+", sig):
+        if int(sig) == 0:
+            raise ValueError(f"Invalid signal: {sig}")
         return
     name = sig.upper()
     name = name.removeprefix("SIG")
     if name in _SIGNALS or re.fullmatch(r"RTMIN(\+\d+)?|RTMAX(-\d+)?", name):
         return
-    raise ValueError(f"invalid signal: {sig}")
+    raise ValueError(f"Invalid signal: {sig}")
 
 
 def dispatch_stopsignal(d: DispatchState, cmd: Any, opts: DispatchOptions) -> None:

@@ -37,6 +37,8 @@ GO_SPACES = (
 _SPACES = frozenset(GO_SPACES)
 _SPACE_RE = re.compile("[" + re.escape(GO_SPACES) + "]")
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+#: ``${...}`` nesting deeper than this is refused (Python's stack is finite; BuildKit's is not).
+MAX_NESTING = 100
 _SPECIALS: dict[tuple[str, str, bool], re.Pattern[str]] = {}
 
 
@@ -146,6 +148,7 @@ class _ShellWord:
     """One pass over one word."""
 
     __slots__ = (
+        "depth",
         "envs",
         "escape",
         "matches",
@@ -169,6 +172,7 @@ class _ShellWord:
         self.skip_quotes = lexer.skip_process_quotes
         self.skip_unset = lexer.skip_unset_env
         self.matches: set[str] = set()
+        self.depth = 0
 
     # -- scanner -------------------------------------------------------------------------
     def peek(self) -> str:
@@ -281,14 +285,23 @@ class _ShellWord:
 
     def process_dollar(self) -> str:
         self.next()  # the '$'
-        if self.peek() != "{":
-            name = self.process_name()
-            if not name:
-                return "$"
-            value, found = self.get_env(name)
-            if not found and self.skip_unset:
-                return "$" + name
-            return value
+        if self.peek() == "{":
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise ShellError("syntax error: substitutions nested too deeply")
+            try:
+                return self._process_braces()
+            finally:
+                self.depth -= 1
+        name = self.process_name()
+        if not name:
+            return "$"
+        value, found = self.get_env(name)
+        if not found and self.skip_unset:
+            return "$" + name
+        return value
+
+    def _process_braces(self) -> str:
         self.next()  # the '{'
         first = self.peek()
         if first == _EOF:

@@ -466,3 +466,15 @@ def test_random_input_raises_only_frontend_errors() -> None:
         except FrontendError:
             outcomes["error"] += 1
     assert outcomes["ok"] > 100 and outcomes["error"] > 100
+
+
+def test_pathological_nesting_does_not_exhaust_the_stack() -> None:
+    from bkcore.frontends.dockerfile import instructions as ins
+
+    onbuilds = parse("FROM x\n" + "ONBUILD " * 5000 + "RUN true\n")
+    with pytest.raises(ParseError, match="Chaining ONBUILD"):
+        ins.parse_dockerfile(onbuilds.ast)
+    # arrays nested deeper than the JSON decoder goes are not JSON (shell form), like Go's
+    node = instr("FROM x\nCMD " + "[" * 100_000 + "\n")
+    assert node.attributes == {}
+    assert node.args() == ["[" * 100_000]

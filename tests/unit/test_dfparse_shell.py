@@ -189,3 +189,11 @@ def test_skip_process_quotes_treats_quotes_as_text() -> None:
 def test_build_envs_and_go_quote() -> None:
     assert build_envs(["A=1", "B", "C=x=y", "A=2"]) == {"A": "2", "B": "", "C": "x=y"}
     assert go_quote('a"b\\c\n\t\x01') == '"a\\"b\\\\c\\n\\t\\x01"'
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    deep = "${A:-" * 150 + "x" + "}" * 150
+    with pytest.raises(ShellError, match="nested too deeply"):
+        Lexer().process_word(deep, {})
+    fine = "${U:-" * 50 + "x" + "}" * 50
+    assert Lexer().process_word(fine, {}) == "x"

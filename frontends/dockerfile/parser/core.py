@@ -96,16 +96,21 @@ def _is_comment(raw: str) -> bool:
     return lp.go_trim_left_space(raw.rstrip("\r\n")).startswith("#")
 
 
-def _new_node_from_line(line: str, d: _Directives, comments: list[str]) -> Node:
+def _new_node_from_line(
+    line: str, d: _Directives, comments: list[str], nested: bool = False
+) -> Node:
     keyword, flags, args = lp.split_command(line)
     lower = keyword.lower()
     if lower == "onbuild":
-        if args:
-            child = _new_node_from_line(args, d, [])
-            nxt: Node | None = Node(children=[child])
-        else:
-            nxt = None
         attrs: dict[str, bool] = {}
+        if not args:
+            nxt: Node | None = None
+        elif nested:
+            # ONBUILD ONBUILD ...: rejected by the instructions layer; no deeper nesting
+            # (a line of thousands of ONBUILDs must not exhaust the stack)
+            nxt = Node(value=args)
+        else:
+            nxt = Node(children=[_new_node_from_line(args, d, [], nested=True)])
     else:
         fn = _DISPATCH.get(lower, lp.parse_ignore)
         nxt, attrs = fn(args, d.escape)

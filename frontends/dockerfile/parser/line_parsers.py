@@ -285,7 +285,7 @@ def parse_json(rest: str) -> Parsed | None:
         return None
     try:
         value, _ = _DECODER.raw_decode(rest)
-    except ValueError:
+    except (ValueError, RecursionError):  # Go's decoder also gives up on very deep nesting
         return None
     if not isinstance(value, list):
         return None

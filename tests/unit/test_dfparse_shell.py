@@ -197,3 +197,13 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         Lexer().process_word(deep, {})
     fine = "${U:-" * 50 + "x" + "}" * 50
     assert Lexer().process_word(fine, {}) == "x"
+
+
+def test_word_splitting_of_mixed_chunks() -> None:
+    lex = Lexer()
+    assert lex.process_words("ab cd  ef", {}) == ["ab", "cd", "ef"]
+    assert lex.process_words('"" x', {}) == ["x"]
+    assert lex.process_words("x$SP$SP", ENV) == ["xx", "yx", "y"]
+    assert lex.process_words("a\u00a0b\u3000c", {}) == ["a", "b", "c"]
+    long_word = "a" * 200_000
+    assert lex.process_words(long_word + " b", {}) == [long_word, "b"]

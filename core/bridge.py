@@ -20,7 +20,7 @@ import hashlib
 import os
 import stat as st
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bkcore.errors import BkError, FrontendError, PluginError, SourceError
@@ -42,6 +42,8 @@ MAX_FRONTEND_DEPTH = 16
 WARNINGS_VERTEX = "sha256:" + hashlib.sha256(b"bkcore frontend warnings").hexdigest()
 #: Image source scheme whose source object resolves image configs.
 IMAGE_SCHEME = "docker-image"
+#: OCI layout source scheme (its source's ``resolve_layout_config`` reads client stores).
+OCI_LAYOUT_SCHEME = "oci-layout"
 
 _T = TypeVar("_T")
 
@@ -213,27 +215,60 @@ class LLBBridge:
     async def resolve_image_config(
         self, ref: str, *, platform: str | None = None, resolve_mode: str = "default"
     ) -> tuple[str, bytes]:
-        registry = self._engine.plugins.registry("sources")
-        if IMAGE_SCHEME not in registry:
-            raise PluginError(f"resolving {ref}: no {IMAGE_SCHEME} source plugin is registered")
-        target: Any = registry.load(IMAGE_SCHEME)
-        source = target() if isinstance(target, type) else target
-        resolver = getattr(source, "resolve_image_config", None)
-        if resolver is None:
-            raise PluginError(
-                f"resolving {ref}: the {IMAGE_SCHEME} source cannot resolve image configs"
-            )
-        vertex = self._status_vertex(f"[internal] load metadata for {ref}")
-        started = time.time()
-        error = ""
-        try:
-            digest, config = await resolver(
+        resolver = self._source_method(IMAGE_SCHEME, "resolve_image_config", ref)
+        return await self._resolve(
+            ref,
+            resolver(
                 ref,
                 platform=platform or self._engine.platform,
                 resolve_mode=resolve_mode,
                 engine=self._engine,
                 session_id=self._session_id,
-            )
+            ),
+        )
+
+    async def resolve_oci_layout_config(
+        self,
+        ref: str,
+        *,
+        store_id: str,
+        session_id: str = "",
+        platform: str | None = None,
+    ) -> tuple[str, bytes]:
+        """The manifest digest and config JSON of ``ref`` (``NAME@DIGEST``) in the client's
+        OCI layout store ``store_id`` (``--oci-layout``), read through ``session_id`` (default:
+        the build's). BuildKit's ``ResolveImageConfig`` with the OCI layout resolver; not part
+        of :class:`~bkcore.frontend.Bridge` (callers check for it)."""
+        resolver = self._source_method(OCI_LAYOUT_SCHEME, "resolve_layout_config", ref)
+        return await self._resolve(
+            ref,
+            resolver(
+                self._engine,
+                ref,
+                store_id=store_id,
+                session_ids=[session_id or self._session_id],
+                platform=platform or self._engine.platform,
+            ),
+        )
+
+    def _source_method(self, scheme: str, method: str, ref: str) -> Any:
+        registry = self._engine.plugins.registry("sources")
+        if scheme not in registry:
+            raise PluginError(f"resolving {ref}: no {scheme} source plugin is registered")
+        target: Any = registry.load(scheme)
+        source = target() if isinstance(target, type) else target
+        resolver = getattr(source, method, None)
+        if resolver is None:
+            raise PluginError(f"resolving {ref}: the {scheme} source cannot resolve image configs")
+        return resolver
+
+    async def _resolve(self, ref: str, call: Awaitable[tuple[str, bytes]]) -> tuple[str, bytes]:
+        """Await a resolver as the progress vertex ``[internal] load metadata for REF``."""
+        vertex = self._status_vertex(f"[internal] load metadata for {ref}")
+        started = time.time()
+        error = ""
+        try:
+            digest, config = await call
         except BkError as exc:
             error = str(exc)
             raise

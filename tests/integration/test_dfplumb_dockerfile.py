@@ -332,3 +332,34 @@ def test_buildctl_form_without_the_context_local(cli: Cli) -> None:
     lines = text_lines(proc.stderr)
     assert lines[-1].startswith("error: failed to read .dockerignore: ")
     assert 'no access allowed to dir "context"' in lines[-1]
+
+
+def test_oci_layout_named_context_resolves_through_the_bridge(cli: Cli) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    layout = cli.tmp / "layout"
+    made = subprocess.run(
+        [sys.executable, str(repo / "tests/conformance/make_base.py"), "--no-push",
+         "--layout", str(layout)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    ctx = cli.tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text('FROM base\nRUN echo "$PATH" > /path.txt\n')
+    out = cli.tmp / "out"
+    proc = cli.build(
+        "--oci-layout", f"store={layout}",
+        "--opt", f"context:base=oci-layout://store@{digest}",
+        "-o", str(out), str(ctx),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The PATH comes from the layout image's config, read through the bridge.
+    assert (out / "path.txt").read_text() == (
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    )
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("{"):
+            names.update(v["name"] for v in json.loads(line).get("vertexes", []))
+    assert any(n.startswith("[internal] load metadata for ") and digest in n for n in names)

@@ -153,3 +153,30 @@ def test_go_mode_bits() -> None:
     assert go_mode(0o120777) == (1 << 27) | 0o777
     assert go_mode(0o104755) == (1 << 23) | 0o755
     assert go_mode(0o010644) == (1 << 25) | 0o644
+
+
+def test_resolve_oci_layout_config_asks_the_oci_layout_source() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    class Layouts:
+        async def resolve_layout_config(self, engine: Any, ref: str, **kwargs: Any) -> Any:
+            calls.append((engine.platform, ref, kwargs))
+            return "sha256:def", b'{"os":"linux"}'
+
+    b = bridge(sources={"oci-layout": Layouts})
+    got = run(b.resolve_oci_layout_config("app@sha256:aa", store_id="store"))
+    assert got == ("sha256:def", b'{"os":"linux"}')
+    assert calls == [
+        (
+            "linux/arm64",
+            "app@sha256:aa",
+            {"store_id": "store", "session_ids": ["sess"], "platform": "linux/arm64"},
+        )
+    ]
+    other = run(
+        b.resolve_oci_layout_config(
+            "app@sha256:aa", store_id="s2", session_id="other", platform="linux/amd64"
+        )
+    )
+    assert other[0] == "sha256:def"
+    assert calls[-1][2] == {"store_id": "s2", "session_ids": ["other"], "platform": "linux/amd64"}

@@ -6,7 +6,10 @@ the results of the store and one :class:`~bkcore.solver.scheduler.Solver`. Build
 the controller opens an in-process client session serving the build's local directories,
 secrets, SSH agents and the client side of its output (FileSend), turns the LLB definition into
 a vertex graph (``bkcore.ops.load.build_graph``), solves it as a job carrying the session id,
-and hands the result to the exporter of each ``--output``.
+and hands the result to the exporter of each ``--output``. With ``BuildOptions.frontend``
+(``dockerfile.v0``) the job gets an in-process :class:`~bkcore.bridge.LLBBridge` instead: the
+frontend solves through it, and its result (one ref or refs by platform, plus metadata such as
+the image config) is exported; the bridge releases every ref when the build ends.
 
 :func:`run_build` is the one-shot form the CLI uses: a controller, a progress renderer on
 ``stderr`` and one build. Every failure is a :class:`~bkcore.errors.BkError`; cancellation
@@ -333,7 +336,8 @@ class Controller:
         progress: ProgressStream | None = None,
         definition: pb.Definition | None = None,
     ) -> BuildResponse:
-        """Solve ``options.definition`` and export it; ``progress`` receives its events.
+        """Solve ``options.definition`` (or run ``options.frontend``) and export the result;
+        ``progress`` receives its events.
 
         ``definition`` is ``options.definition`` already decoded (see :func:`decode`).
         """

@@ -274,7 +274,9 @@ def openssl(*args: str) -> bytes:
 
 
 @pytest.fixture
-def token_registry(start_registry: Any, tmp_path: Path) -> Iterator[tuple[Any, TokenServer]]:
+def oauth_registry(start_registry: Any, tmp_path: Path) -> Iterator[tuple[Any, TokenServer]]:
+    """docker-registry with ``auth: token:`` and a token server that also takes the OAuth2
+    POST of identity tokens (the shared ``token_registry`` fixture has only GET)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed (needed to sign registry tokens)")
     key, cert = tmp_path / "token.key", tmp_path / "token.pem"
@@ -382,8 +384,8 @@ def test_credentials_from_a_credential_helper(bk: Any, basic_registry: Any) -> N
     assert log.read_text().splitlines() == [basic_registry.host]  # asked once per build
 
 
-def test_token_auth(bk: Any, token_registry: tuple[Any, TokenServer]) -> None:
-    registry, tokens = token_registry
+def test_token_auth(bk: Any, oauth_registry: tuple[Any, TokenServer]) -> None:
+    registry, tokens = oauth_registry
     image = make_image("token auth\n")
     ref = push(registry.host, "tok/hello:1", image, bk.tmp / "push", good_creds)
     tokens.requests.clear()
@@ -405,10 +407,10 @@ def test_token_auth(bk: Any, token_registry: tuple[Any, TokenServer]) -> None:
     assert_nothing_cached(fresh, image)
 
 
-def test_identity_token_from_a_helper(bk: Any, token_registry: tuple[Any, TokenServer]) -> None:
+def test_identity_token_from_a_helper(bk: Any, oauth_registry: tuple[Any, TokenServer]) -> None:
     """A helper answering Username ``<token>``: the daemon trades the identity token for
     an access token with the OAuth2 POST, and the registry accepts it."""
-    registry, tokens = token_registry
+    registry, tokens = oauth_registry
     image = make_image("identity token\n")
     ref = push(registry.host, "tok/hello:2", image, bk.tmp / "push", good_creds)
     tokens.requests.clear()

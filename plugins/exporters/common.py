@@ -6,8 +6,8 @@ import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from bkcore.session.transport import Caller
     from bkcore.solver.types import Result
 
-__all__ = ["ClientExport", "client_export", "client_of", "exporting", "source_date_epoch", "viewed"]
+__all__ = [
+    "ClientExport",
+    "client_export",
+    "client_of",
+    "exporting",
+    "platform_dir",
+    "source_date_epoch",
+    "viewed",
+]
 
 EPOCH_ATTR = "source-date-epoch"
 
@@ -82,9 +90,23 @@ def as_export_error(what: str, exc: BaseException) -> BkError:
 class ClientExport:
     """What an exporter writing to the client works from."""
 
-    root: Path  #: the result's read-only view
+    root: Path  #: the result's read-only view (an empty one for a multi-platform result)
     caller: Caller  #: the client session to send to
     epoch: int | None  #: ``source-date-epoch`` in seconds, if set
+    #: A multi-platform result's views by directory name (``linux_amd64``); else empty.
+    platform_roots: Mapping[str, Path] = field(default_factory=dict)
+
+    @property
+    def tree(self) -> str | dict[str, str]:
+        """The one tree to export, or the named trees of a multi-platform result."""
+        if self.platform_roots:
+            return {name: str(path) for name, path in self.platform_roots.items()}
+        return str(self.root)
+
+
+def platform_dir(platform: str) -> str:
+    """The directory of one platform's files in a multi-platform export (``linux_arm64_v8``)."""
+    return platform.replace("/", "_")
 
 
 @asynccontextmanager
@@ -101,9 +123,17 @@ async def client_export(
     :class:`ExportError` starting with ``name``. ``output`` names the output in errors."""
     epoch = source_date_epoch(attrs)
     caller = client_of(ctx, output)
+    refs = dict(ctx.refs)
     async with exporting(ctx.progress, name):
         try:
-            async with viewed(ctx, result) as root:
-                yield ClientExport(root, caller, epoch)
+            async with AsyncExitStack() as stack:
+                roots: dict[str, Path] = {}
+                for platform in sorted(refs):
+                    dirname = platform_dir(platform)
+                    if dirname in roots:
+                        raise ExportError(f"{output}: two platforms export to {dirname}/")
+                    roots[dirname] = await stack.enter_async_context(viewed(ctx, refs[platform]))
+                root = await stack.enter_async_context(viewed(ctx, None if refs else result))
+                yield ClientExport(root, caller, epoch, roots)
         except (SessionError, OSError) as exc:
             raise as_export_error(name, exc) from exc

@@ -5,7 +5,8 @@ protocol over the session's ``FileSend`` method (session.md §5.4). The client s
 (:class:`bkcore.sessions.filesync.FileSendTarget`) receives into a temporary sibling of the
 destination and swaps it into place when the transfer is complete, so the destination is
 replaced only on success. Modes, symlinks, hard links and nanosecond mtimes are kept; the
-client keeps its own ownership. ``source-date-epoch=N`` sets every mtime to N.
+client keeps its own ownership. ``source-date-epoch=N`` sets every mtime to N. A
+multi-platform result goes into one subdirectory per platform (``linux_amd64/``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ class LocalExporter:
     async def export(
         self, ctx: ExportContext, result: Result | None, attrs: Mapping[str, str]
     ) -> Mapping[str, str]:
-        from bkcore.session.filesync import send_dir_to_client
+        from bkcore.session.filesync.send import send_dir_to_client, send_dirs_to_client
 
         async with client_export(
             ctx, result, attrs, output="output type=local", name=VERTEX_NAME
         ) as out:
-            await send_dir_to_client(
-                out.caller,
-                str(out.root),
-                mod_time_ns=None if out.epoch is None else out.epoch * 1_000_000_000,
-            )
+            mod_time_ns = None if out.epoch is None else out.epoch * 1_000_000_000
+            tree = out.tree
+            if isinstance(tree, str):
+                await send_dir_to_client(out.caller, tree, mod_time_ns=mod_time_ns)
+            else:  # a multi-platform result: one subdirectory per platform
+                await send_dirs_to_client(out.caller, tree, mod_time_ns=mod_time_ns)
         return {}

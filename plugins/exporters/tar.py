@@ -179,15 +179,14 @@ def _file_blocks(host: str, size: int) -> Iterator[bytes]:
         yield bytes(pad)
 
 
-def tar_chunks(root: str, *, epoch: int | None = None) -> Iterator[bytes]:
-    """The archive of the tree at ``root``, as chunks of about :data:`CHUNK` bytes."""
+def tar_chunks(root: str | Mapping[str, str], *, epoch: int | None = None) -> Iterator[bytes]:
+    """The archive of the tree at ``root``, as chunks of about :data:`CHUNK` bytes.
+
+    ``root`` may map top-level directory names to trees (a multi-platform result:
+    ``{"linux_amd64": dir, ...}``): each tree goes below its name, a 0755 directory entry."""
     buf = bytearray()
-    links: dict[tuple[int, int], str] = {}
-    for rel, host, st in _walk(root):
-        made = _header(rel, host, st, epoch, links)
-        if made is None:
-            continue
-        info, data = made
+    for info, host in _entries(root, epoch):
+        data = info.type == tarfile.REGTYPE and info.size > 0
         buf += ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
         if data:
             for block in _file_blocks(host, info.size):
@@ -203,6 +202,32 @@ def tar_chunks(root: str, *, epoch: int | None = None) -> Iterator[bytes]:
             buf.clear()
     buf += bytes(2 * _BLOCK)
     yield bytes(buf)
+
+
+def _entries(
+    root: str | Mapping[str, str], epoch: int | None
+) -> Iterator[tuple[tarfile.TarInfo, str]]:
+    """Headers (and host paths) of every entry of one tree or of named trees in name order."""
+    trees = {"": root} if isinstance(root, str) else dict(root)
+    for prefix in sorted(trees, key=str.encode):
+        links: dict[tuple[int, int], str] = {}
+        if prefix:
+            if "/" in prefix or prefix in (".", ".."):
+                raise ExportError(f"invalid tarball subdirectory name {prefix!r}")
+            top = tarfile.TarInfo(prefix)
+            top.type, top.mode, top.uname, top.gname = tarfile.DIRTYPE, 0o755, "", ""
+            top.mtime = epoch if epoch is not None else 0
+            yield top, ""
+        for rel, host, st in _walk(trees[prefix]):
+            made = _header(rel, host, st, epoch, links)
+            if made is None:
+                continue
+            info = made[0]
+            if prefix:
+                info.name = f"{prefix}/{info.name}"
+                if info.type == tarfile.LNKTYPE:
+                    info.linkname = f"{prefix}/{info.linkname}"
+            yield info, host
 
 
 async def _in_thread(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
@@ -238,7 +263,7 @@ class TarExporter:
         async with client_export(
             ctx, result, attrs, output="output type=tar", name=VERTEX_NAME
         ) as out:
-            chunks = _in_thread(tar_chunks(str(out.root), epoch=out.epoch))
+            chunks = _in_thread(tar_chunks(out.tree, epoch=out.epoch))
             try:
                 await send_file_to_client(out.caller, chunks)
             finally:

@@ -24,11 +24,12 @@ class _Ctx:
     root: Path
     caller: Any
     progress: ProgressStream = field(default_factory=ProgressStream)
+    refs: dict[str, Any] = field(default_factory=dict)  # platform -> a result's tree (Path)
 
     def view(self, result: object) -> contextlib.AbstractContextManager[Path]:
         @contextlib.contextmanager
         def cm() -> Iterator[Path]:
-            yield self.root
+            yield result if isinstance(result, Path) else self.root
 
         return cm()
 
@@ -137,3 +138,22 @@ def test_needs_a_client_output(tmp_path: Path) -> None:
         _export(_Ctx(src, Session().caller()))
     with pytest.raises(ExportError, match="needs a client session"):
         _export(_Ctx(src, None))
+
+
+def test_multi_platform_result_goes_into_one_directory_per_platform(tmp_path: Path) -> None:
+    """spec/exporters.md §6: ``linux_amd64/``, ``linux_arm64_v8/`` (``/`` becomes ``_``)."""
+    amd = _result_tree(tmp_path / "amd")
+    arm = tmp_path / "arm"
+    arm.mkdir()
+    (arm / "only-arm").write_text("arm\n")
+    dest = tmp_path / "out"
+    refs = {"linux/arm64/v8": arm, "linux/amd64": amd}
+    _export(_Ctx(tmp_path / "unused", _client(dest).caller(), refs=refs))
+    assert sorted(os.listdir(dest)) == ["linux_amd64", "linux_arm64_v8"]
+    assert (dest / "linux_amd64" / "app" / "main.txt").read_text() == "new\n"
+    assert os.readlink(dest / "linux_amd64" / "app" / "ln") == "main.txt"
+    # a hard link stays a hard link inside its platform directory
+    hard, main = dest / "linux_amd64" / "hard", dest / "linux_amd64" / "app" / "main.txt"
+    assert os.stat(hard).st_ino == os.stat(main).st_ino
+    assert (dest / "linux_arm64_v8" / "only-arm").read_text() == "arm\n"
+    assert os.stat(dest / "linux_arm64_v8").st_mode & 0o7777 == 0o755

@@ -104,11 +104,12 @@ class _Ctx:
     root: Path
     caller: Any
     progress: ProgressStream = field(default_factory=ProgressStream)
+    refs: dict[str, Any] = field(default_factory=dict)  # platform -> a result's tree (Path)
 
     def view(self, result: object) -> contextlib.AbstractContextManager[Path]:
         @contextlib.contextmanager
         def cm() -> Iterator[Path]:
-            yield self.root
+            yield result if isinstance(result, Path) else self.root
 
         return cm()
 
@@ -186,3 +187,29 @@ def test_fast_header_is_byte_identical_to_tarfile(kind: bytes, name: str, link: 
     assert ustar_header(info) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     info.name = "é" + name  # needs a PAX record: left to tarfile
     assert ustar_header(info) is None
+
+
+def test_multi_platform_tarball_has_one_top_directory_per_platform(tmp_path: Path) -> None:
+    amd = tmp_path / "amd"
+    amd.mkdir()
+    (amd / "f").write_text("amd\n")
+    os.link(amd / "f", amd / "g")
+    arm = tmp_path / "arm"
+    arm.mkdir()
+    (arm / "f").write_text("arm\n")
+    dest = tmp_path / "out.tar"
+    session = Session()
+    session.allow(FileSendTarget(file=str(dest)))
+    ctx = _Ctx(tmp_path / "unused", session.caller(), refs={"linux/arm64": arm, "linux/amd64": amd})
+    asyncio.run(TarExporter().export(ctx, None, {}))
+    with tarfile.open(dest) as tf:
+        members = [(m.name, m.type, m.linkname) for m in tf.getmembers()]
+        assert members == [
+            ("linux_amd64", tarfile.DIRTYPE, ""),
+            ("linux_amd64/f", tarfile.REGTYPE, ""),
+            ("linux_amd64/g", tarfile.LNKTYPE, "linux_amd64/f"),
+            ("linux_arm64", tarfile.DIRTYPE, ""),
+            ("linux_arm64/f", tarfile.REGTYPE, ""),
+        ]
+        extracted = tf.extractfile("linux_arm64/f")
+        assert extracted is not None and extracted.read() == b"arm\n"

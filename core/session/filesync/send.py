@@ -8,15 +8,16 @@ them) is ``bkcore.sessions.filesync.filesend.FileSendTarget``; both use :data:`F
 from __future__ import annotations
 
 import asyncio
+import stat as st
 from collections.abc import AsyncIterable, Mapping
 
 from bkcore.errors import SessionError
-from bkcore.session.filesync.packets import BytesMessage, Packet
+from bkcore.session.filesync.packets import GO_SYMLINK, BytesMessage, Packet, Stat, go_mode
 from bkcore.session.filesync.sender import SendStats, send_diffcopy
-from bkcore.session.filesync.walker import walk
+from bkcore.session.filesync.walker import Entry, walk
 from bkcore.session.transport import Caller
 
-__all__ = ["FILESEND", "send_dir_to_client", "send_file_to_client"]
+__all__ = ["FILESEND", "send_dir_to_client", "send_dirs_to_client", "send_file_to_client"]
 
 FILESEND = "/moby.filesync.v1.FileSend/DiffCopy"
 
@@ -31,6 +32,40 @@ async def send_dir_to_client(
     if not caller.supports(FILESEND):
         raise SessionError(f"method {FILESEND} not supported by the client")
     entries = await asyncio.to_thread(walk, src_dir, keep_owner=True)
+    if mod_time_ns is not None:
+        for entry in entries:
+            entry.stat.mod_time = mod_time_ns
+    async with caller.open_stream(FILESEND, Packet) as stream:
+        return await send_diffcopy(stream, entries)
+
+
+async def send_dirs_to_client(
+    caller: Caller, src_dirs: Mapping[str, str], *, mod_time_ns: int | None = None
+) -> SendStats:
+    """Export several trees as top-level subdirectories of the client's output directory
+    (a multi-platform result: ``{"linux_amd64": dir, ...}``, spec/exporters.md §6). Each
+    subdirectory is sent as a 0755 directory; paths and hard-link targets below it are
+    prefixed with its name."""
+    if not caller.supports(FILESEND):
+        raise SessionError(f"method {FILESEND} not supported by the client")
+
+    def listing() -> list[Entry]:
+        out: list[Entry] = []
+        for name in sorted(src_dirs, key=str.encode):
+            if not name or "/" in name or name in (".", ".."):
+                raise SessionError(f"invalid export subdirectory name {name!r}")
+            src = src_dirs[name]
+            top = Stat(name, go_mode(st.S_IFDIR | 0o755), 0, 0, 0, mod_time_ns or 0)
+            out.append(Entry(top, src))
+            for entry in walk(src, keep_owner=True):
+                s = entry.stat
+                if s.linkname and not (s.mode & GO_SYMLINK):
+                    s.linkname = f"{name}/{s.linkname}"  # a hard link names its first path
+                s.path = f"{name}/{s.path}"
+                out.append(entry)
+        return out
+
+    entries = await asyncio.to_thread(listing)
     if mod_time_ns is not None:
         for entry in entries:
             entry.stat.mod_time = mod_time_ns

@@ -27,7 +27,7 @@ class ParseError(FrontendError):
         return ParseError(self.message, self.line, self.end_line, filename)
 
 
-@dataclass
+@dataclass(slots=True)
 class Heredoc:
     """A heredoc attached to an instruction (``<<EOF``)."""
 
@@ -38,7 +38,7 @@ class Heredoc:
     file_descriptor: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One node of the syntax tree.
 

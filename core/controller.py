@@ -259,6 +259,7 @@ class Controller:
         from bkcore.cache.results import results_for
         from bkcore.cache.store import CacheStore
         from bkcore.engine import Engine
+        from bkcore.session.auth import close_registry_clients
         from bkcore.session.manager import SessionManager
         from bkcore.solver.scheduler import Solver
 
@@ -290,6 +291,7 @@ class Controller:
             plugins=self.plugins,
             platform=platforms[0] if platforms else "linux/amd64",
         )
+        stack.push_async_callback(close_registry_clients, self._engine)
         self._solver = await stack.enter_async_context(Solver(store.keys, results))
 
     def _lock_root(self, root: Path) -> bool:

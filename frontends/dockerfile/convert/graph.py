@@ -530,7 +530,8 @@ async def dockerfile_to_llb(
         if is_scratch:
             d.state = llb.scratch().with_platform(platform)
         else:
-            src_line = d.stage.original if d.stage is not None else f"FROM {orig}"
+            # an image named only by --from has no FROM line (BuildKit: empty SourceCode)
+            src_line = d.stage.original if d.stage is not None else ""
             meta = dopts.op_meta(
                 d,
                 d.stage,

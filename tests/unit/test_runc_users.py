@@ -30,17 +30,17 @@ def rootfs(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     ("user", "expected"),
     [
-        ("", ResolvedUser(0, 0)),
-        ("root", ResolvedUser(0, 0)),
-        ("alice", ResolvedUser(1000, 1000, (10, 50))),
-        ("1000", ResolvedUser(1000, 1000, (10, 50))),
-        ("bob", ResolvedUser(1001, 1001, (50,))),
-        ("alice:staff", ResolvedUser(1000, 50)),
-        ("alice:10", ResolvedUser(1000, 10)),
-        ("alice:777", ResolvedUser(1000, 777)),
-        ("7:8", ResolvedUser(7, 8)),
-        ("4242", ResolvedUser(4242, 0)),
-        ("4242:staff", ResolvedUser(4242, 50)),
+        ("", ResolvedUser(0, 0, (0,))),
+        ("root", ResolvedUser(0, 0, (0,))),
+        ("alice", ResolvedUser(1000, 1000, (1000, 10, 50))),
+        ("1000", ResolvedUser(1000, 1000, (1000, 10, 50))),
+        ("bob", ResolvedUser(1001, 1001, (1001, 50))),
+        ("alice:staff", ResolvedUser(1000, 50, (50,))),
+        ("alice:10", ResolvedUser(1000, 10, (10,))),
+        ("alice:777", ResolvedUser(1000, 777, (777,))),
+        ("7:8", ResolvedUser(7, 8, (8,))),
+        ("4242", ResolvedUser(4242, 0, (0,))),
+        ("4242:staff", ResolvedUser(4242, 50, (50,))),
     ],
 )
 def test_forms(rootfs: str, user: str, expected: ResolvedUser) -> None:
@@ -52,12 +52,14 @@ def test_no_user_is_root_with_roots_supplementary_groups(tmp_path: Path) -> None
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_text(PASSWD)
     (tmp_path / "etc" / "group").write_text("root:x:0:\nwheel:x:10:root\nstaff:x:50:alice\n")
-    assert resolve_user(str(tmp_path), "") == ResolvedUser(0, 0, (10,))
-    assert resolve_user(str(tmp_path / "none"), "") == ResolvedUser(0, 0)  # no passwd: plain 0:0
+    assert resolve_user(str(tmp_path), "") == ResolvedUser(0, 0, (0, 10))
+    assert resolve_user(str(tmp_path / "none"), "") == ResolvedUser(
+        0, 0, (0,)
+    )  # no passwd: plain 0:0
 
 
 def test_numeric_pair_needs_no_passwd(tmp_path: Path) -> None:
-    assert resolve_user(str(tmp_path), "12:34") == ResolvedUser(12, 34)
+    assert resolve_user(str(tmp_path), "12:34") == ResolvedUser(12, 34, (34,))
 
 
 def test_unknown_user_message(rootfs: str) -> None:
@@ -75,7 +77,7 @@ def test_unknown_group_message(rootfs: str) -> None:
 def test_missing_passwd_file(tmp_path: Path) -> None:
     with pytest.raises(SolveError, match="unable to find user alice"):
         resolve_user(str(tmp_path), "alice")
-    assert resolve_user(str(tmp_path), "55") == ResolvedUser(55, 0)
+    assert resolve_user(str(tmp_path), "55") == ResolvedUser(55, 0, (0,))
 
 
 def test_symlinked_passwd_cannot_escape_rootfs(tmp_path: Path) -> None:
@@ -98,4 +100,4 @@ def test_symlinked_passwd_inside_rootfs_is_followed(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "pw").write_text("carol:x:3:4::/:/bin/sh\n")
     (tmp_path / "etc" / "passwd").symlink_to("/data/pw")
-    assert resolve_user(str(tmp_path), "carol") == ResolvedUser(3, 4)
+    assert resolve_user(str(tmp_path), "carol") == ResolvedUser(3, 4, (4,))

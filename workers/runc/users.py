@@ -83,7 +83,17 @@ def parse_group(data: bytes | None) -> list[_GroupEntry]:
 
 
 def resolve_user(rootfs: str, user: str) -> ResolvedUser:
-    """Resolve ``user`` inside ``rootfs``; raises ``SolveError`` for unknown names."""
+    """Resolve ``user`` inside ``rootfs``; raises ``SolveError`` for unknown names.
+
+    The process's groups always start with its primary gid, as under BuildKit (`id` prints
+    ``groups=50(staff)`` for ``USER app:staff`` and ``groups=1000(app),44(video)`` for
+    ``USER app``; conformance 036), then the groups listing the user by name."""
+    found = _resolve(rootfs, user)
+    extra = tuple(g for g in found.additional_gids if g != found.gid)
+    return ResolvedUser(found.uid, found.gid, (found.gid, *extra))
+
+
+def _resolve(rootfs: str, user: str) -> ResolvedUser:
     if user == "":
         # No USER: uid 0, with root's supplementary groups from /etc/group as BuildKit gives
         # them (`id` prints groups=0(root),10(wheel) when /etc/group lists root in wheel).

@@ -17,6 +17,7 @@ itself is not part of it (same file, same key).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ from bkcore.sources.http import meta
 from bkcore.sources.http.spec import HTTPSpec, file_name, key_string, parse, url_hash
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
     from bkcore.solver.types import Result
@@ -37,10 +40,19 @@ USER_AGENT = "bkcore"
 TIMEOUT = 60.0
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One verifying TLS context per process (building one loads the CA bundle, ~0.2 s)."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 def _client() -> httpx.AsyncClient:
     import httpx
 
     return httpx.AsyncClient(
+        verify=_tls(),
         follow_redirects=True,
         timeout=httpx.Timeout(TIMEOUT, connect=30.0),
         # As Go's transport: ask for gzip only, and decode it (the file is what was served).

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -152,10 +151,16 @@ def _fail(vertex: Vertex, exc: Exception) -> NoReturn:
     raise err from exc
 
 
+_UNBOUNDED: nullcontext[None] = nullcontext()
+
+
 class Solver:
     """Solves vertices for jobs; use as ``async with Solver(keys, results) as solver``.
 
-    ``parallelism`` bounds how many ops run at once on each worker (``Op.worker``).
+    ``parallelism`` bounds how many ops run at once on each worker (``Op.worker``); ``None``
+    (the default) sets no bound, as BuildKit's workers without ``max-parallelism`` (an op that
+    waits for a process or the network must not hold back an independent stage; CPU-heavy work
+    is bounded where it runs, e.g. the compression and copy thread pools).
     """
 
     def __init__(
@@ -167,7 +172,7 @@ class Solver:
     ) -> None:
         self._keys = keys
         self._results = results
-        self._parallelism = parallelism or os.cpu_count() or 1
+        self._parallelism = parallelism
         self._active: dict[str, _Shared] = {}
         self._ignored: dict[str, _Shared] = {}  # active ignore_cache vertices by plain digest
         self._sems: dict[str, asyncio.Semaphore] = {}
@@ -586,7 +591,9 @@ class Solver:
 
         return flight.join(self._spawn, run)
 
-    def _semaphore(self, worker: str) -> asyncio.Semaphore:
+    def _semaphore(self, worker: str) -> asyncio.Semaphore | nullcontext[None]:
+        if self._parallelism is None:
+            return _UNBOUNDED
         sem = self._sems.get(worker)
         if sem is None:
             sem = self._sems[worker] = asyncio.Semaphore(self._parallelism)

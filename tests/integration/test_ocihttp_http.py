@@ -38,6 +38,7 @@ class Resource:
     disposition: str | None = None
     status: int = 200
     gzip: bool = False  # sent with Content-Encoding: gzip when the client accepts it
+    head: bool = True  # False: HEAD answers 405
 
 
 @dataclass
@@ -65,6 +66,8 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             server.requests.append((self.command, path, dict(self.headers.items())))
             res = server.resources.get(path)
+            if res is not None and not res.head and self.command == "HEAD":
+                res = Resource(b"", status=405)
             if res is None or res.status != 200:
                 self.send_response(404 if res is None else res.status)
                 self.send_header("Content-Length", "0")
@@ -247,6 +250,16 @@ def test_last_modified_alone_is_revalidated_with_if_modified_since(bk: Any, serv
     assert server.count("GET", "/plain.txt") == 1
     head = next(h for m, p, h in server.requests if m == "HEAD")
     assert head["If-Modified-Since"] == email.utils.formatdate(JAN_2020, usegmt=True)
+
+
+def test_server_without_head_is_revalidated_by_the_conditional_get(bk: Any, server: Server) -> None:
+    url = server.put("/nohead.txt", Resource(b"v\n", etag='"n1"', head=False))
+    bk.build(llb.http(url), out=bk.tmp / "out1")
+    second = bk.build(llb.http(url), out=bk.tmp / "out2")
+    assert http_vertex(second).get("cached")
+    assert (bk.tmp / "out2" / "nohead.txt").read_text() == "v\n"
+    methods = [(m, h.get("If-None-Match")) for m, p, h in server.requests]
+    assert methods == [("GET", None), ("HEAD", '"n1"'), ("GET", '"n1"')]  # the last got a 304
 
 
 def test_snapshot_pruned_since_is_downloaded_again(bk: Any, server: Server) -> None:

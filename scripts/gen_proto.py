@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Generate bkcore.llb.pb (betterproto 2.0.0b7) from core/llb/proto/ops.proto.
+"""Generate bkcore.llb.pb and bkcore.api.pb (betterproto 2.0.0b7) from the .proto files.
 
-Usage: scripts/gen_proto.py [--out DIR]   (default: core/llb/pb of this repository)
+Usage: scripts/gen_proto.py [--out DIR] [--api-out DIR]
+       (defaults: core/llb/pb and core/api/pb of this repository)
 
-Writes two files into DIR:
+bkcore.llb.pb comes from core/llb/proto/ops.proto. Writes two files into DIR:
   __init__.py  the betterproto classes, plus aliases for the upstream class names that
                betterproto re-cases (HostIP -> HostIp, SSHOpt -> SshOpt);
   names.py     PROTO_NAMES: for every message, field number -> field name as written in the
@@ -13,6 +14,12 @@ The output depends only on the .proto file and the betterproto/protoc versions, 
 regeneration into a temporary directory must equal the committed files (tested by
 tests/unit/test_llbpb_codegen.py). Needs `protoc` and `protoc-gen-python_betterproto`
 (pip install "betterproto[compiler]==2.0.0b7").
+
+bkcore.api.pb comes from core/api/proto/*.proto (the daemon's wire layer: Control, session
+attachables, LLBBridge; they import ops.proto as package ``pb``). betterproto writes one nested
+package per proto package; they are flattened into one module each (API_MODULES), relative
+imports are rewritten to absolute ones, and package ``pb`` resolves to bkcore.llb.pb (the same
+classes the LLB code uses). Upstream spellings of re-cased names get aliases as for llb.
 """
 
 from __future__ import annotations
@@ -25,13 +32,47 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+PLUGIN = "protoc-gen-python_betterproto"
+
+HEADER = "# Regenerate with `make proto` (scripts/gen_proto.py); do not edit by hand.\n"
+
 REPO = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO / "core" / "llb" / "proto"
 PROTO_FILES = ("ops.proto",)
 DEFAULT_OUT = REPO / "core" / "llb" / "pb"
-PLUGIN = "protoc-gen-python_betterproto"
+API_PROTO_DIR = REPO / "core" / "api" / "proto"
+DEFAULT_API_OUT = REPO / "core" / "api" / "pb"
+# proto package -> module of bkcore.api.pb (or the absolute module for pb)
+API_MODULES = {
+    "moby.buildkit.v1": "control",
+    "moby.buildkit.v1.types": "worker",
+    "moby.buildkit.v1.apicaps": "apicaps",
+    "moby.buildkit.v1.sourcepolicy": "sourcepolicy",
+    "moby.buildkit.v1.frontend": "gateway",
+    "moby.filesync.v1": "filesync",
+    "moby.buildkit.secrets.v1": "secrets",
+    "moby.sshforward.v1": "sshforward",
+    "grpc.health.v1": "health",
+    "fsutil.types": "fsutil",
+    "google.rpc": "status",
+    "wkt": "wkt",
+}
+API_PACKAGE = "bkcore.api.pb"
+LLB_PACKAGE = "bkcore.llb.pb"
+API_INIT = (
+    HEADER
+    + '''"""Generated protobuf classes and grpclib stubs of the daemon's wire layer.
 
-HEADER = "# Regenerate with `make proto` (scripts/gen_proto.py); do not edit by hand.\n"
+One module per proto package (scripts/gen_proto.py API_MODULES): control (moby.buildkit.v1),
+worker (moby.buildkit.v1.types), apicaps, sourcepolicy, gateway (moby.buildkit.v1.frontend),
+filesync (moby.filesync.v1: FileSync, FileSend, Auth), secrets (moby.buildkit.secrets.v1),
+sshforward (moby.sshforward.v1), health (grpc.health.v1), fsutil (fsutil.types), status
+(google.rpc) and wkt (a wire twin of google.protobuf.Timestamp keeping nanoseconds). Message
+types of package pb are bkcore.llb.pb. Import the modules directly; this package imports
+nothing.
+"""
+'''
+)
 
 
 class GenError(Exception):
@@ -126,12 +167,99 @@ def generate(out_dir: Path) -> list[Path]:
     return written
 
 
+def _module_for(package: str) -> str:
+    if package == "pb":
+        return LLB_PACKAGE
+    if package not in API_MODULES:
+        raise GenError(f"proto package {package} has no module in API_MODULES")
+    return f"{API_PACKAGE}.{API_MODULES[package]}"
+
+
+def _absolute_imports(source: str, package: str) -> str:
+    """Rewrite betterproto's relative imports between packages into absolute ones."""
+    import ast
+
+    lines = source.splitlines(keepends=True)
+    tree = ast.parse(source)
+    edits: list[tuple[int, int, str]] = []
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        parts = package.split(".")
+        base = parts[: len(parts) - (node.level - 1)]
+        if node.module:
+            base = base + node.module.split(".")
+        new = []
+        for alias in node.names:
+            target = _module_for(".".join([*base, alias.name]))
+            mod, _, name = target.rpartition(".")
+            new.append(f"from {mod} import {name} as {alias.asname or alias.name}\n")
+        end = node.end_lineno if node.end_lineno is not None else node.lineno
+        edits.append((node.lineno - 1, end, "".join(new)))
+    for start, end, text in reversed(edits):
+        lines[start:end] = [text]
+    return "".join(lines)
+
+
+def _nested_enum_aliases(source: str, files: list[Any]) -> str:
+    """``Packet.PacketType`` is generated as PacketPacketType; alias it as PacketType."""
+    from betterproto.compile.naming import pythonize_class_name
+
+    top = {m.name for fd in files for m in fd.message_type}
+    top |= {e.name for fd in files for e in fd.enum_type}
+    lines = []
+    for msg in (m for fd in files for m in fd.message_type):
+        for enum in msg.enum_type:
+            py = pythonize_class_name(msg.name) + pythonize_class_name(enum.name)
+            if f"\nclass {py}(" not in source:
+                raise GenError(f"expected generated class {py} for {msg.name}.{enum.name}")
+            if enum.name not in top:
+                lines.append(f"{enum.name} = {py}\n")
+    if not lines:
+        return ""
+    return "\n\n# Nested enums under their own name.\n" + "".join(lines)
+
+
+def generate_api(out_dir: Path) -> list[Path]:
+    """Generate the bkcore.api.pb modules into out_dir; returns the files written."""
+    from betterproto.lib.google.protobuf import FileDescriptorSet
+
+    protoc = _require_tools()
+    protos = sorted(str(p) for p in API_PROTO_DIR.glob("*.proto"))
+    includes = [f"-I{API_PROTO_DIR}", f"-I{PROTO_DIR}"]
+    with tempfile.TemporaryDirectory(prefix="bkcore-proto-") as tmp:
+        tmpdir = Path(tmp)
+        desc = tmpdir / "desc.pb"
+        _run([protoc, *includes, f"--descriptor_set_out={desc}", *protos])
+        files = list(FileDescriptorSet().parse(desc.read_bytes()).file)
+        gen = tmpdir / "gen"
+        gen.mkdir()
+        _run([protoc, *includes, f"--python_betterproto_out={gen}", *protos])
+        texts: dict[str, str] = {}
+        for package, module in sorted(API_MODULES.items()):
+            src = gen.joinpath(*package.split("."), "__init__.py").read_text()
+            pkg_files = [fd for fd in files if fd.package == package]
+            text = HEADER + _absolute_imports(src, package) + _aliases(src, pkg_files)
+            text += _nested_enum_aliases(src, pkg_files)
+            texts[f"{module}.py"] = text
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("__init__.py", API_INIT), *sorted(texts.items())):
+        path = out_dir / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bkcore.llb.pb directory")
+    parser.add_argument(
+        "--api-out", type=Path, default=DEFAULT_API_OUT, help="bkcore.api.pb directory"
+    )
     args = parser.parse_args(argv)
     try:
-        for path in generate(args.out):
+        for path in [*generate(args.out), *generate_api(args.api_out)]:
             print(f"wrote {path}")
     except GenError as exc:
         print(f"error: {exc}", file=sys.stderr)

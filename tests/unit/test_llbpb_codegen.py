@@ -23,13 +23,20 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     if shutil.which("protoc-gen-python_betterproto") is None:
         pytest.skip("protoc-gen-python_betterproto not installed (betterproto[compiler])")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gen_proto.py"), "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "gen_proto.py"),
+            "--out",
+            str(tmp_path),
+            "--api-out",
+            str(tmp_path / "api"),
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    generated = sorted(p.name for p in tmp_path.iterdir())
+    generated = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert generated == ["__init__.py", "names.py"]
     for name in generated:
         fresh = (tmp_path / name).read_text()

@@ -42,6 +42,13 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         fresh = (tmp_path / name).read_text()
         committed = (PB_DIR / name).read_text()
         assert fresh == committed, f"core/llb/pb/{name} is stale: run `make proto` and commit"
+    api_dir = REPO / "core" / "api" / "pb"
+    fresh_api = sorted(p.name for p in (tmp_path / "api").iterdir())
+    assert fresh_api == sorted(p.name for p in api_dir.glob("*.py"))
+    for name in fresh_api:
+        fresh = (tmp_path / "api" / name).read_text()
+        committed = (api_dir / name).read_text()
+        assert fresh == committed, f"core/api/pb/{name} is stale: run `make proto` and commit"
 
 
 def test_every_message_class_has_proto_names() -> None:

@@ -492,6 +492,8 @@ class BuiltImage:
     images: list[PlatformImage]
     store: CacheStore | None
     oci: bool
+    #: ``annotation-index-descriptor.*``: on the descriptor pointing at an index
+    index_annotations: Mapping[str, str] = field(default_factory=dict)
 
     def inline(self) -> dict[str, bytes]:
         """The JSON blobs made by the export (configs, manifests, index) by digest."""
@@ -646,7 +648,8 @@ async def build_image(ctx: ExportContext, result: Result | None, opts: ImageOpti
     )
     digest = await asyncio.to_thread(_ingest, store, index)
     top = Descriptor(mt.OCI_INDEX if opts.oci else mt.DOCKER_MANIFEST_LIST, digest, len(index))
-    return BuiltImage(top, index, images, store, opts.oci)
+    outer = opts.annotations.for_platform("index_descriptor", None)
+    return BuiltImage(top, index, images, store, opts.oci, outer)
 
 
 def descriptor_b64(desc: Descriptor, extra: Mapping[str, str] | None = None) -> str:

@@ -75,8 +75,11 @@ def index_json(image: BuiltImage, refs: Sequence[ImageReference], created: str) 
     platform = None if image.is_index else image.images[0].descriptor.platform
     entries: list[dict[str, Any]] = []
     named: list[ImageReference | None] = list(refs) or [None]
-    # annotation-manifest-descriptor.* of a single-platform image lands here (BuildKit)
-    own = {} if image.is_index else dict(image.images[0].descriptor.annotations)
+    # annotation-manifest-descriptor.* (annotation-index-descriptor.* for an index) land here
+    if image.is_index:
+        own = dict(image.index_annotations)
+    else:
+        own = dict(image.images[0].descriptor.annotations)
     for ref in named:
         annotations = {**own, CREATED: created}
         if ref is not None:

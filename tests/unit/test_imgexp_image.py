@@ -66,7 +66,11 @@ async def scenario(tmp_path: Path) -> dict[str, Any]:
                 {**config, "architecture": "arm64"}
             ).encode(),
         }
-        attrs = {"annotation-index.org.example": "idx", "annotation[linux/arm64].only": "arm"}
+        attrs = {
+            "annotation-index.org.example": "idx",
+            "annotation[linux/arm64].only": "arm",
+            "annotation-index-descriptor.outer": "o",
+        }
         multi = await build_image(
             Ctx(multi_meta, {"linux/amd64": amd, "linux/arm64": arm}),
             None,
@@ -112,3 +116,11 @@ def test_config_from_metadata_and_multi_platform_index(tmp_path: Path) -> None:
     assert len(multi.blobs()) == 6
     with pytest.raises(ExportError, match="manifest lists"):
         archive_entries(multi, [], docker=True, epoch=None)
+    (layout_index,) = [
+        e
+        for e in archive_entries(multi, [], docker=False, epoch=0)
+        if e.data and e.name == "index.json"
+    ]
+    assert layout_index.data is not None
+    (entry,) = json.loads(layout_index.data)["manifests"]
+    assert entry["mediaType"] == mt.OCI_INDEX and entry["annotations"]["outer"] == "o"

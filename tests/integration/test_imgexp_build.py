@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -477,3 +478,86 @@ def test_dockerfile_config_reaches_the_pushed_image(
     out = bk.tmp / "out"
     ok(build(bk, run.get_mount("/out"), f"type=local,dest={out}"))
     assert (out / "built").read_text() == "built\n"
+
+
+# -- push traffic through a logging proxy: cross-repository mounts ------------------------------
+class _LoggingProxy:
+    """A plain-HTTP reverse proxy in front of the registry recording (method, path?query)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        self.log: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.log.append((self.command, self.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = self.headers.get("Host", upstream)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_push_mounts_layers_from_the_base_repository(
+    bk: Any, registry: Any, tmp_path: Path
+) -> None:
+    proxy = _LoggingProxy(registry.host)
+    try:
+        workdir = tmp_path / "push-proxy"
+        workdir.mkdir()
+        base_ref, base_layer = asyncio.run(asyncio.wait_for(_push_base(proxy.host, workdir), 120))
+        proxy.log.clear()
+        name = f"{proxy.host}/team/app:v1"
+        ok(build(bk, app_graph(base_ref), f"type=image,name={name},push=true"))
+        posts = [parse_qs(urlsplit(p).query) for m, p in proxy.log if m == "POST"]
+        assert {"mount": [base_layer], "from": ["library/busybox"]} in posts, proxy.log
+        uploads = [p for m, p in proxy.log if m == "PUT" and "/blobs/uploads/" in p]
+        assert len(uploads) == 3  # the two build layers and the config; not the base layer
+        assert not any(base_layer.replace(":", "%3A") in p for p in uploads)
+        # the manifest is the last request that writes
+        writes = [(m, p) for m, p in proxy.log if m in ("PUT", "POST")]
+        assert writes[-1] == ("PUT", "/v2/team/app/manifests/v1")
+        # the same image to a second repository: every layer mounted, the config uploaded
+        proxy.log.clear()
+        other = f"{proxy.host}/team/other:v1"
+        ok(build(bk, app_graph(base_ref), f"type=image,name={other},push=true"))
+        mounts = [p for m, p in proxy.log if m == "POST" and "mount=" in p]
+        assert len(mounts) == 3, proxy.log
+        uploads = [p for m, p in proxy.log if m == "PUT" and "/blobs/uploads/" in p]
+        assert len(uploads) == 1
+        inspect = skopeo("inspect", "--tls-verify=false", f"docker://{other}")
+        assert inspect["Layers"][0] == base_layer
+    finally:
+        proxy.close()

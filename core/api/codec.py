@@ -1,16 +1,19 @@
 """A grpclib codec that encodes messages byte for byte like BuildKit's Go (gogo) types.
 
-``bytes(msg)`` of betterproto 2.0.0b7 differs from Go in three ways that reach the wire (see
-:mod:`bkcore.llb.digest`): map entries come in insertion order (Go sorts keys), a map value
-that is ``""``/``b""``/an empty message loses its field (Go writes ``12 00``), and an empty
-sub-message built without arguments is dropped. :class:`GoCodec` encodes with
-:func:`bkcore.llb.digest.marshal` and also writes the sub-messages that Go declares
+``bytes(msg)`` of betterproto 2.0.0b7 differs from Go where it reaches the wire (see
+:mod:`bkcore.llb.digest`): a map value that is ``""``/``b""``/an empty message loses its
+field (Go writes ``12 00``), and an empty sub-message built without arguments is dropped.
+:class:`GoCodec` writes those like Go and also writes the sub-messages that BuildKit declares
 non-nullable even when they were never set (``SolveRequest.Cache`` is always ``42 00`` from
 buildctl; ``UsageRecord.CreatedAt``, ``VertexStatus.timestamp``, ``VertexLog.timestamp``).
+Map entries keep their insertion order: buildkitd's Control types do not sort map keys (the
+captured ``WorkerRecord.Labels`` are unsorted), so a decoded message re-encodes byte for byte;
+sort a map before filling it for deterministic output. (LLB ops, whose bytes are hashed, use
+:func:`bkcore.llb.digest.marshal`, which sorts as gogo's stable marshaler does.)
 
 Use it on both ends: ``Server(handlers, codec=GoCodec(), status_details_codec=...)`` and
-``Channel(..., codec=GoCodec(), ...)``. Decoding is betterproto's ``parse``. Messages that are
-not betterproto messages (the raw-bytes pass-through some transports use) are written as is.
+``Channel(..., codec=GoCodec(), ...)``. Decoding is betterproto's ``parse``. Raw ``bytes``
+(the pass-through some transports use) are written as they are.
 """
 
 from __future__ import annotations
@@ -68,14 +71,133 @@ def encode(message: Any) -> bytes:
     """Go's encoding of a betterproto message (raw bytes are passed through)."""
     import betterproto
 
-    from bkcore.llb.digest import marshal
-
     if isinstance(message, bytes | bytearray | memoryview):
         return bytes(message)
     if not isinstance(message, betterproto.Message):
         raise TypeError(f"cannot encode {type(message).__name__} as protobuf")
     _mark_non_nullable(message)
-    return marshal(message)
+    out = bytearray()
+    _encode(message, out)
+    return bytes(out)
+
+
+_VARINT = frozenset({"enum", "bool", "int32", "int64", "uint32", "uint64", "sint32", "sint64"})
+_FIXED = {
+    "fixed32": ("<I", 5),
+    "sfixed32": ("<i", 5),
+    "float": ("<f", 5),
+    "fixed64": ("<Q", 1),
+    "sfixed64": ("<q", 1),
+    "double": ("<d", 1),
+}
+
+
+def _varint(value: int, out: bytearray) -> None:
+    value &= (1 << 64) - 1
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _int(ptype: str, value: Any) -> int:
+    if ptype == "bool":
+        return 1 if value else 0
+    if ptype in ("sint32", "sint64"):
+        return (int(value) << 1) ^ (int(value) >> 63)
+    return int(value)
+
+
+def _scalar(number: int, ptype: str, value: Any, out: bytearray) -> None:
+    import struct
+
+    if ptype in _VARINT:
+        _varint(number << 3, out)
+        _varint(_int(ptype, value), out)
+    elif ptype in _FIXED:
+        fmt, wire = _FIXED[ptype]
+        _varint(number << 3 | wire, out)
+        out += struct.pack(fmt, value)
+    else:
+        data = value.encode() if ptype == "string" else bytes(value)
+        _varint(number << 3 | 2, out)
+        _varint(len(data), out)
+        out += data
+
+
+def _is_zero(ptype: str, value: Any) -> bool:
+    if ptype in _VARINT:
+        return _int(ptype, value) == 0
+    if ptype in _FIXED:
+        return bool(value == 0) and str(value)[0] != "-"  # -0.0 is written by Go
+    return len(value) == 0
+
+
+def _message(number: int, value: Any, out: bytearray, force: bool) -> None:
+    body = bytearray()
+    _encode(value, body)
+    if body or force or value._serialized_on_wire:
+        _varint(number << 3 | 2, out)
+        _varint(len(body), out)
+        out += body
+
+
+def _encode(msg: Any, out: bytearray) -> None:
+    import struct
+
+    import betterproto
+
+    meta = msg._betterproto
+    for name in meta.sorted_field_names:
+        field = meta.meta_by_field_name[name]
+        ptype = field.proto_type
+        if field.group:
+            selected, value = betterproto.which_one_of(msg, field.group)
+            if selected != name:
+                continue
+            if ptype == "message":
+                _message(field.number, value, out, force=True)
+            else:
+                _scalar(field.number, ptype, value, out)
+            continue
+        value = getattr(msg, name)
+        if value is None:
+            continue
+        if ptype == "map":
+            ktype, vtype = field.map_types
+            for key, item in value.items():
+                entry = bytearray()
+                _scalar(1, ktype, key, entry)
+                if vtype == "message":
+                    _message(2, item, entry, force=True)
+                else:
+                    _scalar(2, vtype, item, entry)
+                _varint(field.number << 3 | 2, out)
+                _varint(len(entry), out)
+                out += entry
+        elif isinstance(value, list):
+            if ptype == "message":
+                for item in value:
+                    _message(field.number, item, out, force=True)
+            elif ptype in _VARINT or ptype in _FIXED:
+                if value:
+                    packed = bytearray()
+                    for item in value:
+                        if ptype in _VARINT:
+                            _varint(_int(ptype, item), packed)
+                        else:
+                            packed += struct.pack(_FIXED[ptype][0], item)
+                    _varint(field.number << 3 | 2, out)
+                    _varint(len(packed), out)
+                    out += packed
+            else:
+                for item in value:
+                    _scalar(field.number, ptype, item, out)
+        elif ptype == "message":
+            _message(field.number, value, out, force=False)
+        elif field.optional or not _is_zero(ptype, value):
+            _scalar(field.number, ptype, value, out)
+    out += msg._unknown_fields
 
 
 class GoCodec(CodecBase):

@@ -561,3 +561,16 @@ def test_push_mounts_layers_from_the_base_repository(
         assert inspect["Layers"][0] == base_layer
     finally:
         proxy.close()
+
+
+def test_push_to_a_stopped_registry_is_one_error(bk: Any, base: tuple[str, str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"127.0.0.1:{port}/team/app:v1"
+    proc = build(bk, app_graph(base[0]), f"type=image,name={name},push=true")
+    assert proc.returncode == 1
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("error: push failed") and name in lines[0]

@@ -1,8 +1,9 @@
 """A grpclib codec that encodes messages byte for byte like BuildKit's Go (gogo) types.
 
 ``bytes(msg)`` of betterproto 2.0.0b7 differs from Go where it reaches the wire (see
-:mod:`bkcore.llb.digest`): a map value that is ``""``/``b""``/an empty message loses its
-field (Go writes ``12 00``), and an empty sub-message built without arguments is dropped.
+:mod:`bkcore.llb.digest`): a map value that is ``""`` or an empty message loses its field
+(gogo writes ``12 00``; it omits only an empty ``bytes`` value, as in ``Result.metadata`` or
+``Stat.xattrs``), and an empty sub-message built without arguments is dropped.
 :class:`GoCodec` writes those like Go and also writes the sub-messages that BuildKit declares
 non-nullable even when they were never set (``SolveRequest.Cache`` is always ``42 00`` from
 buildctl; ``UsageRecord.CreatedAt``, ``VertexStatus.timestamp``, ``VertexLog.timestamp``).
@@ -170,7 +171,7 @@ def _encode(msg: Any, out: bytearray) -> None:
                 _scalar(1, ktype, key, entry)
                 if vtype == "message":
                     _message(2, item, entry, force=True)
-                else:
+                elif vtype != "bytes" or item:  # gogo omits an empty bytes value only
                     _scalar(2, vtype, item, entry)
                 _varint(field.number << 3 | 2, out)
                 _varint(len(entry), out)

@@ -100,19 +100,20 @@ _CLASSES: dict[str, type[BkError]] = {
         CacheError,
     )
 }
-# Attributes copied across the wire when the exception has them (all JSON-safe values).
-_ATTRS = (
-    "digest",
-    "description",
-    "message",
-    "argv",
-    "exit_code",
-    "output_tail",
-    "filename",
-    "line",
-    "end_line",
-    "detail_lines",
-)
+# Attributes copied across the wire when the exception has them, with their JSON types.
+_ATTR_TYPES: dict[str, type] = {
+    "digest": str,
+    "description": str,
+    "message": str,
+    "argv": list,
+    "exit_code": int,
+    "output_tail": list,
+    "filename": str,
+    "line": int,
+    "end_line": int,
+    "detail_lines": list,
+}
+_ATTRS = tuple(_ATTR_TYPES)
 _MAX_CHAIN = 32
 
 
@@ -310,9 +311,13 @@ def _rebuild(detail: dict[str, Any], message: str) -> BkError | None:
     Exception.__init__(exc, text if isinstance(text, str) else message)
     attrs = detail.get("attrs")
     if isinstance(attrs, dict):
-        for name in _ATTRS:
-            if name in attrs:
-                setattr(exc, name, attrs[name])
+        for name, kind in _ATTR_TYPES.items():
+            value = attrs.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                continue
+            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+                continue
+            setattr(exc, name, value)
     # attributes every instance of the class has, even when the server's was unset
     defaults: dict[str, Any] = {}
     if isinstance(exc, SolveError):

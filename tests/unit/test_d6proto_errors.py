@@ -313,3 +313,18 @@ def test_trailer_bytes_on_the_wire(tmp_path: Path) -> None:
     back = apierr.from_grpc_error(grpc_error)
     assert type(back) is FrontendError and str(back) == str(original) and back.line == 5
     assert isinstance(back.__cause__, ExecError) and back.__cause__.exit_code == 3
+
+
+def test_mistyped_bkcore_attributes_are_ignored() -> None:
+    detail = {
+        "classes": ["ExecError", "NoSuchError"],
+        "text": "t",
+        "attrs": {"exit_code": "3", "argv": [1, 2], "digest": DIGEST, "line": True},
+    }
+    bin_ = apierr.encode_details(
+        Status.UNKNOWN, "t", [(apierr.BKCORE_ERROR, json.dumps(detail).encode())]
+    )
+    back = apierr.from_status(Status.UNKNOWN, "t", bin_)
+    assert type(back) is ExecError and str(back) == "t"
+    assert back.exit_code == 0 and back.argv == [] and back.digest == DIGEST
+    assert not hasattr(back, "line")

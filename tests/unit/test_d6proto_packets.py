@@ -150,3 +150,20 @@ def test_gogo_map_values() -> None:
     req = gateway.SolveRequest(frontend_opt={"k": ""})
     expect = bytes.fromhex("1a05" "0a016b" "1200")  # fmt: skip
     assert GoCodec().encode(req, gateway.SolveRequest) == expect
+
+
+def test_go_codec_carries_hand_written_packets() -> None:
+    # the fast hand-written classes can be declared in a grpclib Handler with GoCodec
+    codec = GoCodec()
+    pkt = CASES[2]
+    wire = codec.encode(pkt, packets.Packet)
+    assert wire == bytes(pkt) == codec.encode(_generated(pkt), fsutil.Packet)
+    assert codec.decode(wire, packets.Packet) == pkt
+    # a hand-written packet sent where the generated class is declared is fine too
+    assert codec.encode(pkt, fsutil.Packet) == wire
+    assert codec.encode(bytearray(b"\x08\x03"), fsutil.Packet) == b"\x08\x03"
+    assert codec.decode(b"\x08\x03", bytes) == b"\x08\x03"
+    with pytest.raises(TypeError):
+        codec.encode(object(), fsutil.Packet)
+    with pytest.raises(TypeError):
+        codec.encode(control.InfoRequest(), fsutil.Packet)

@@ -26,15 +26,20 @@ not found (or a missing file) leaves the ids as they were (0 for the user), with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import hashlib
+import json
 import os
 import posixpath
+import tempfile
 import threading
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import betterproto
@@ -202,11 +207,78 @@ def file_cache_map(
     return digest_of(doc), deps
 
 
+#: Part of every saved checksum's name: change it when the checksum's meaning changes.
+_SAVED_CHECKSUM_VERSION = "contenthash-v1"
+
+
+def _saved_checksum(store: CacheStore, snapshot_id: str, doc: str) -> Path | None:
+    """Where the content key ``doc`` names is kept for a committed snapshot: a file in the
+    snapshot's own directory (beside its ``fs``; removed with it). A committed snapshot never
+    changes and snapshot ids are never reused, so a saved key stays right: a later build (a
+    new process) reuses it instead of reading every selected file again (BuildKit keeps its
+    contenthash records in the ref's metadata for the same reason)."""
+    try:
+        num = store.snapshots.get(snapshot_id).num
+    except CacheError:
+        return None
+    name = hashlib.sha256(doc.encode()).hexdigest()
+    return store.snapshots.dir / str(num) / "contenthash" / name
+
+
+def _read_saved(path: Path) -> str | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    if len(text) == 71 and text.startswith("sha256:"):
+        return text
+    return None
+
+
+def _write_saved(path: Path, digest: str) -> None:
+    """Atomically (temp + rename); a snapshot removed meanwhile just means nothing is kept."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(digest)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        return
+
+
 def _checksum(store: CacheStore, snapshot_id: str, selectors: Sequence[Selector]) -> str:
-    """Blocking: the content key of ``selectors`` in a committed snapshot."""
+    """Blocking: the content key of ``selectors`` in a committed snapshot (saved with it)."""
     from bkcore.cache.results import uses_empty_root_header
 
     local = uses_empty_root_header(store, snapshot_id)
+    doc = json.dumps(
+        [
+            _SAVED_CHECKSUM_VERSION,
+            local,
+            [
+                [s.path, s.follow_links, s.wildcard, list(s.includes), list(s.excludes)]
+                for s in selectors or [Selector("")]
+            ],
+        ]
+    )
+    saved = _saved_checksum(store, snapshot_id, doc)
+    if saved is not None and (known := _read_saved(saved)) is not None:
+        return known
+    digest = _compute_checksum(store, snapshot_id, selectors, local)
+    if saved is not None:
+        _write_saved(saved, digest)
+    return digest
+
+
+def _compute_checksum(
+    store: CacheStore, snapshot_id: str, selectors: Sequence[Selector], local: bool
+) -> str:
     with _hashed(snapshot_id) as cached, store.snapshots.view(snapshot_id) as root:
         hasher = cached.hasher
         if hasher is None:

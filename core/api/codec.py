@@ -208,8 +208,9 @@ def _encode(msg: Any, out: bytearray) -> None:
 
 
 class GoCodec(CodecBase):
-    """grpclib codec: Go-identical encoding, betterproto decoding (content-type
-    ``application/grpc+proto``, which buildkitd accepts like ``application/grpc``)."""
+    """grpclib codec: Go-identical encoding, betterproto decoding. Subtype ``proto``: a
+    grpclib client then sends ``content-type: application/grpc`` as buildctl does, and a
+    grpclib server accepts that (it answers ``application/grpc+proto``, which grpc-go takes)."""
 
     __content_subtype__ = "proto"
 

@@ -128,7 +128,18 @@ def record(case_dir: Path, docker: list[str], run: ModuleType, version: str) -> 
             )
             if proc.returncode == 0:
                 sys.exit(f"{case.name}: docker built it but the case expects an error")
-            line = run.sanitize(run.error_line(proc.stderr), case, tmp)
+            found = [ln for ln in proc.stderr.splitlines() if case.error_contains in ln]
+            line = run.sanitize(
+                re.sub(  # without the progress prefix "#5 0.139 "
+                    r"^#\d+ (\d+\.\d+ )?",
+                    "",
+                    found[-1].strip()
+                    if case.error_contains and found
+                    else run.error_line(proc.stderr),
+                ),
+                case,
+                tmp,
+            )
             if case.error_contains and case.error_contains not in proc.stderr:
                 sys.exit(f"{case.name}: docker's error lacks {case.error_contains!r}: {line}")
             doc = {"expect_error": True, "error_contains": case.error_contains, "error": line}

@@ -97,3 +97,13 @@ def runtime_dir() -> Path:
 def registry_config_file() -> Path:
     """The registry hosts file (``[registry."host"]`` tables): ``config_dir()/registries.toml``."""
     return config_dir() / "registries.toml"
+
+
+def daemon_socket() -> Path:
+    """The daemon's default unix socket: ``runtime_dir()/bkcore.sock`` (root: /run/bkcore)."""
+    return runtime_dir() / "bkcore.sock"
+
+
+def daemon_config_file() -> Path:
+    """The daemon's default TOML config: ``config_dir()/bkcored.toml``."""
+    return config_dir() / "bkcored.toml"

@@ -229,13 +229,19 @@ def to_json(records: Sequence[Record]) -> list[dict[str, object]]:
 
 
 def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    from bkcore.cli.daemon_cmd import remote_address, remote_du
+
     stream = out if out is not None else sys.stdout
-    store = open_store()
-    try:
-        records = collect(store) if store is not None else []
-    finally:
-        if store is not None:
-            store.close()
+    address = remote_address(args)
+    if address:  # --addr / $BKCORE_HOST: the daemon's store
+        records = remote_du(address)
+    else:
+        store = open_store()
+        try:
+            records = collect(store) if store is not None else []
+        finally:
+            if store is not None:
+                store.close()
     if args.format == "json":
         json.dump(to_json(records), stream, indent=2)
         stream.write("\n")

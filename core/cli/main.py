@@ -30,10 +30,11 @@ class GlobalOptions:
     plugins: list[str] = field(default_factory=list)
     debug: bool = False
     root: str | None = None
+    addr: str | None = None  # --addr: a daemon to talk to (else $BKCORE_HOST)
     words: list[str] = field(default_factory=list)  # non-option tokens, in order
 
 
-_VALUE_OPTIONS = ("--plugin", "--root")
+_VALUE_OPTIONS = ("--plugin", "--root", "--addr")
 
 
 def prescan(argv: Sequence[str]) -> GlobalOptions:
@@ -50,6 +51,8 @@ def prescan(argv: Sequence[str]) -> GlobalOptions:
                 value = next(tokens, "")
             if name == "--plugin":
                 found.plugins.append(value)
+            elif name == "--addr":
+                found.addr = value
             else:
                 found.root = value
         elif token == "--debug":
@@ -76,6 +79,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     )
     parser.add_argument(
         "--root", metavar="DIR", default=default, help="keep all state under DIR (or BKCORE_ROOT)"
+    )
+    parser.add_argument(
+        "--addr",
+        metavar="ADDRESS",
+        default=default,
+        help="daemon address, unix://PATH or tcp://HOST:PORT (or BKCORE_HOST): du, prune, "
+        "debug workers and debug info ask that daemon; daemon listens there",
     )
 
 
@@ -173,6 +183,7 @@ def run(argv: Sequence[str]) -> int:
     args.plugins = split_modules(options.plugins)
     args.debug = options.debug
     args.root = options.root
+    args.addr = options.addr
     args.plugin_manager = manager
     status = command.run(args)
     return int(status) if status is not None else 0

@@ -25,6 +25,16 @@ def bkcore_register_commands(registry: Registry) -> None:
     registry.add("du", "bkcore.cli.du_cmd", description="show disk usage of the build cache")
     registry.add("prune", "bkcore.cli.prune_cmd", description="remove unused build cache")
     registry.add(
+        "daemon",
+        "bkcore.cli.daemon_cmd",
+        description="serve the BuildKit Control API on a unix socket or TLS TCP address",
+    )
+    registry.add(
+        "debug info",
+        "bkcore.cli.daemon_cmd:info_command",
+        description="show the BuildKit version record (of the daemon with --addr)",
+    )
+    registry.add(
         "debug dump-llb",
         "bkcore.cli.main:dump_llb_command",
         description="print an LLB definition (from a file or stdin) in readable form",

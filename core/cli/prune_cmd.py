@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import IO, TYPE_CHECKING
 
@@ -130,12 +130,19 @@ class PruneReport:
 
 
 def prune(
-    store: CacheStore, *, keep_duration: float = 0.0, keep_bytes: int = 0, now: float | None = None
+    store: CacheStore,
+    *,
+    keep_duration: float = 0.0,
+    keep_bytes: int = 0,
+    now: float | None = None,
+    protect: Iterable[str] = (),
 ) -> PruneReport:
-    """Prune ``store`` (blocking), keeping what the policy says; report what went."""
+    """Prune ``store`` (blocking), keeping what the policy says and the record ids in
+    ``protect`` (records a filter left out); report what went."""
     now = time.time() if now is None else now
     before = collect(store)
     keep = plan_keep(before, keep_duration=keep_duration, keep_bytes=keep_bytes, now=now)
+    keep |= set(protect)
     with _protect(store, before, keep):
         freed = store.prune(all_unused=True)
     after = {r.id for r in collect(store)}
@@ -159,8 +166,13 @@ def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     if args.keep_storage < 0:
         raise UsageError("--keep-storage must not be negative")
     keep_bytes = int(args.keep_storage * 1e6)
-    store = open_store()
-    if store is None:
+    from bkcore.cli.daemon_cmd import remote_address, remote_prune
+
+    address = remote_address(args)
+    store = None if address else open_store()
+    if address:  # --addr / $BKCORE_HOST: prune the daemon's store
+        report = remote_prune(address, keep_duration=keep_duration, keep_bytes=keep_bytes)
+    elif store is None:
         report = PruneReport([], 0)
     else:
         try:

@@ -99,10 +99,16 @@ def run(args: argparse.Namespace) -> int:
         getattr(args, "plugins", ())
     )
     root = Path(args.root).absolute() if getattr(args, "root", None) else config.state_dir()
-    try:
-        workers = collect(manager, root)
-    except OSError as exc:
-        raise BkError(f"cannot read worker state under {root}: {exc.strerror}") from exc
+    from bkcore.cli.daemon_cmd import remote_address, remote_workers
+
+    address = remote_address(args)
+    if address:  # --addr / $BKCORE_HOST: the daemon's workers
+        workers = remote_workers(address)
+    else:
+        try:
+            workers = collect(manager, root)
+        except OSError as exc:
+            raise BkError(f"cannot read worker state under {root}: {exc.strerror}") from exc
     if args.format == "json":
         json.dump(to_json(workers), sys.stdout, indent=2)
         sys.stdout.write("\n")

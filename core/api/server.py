@@ -1,0 +1,657 @@
+"""The daemon's ``moby.buildkit.v1.Control`` service over one embedded :class:`Controller`.
+
+:class:`ControlServicer` is a grpclib servable (``__mapping__``) serving control.md §2:
+
+* ``ListWorkers``: the worker's info (id, labels, platforms) plus the daemon's GC policy and
+  bkcore's version; ``filter`` as containerd filters over ``id`` and ``labels.<key>``.
+* ``Info``: ``BuildkitVersion{package: "bkcore", version}``.
+* ``DiskUsage`` / ``Prune``: what ``bkcore du`` / ``bkcore prune`` compute, on a store opened
+  for the call in a thread (as a second process would), so a running build is never touched.
+  ``UsageRecord.Shared`` marks a record that nothing uses directly but that a used snapshot
+  sits on (not reclaimable); a client shows ``reclaimable = !InUse && !Shared``. Prune streams
+  one record per removed record; ``filter`` limits what may go; keepDuration is in ns,
+  keepBytes in bytes.
+* ``Solve``: a ``Definition`` (raw LLB) or a ``Frontend`` (``dockerfile.v0``) through the
+  controller; ``Exporter``/``ExporterAttrs`` become the output, ``FrontendAttrs`` the frontend
+  options, ``FrontendInputs`` its named inputs, ``Entitlements`` are checked against the daemon's
+  allowed ones. Outputs written on the client side (``local``, ``tar``, ``oci``, ``docker``)
+  need the client's session and are refused while no session transport is attached (they
+  would otherwise be written on the daemon's host).
+* ``Status``: the build's progress events as ``StatusResponse`` deltas. A Status call may
+  come before its Solve (it waits :data:`STATUS_WAIT` seconds for the ref, then
+  ``no such job``); every event of the job is kept until the job ends so a late reader gets
+  the whole history, and a finished job stays readable for :data:`FINISHED_TTL` seconds.
+
+Bad input never reaches a handler as a crash: each request is read with a size limit
+(:data:`MAX_RECV`, RESOURCE_EXHAUSTED past it, before the body is buffered), a body that does
+not parse is INVALID_ARGUMENT, and every exception leaves as the status of
+:mod:`bkcore.api.errors` (with ``grpc-status-details-bin``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpclib.const
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from bkcore.api import methods
+from bkcore.api.errors import to_grpc_error
+from bkcore.api.pb import control as cpb
+from bkcore.api.pb import wkt
+from bkcore.api.pb import worker as wpb
+from bkcore.errors import BkError, DefinitionError, ExportError
+
+if TYPE_CHECKING:
+    import grpclib.server
+
+    from bkcore.cli.du_cmd import Record
+    from bkcore.controller import Controller
+    from bkcore.progress import Event
+
+__all__ = [
+    "CLIENT_SIDE_EXPORTERS",
+    "FINISHED_TTL",
+    "MAX_RECV",
+    "STATUS_WAIT",
+    "WORKER_NAME_LABEL",
+    "ControlServicer",
+    "DaemonSettings",
+    "GCPolicy",
+    "event_to_status",
+    "match_filters",
+    "timestamp",
+    "usage_record",
+]
+
+#: grpc-go's default receive limit, which buildkitd keeps (control.md §1).
+MAX_RECV = 4 << 20
+#: How long a Status call waits for its Solve (control.md §3 "Status stream").
+STATUS_WAIT = 6.0
+#: How long the events of a finished job stay readable by a late Status call.
+FINISHED_TTL = 10.0
+CLIENT_SIDE_EXPORTERS = frozenset({"local", "tar", "oci", "docker"})
+VERSION_PACKAGE = "bkcore"
+#: Label carrying the worker's registry name (``runc``), which a WorkerRecord has no field for.
+WORKER_NAME_LABEL = "org.bkcore.worker.name"
+
+
+@dataclass(frozen=True, slots=True)
+class GCPolicy:
+    """One ``[[worker.gcpolicy]]`` of the daemon config (as BuildKit's ``GCPolicy``)."""
+
+    all: bool = False
+    keep_duration: float = 0.0  # seconds
+    keep_bytes: int = 0
+    filters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """What the servicer needs from the daemon config."""
+
+    root: Path
+    gc_policy: tuple[GCPolicy, ...] = ()
+    allowed_entitlements: frozenset[str] = frozenset()
+    max_recv: int = MAX_RECV
+
+
+# -- conversions -------------------------------------------------------------------------------
+
+
+def timestamp(value: float) -> wkt.Timestamp:
+    """A protobuf Timestamp of a ``time.time()`` float."""
+    seconds = int(value // 1)
+    nanos = round((value - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    return wkt.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def usage_record(record: Record) -> cpb.UsageRecord:
+    """The wire form of one ``bkcore du`` record."""
+    created = record.created_at if record.created_at else record.last_used
+    out = cpb.UsageRecord(
+        id=record.id,
+        mutable=record.mutable,
+        in_use=record.in_use,
+        size=record.size,
+        parent=record.parent or "",
+        created_at=timestamp(created or 0.0),
+        description=record.description,
+        record_type=record.type,
+        shared=not record.in_use and not record.reclaimable,
+        parents=[record.parent] if record.parent else [],
+    )
+    if record.last_used:
+        out.last_used_at = timestamp(record.last_used)
+    return out
+
+
+def _split_filter(text: str) -> tuple[str, str, str]:
+    for op in ("==", "!=", "~="):
+        key, sep, value = text.partition(op)
+        if sep:
+            return key.strip(), op, value.strip().strip('"')
+    key = text.strip()
+    if not key:
+        raise DefinitionError(f"invalid filter {text!r}")
+    return key, "?", ""
+
+
+def match_filters(filters: Sequence[str], fields: Mapping[str, str]) -> bool:
+    """containerd-style filters: a list item is ``a,b`` (all must hold); items are OR'd.
+
+    Operators: ``==``, ``!=``, ``~=`` (regular expression search) and a bare key (present
+    and non-empty). An empty list matches everything. A malformed item or regular
+    expression raises :class:`DefinitionError`.
+    """
+    import re
+
+    if not filters:
+        return True
+    for item in filters:
+        ok = True
+        for part in item.split(","):
+            key, op, value = _split_filter(part)
+            got = fields.get(key)
+            if op == "?":
+                ok = bool(got)
+            elif op == "==":
+                ok = got == value
+            elif op == "!=":
+                ok = got != value
+            else:
+                try:
+                    ok = got is not None and re.search(value, got) is not None
+                except re.error as exc:
+                    raise DefinitionError(f"invalid filter {part!r}: {exc}") from exc
+            if not ok:
+                break
+        if ok:
+            return True
+    return False
+
+
+def _record_fields(record: Record) -> dict[str, str]:
+    return {
+        "id": record.id,
+        "type": record.type,
+        "description": record.description,
+        "inuse": str(record.in_use).lower(),
+        "mutable": str(record.mutable).lower(),
+        "parent": record.parent or "",
+        "reclaimable": str(record.reclaimable).lower(),
+    }
+
+
+def event_to_status(events: Sequence[Event]) -> cpb.StatusResponse:
+    """One ``StatusResponse`` delta carrying ``events`` in order."""
+    from bkcore.progress import LogEvent, StatusEvent, VertexEvent, WarningEvent
+
+    out = cpb.StatusResponse()
+    for ev in events:
+        if type(ev) is VertexEvent:
+            v = cpb.Vertex(digest=ev.digest, inputs=list(ev.inputs), name=ev.name, cached=ev.cached)
+            if ev.started is not None:
+                v.started = timestamp(ev.started)
+            if ev.completed is not None:
+                v.completed = timestamp(ev.completed)
+            v.error = ev.error
+            out.vertexes.append(v)
+        elif type(ev) is StatusEvent:
+            s = cpb.VertexStatus(
+                id=ev.id,
+                vertex=ev.vertex,
+                name=ev.name,
+                current=ev.current,
+                total=ev.total,
+                timestamp=timestamp(ev.timestamp or time.time()),
+            )
+            if ev.started is not None:
+                s.started = timestamp(ev.started)
+            if ev.completed is not None:
+                s.completed = timestamp(ev.completed)
+            out.statuses.append(s)
+        elif type(ev) is LogEvent:
+            out.logs.append(
+                cpb.VertexLog(
+                    vertex=ev.vertex,
+                    timestamp=timestamp(ev.timestamp),
+                    stream=ev.stream,
+                    msg=ev.data,
+                )
+            )
+        elif type(ev) is WarningEvent:
+            out.warnings.append(
+                cpb.VertexWarning(
+                    vertex=ev.vertex,
+                    level=ev.level,
+                    short=ev.short.encode(),
+                    detail=[d.encode() for d in ev.detail],
+                    url=ev.url,
+                )
+            )
+    return out
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """The progress of one Solve, kept whole for Status readers."""
+
+    ref: str
+    events: list[Event] = field(default_factory=list)
+    done: bool = False
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def add(self, batch: Sequence[Event]) -> None:
+        async with self.changed:
+            self.events.extend(batch)
+            self.changed.notify_all()
+
+    async def finish(self) -> None:
+        async with self.changed:
+            self.done = True
+            self.changed.notify_all()
+
+    async def follow(self) -> AsyncIterator[list[Event]]:
+        """Every batch of events from the first on, until the job ends."""
+        sent = 0
+        while True:
+            async with self.changed:
+                while not self.done and len(self.events) <= sent:
+                    await self.changed.wait()
+                batch = self.events[sent:]
+                done = self.done
+            sent += len(batch)
+            if batch:
+                yield batch
+            if done and sent >= len(self.events):
+                return
+
+
+# -- the servicer ------------------------------------------------------------------------------
+
+_Handler = Callable[["grpclib.server.Stream[Any, Any]"], Awaitable[None]]
+
+
+class ControlServicer:
+    """``moby.buildkit.v1.Control`` over ``controller`` (a running :class:`Controller`).
+
+    ``session_handler`` (optional) serves ``Control.Session``: it receives the raw grpclib
+    stream; without one the method is UNIMPLEMENTED.
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        settings: DaemonSettings,
+        *,
+        session_handler: _Handler | None = None,
+    ) -> None:
+        self.controller = controller
+        self.settings = settings
+        self.session_handler = session_handler
+        self._jobs: dict[str, _Job] = {}
+        self._job_waiters: dict[str, asyncio.Event] = {}
+        self._builds: set[asyncio.Task[Any]] = set()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _recv(self, stream: grpclib.server.Stream[Any, Any], message_type: Any) -> Any:
+        """Read the one request message with the size limit; map bad bodies to statuses."""
+        inner = stream._stream  # the h2 stream: read the length before the body is buffered
+        meta = await inner.recv_data(5)
+        if len(meta) < 5:
+            raise GRPCError(Status.INVALID_ARGUMENT, "request message is missing")
+        compressed, length = struct.unpack(">?I", meta)
+        if compressed:
+            raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
+        if length > self.settings.max_recv:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"grpc: received message larger than max ({length} vs. {self.settings.max_recv})",
+            )
+        body = await inner.recv_data(length) if length else b""
+        if len(body) != length:
+            raise GRPCError(Status.INVALID_ARGUMENT, "request message is truncated")
+        try:
+            return message_type().parse(body)
+        except Exception as exc:  # betterproto raises assorted types on bad bytes
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"cannot decode {message_type.__name__}: {type(exc).__name__}: {exc}",
+            ) from exc
+
+    def _unary(
+        self, request_type: Any, call: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]:
+        async def handler(stream: grpclib.server.Stream[Any, Any]) -> None:
+            request = await self._recv(stream, request_type)
+            try:
+                response = await call(request)
+            except GRPCError:
+                raise
+            except Exception as exc:
+                raise to_grpc_error(exc) from exc
+            await stream.send_message(response)
+
+        return handler
+
+    def _server_stream(
+        self, request_type: Any, call: Callable[[Any, Any], AsyncIterator[Any]]
+    ) -> Callable[[grpclib.server.Stream[Any, Any]], Awaitable[None]]:
+        async def handler(stream: grpclib.server.Stream[Any, Any]) -> None:
+            request = await self._recv(stream, request_type)
+            try:
+                async for response in call(request, stream):
+                    await stream.send_message(response)
+            except GRPCError:
+                raise
+            except Exception as exc:
+                raise to_grpc_error(exc) from exc
+
+        return handler
+
+    async def _session(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        if self.session_handler is None:
+            raise GRPCError(Status.UNIMPLEMENTED, "client sessions are not served by this daemon")
+        await self.session_handler(stream)
+
+    async def _unimplemented(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "build history is not kept by this daemon")
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        card = grpclib.const.Cardinality
+        H = grpclib.const.Handler
+        return {
+            methods.CONTROL_DISK_USAGE: H(
+                self._unary(cpb.DiskUsageRequest, self.disk_usage),
+                card.UNARY_UNARY,
+                cpb.DiskUsageRequest,
+                cpb.DiskUsageResponse,
+            ),
+            methods.CONTROL_PRUNE: H(
+                self._server_stream(cpb.PruneRequest, self.prune),
+                card.UNARY_STREAM,
+                cpb.PruneRequest,
+                cpb.UsageRecord,
+            ),
+            methods.CONTROL_SOLVE: H(
+                self._unary(cpb.SolveRequest, self.solve),
+                card.UNARY_UNARY,
+                cpb.SolveRequest,
+                cpb.SolveResponse,
+            ),
+            methods.CONTROL_STATUS: H(
+                self._server_stream(cpb.StatusRequest, self.status),
+                card.UNARY_STREAM,
+                cpb.StatusRequest,
+                cpb.StatusResponse,
+            ),
+            methods.CONTROL_SESSION: H(
+                self._session, card.STREAM_STREAM, cpb.BytesMessage, cpb.BytesMessage
+            ),
+            methods.CONTROL_LIST_WORKERS: H(
+                self._unary(cpb.ListWorkersRequest, self.list_workers),
+                card.UNARY_UNARY,
+                cpb.ListWorkersRequest,
+                cpb.ListWorkersResponse,
+            ),
+            methods.CONTROL_INFO: H(
+                self._unary(cpb.InfoRequest, self.info),
+                card.UNARY_UNARY,
+                cpb.InfoRequest,
+                cpb.InfoResponse,
+            ),
+            methods.CONTROL_LISTEN_BUILD_HISTORY: H(
+                self._unimplemented,
+                card.UNARY_STREAM,
+                cpb.BuildHistoryRequest,
+                cpb.BuildHistoryEvent,
+            ),
+            methods.CONTROL_UPDATE_BUILD_HISTORY: H(
+                self._unimplemented,
+                card.UNARY_UNARY,
+                cpb.UpdateBuildHistoryRequest,
+                cpb.UpdateBuildHistoryResponse,
+            ),
+        }
+
+    # -- workers and info -----------------------------------------------------------------------
+
+    @staticmethod
+    def version() -> wpb.BuildkitVersion:
+        import bkcore
+
+        return wpb.BuildkitVersion(package=VERSION_PACKAGE, version=bkcore.__version__)
+
+    async def info(self, request: cpb.InfoRequest) -> cpb.InfoResponse:
+        return cpb.InfoResponse(buildkit_version=self.version())
+
+    async def list_workers(self, request: cpb.ListWorkersRequest) -> cpb.ListWorkersResponse:
+        from bkcore.llb import pb
+
+        info = self.controller.engine.worker.info()
+        fields = {"id": info.id, **{f"labels.{k}": v for k, v in info.labels.items()}}
+        if not match_filters(request.filter, fields):
+            return cpb.ListWorkersResponse()
+        platforms = []
+        for text in info.platforms:
+            parts = text.split("/")
+            platforms.append(
+                pb.Platform(
+                    os=parts[0],
+                    architecture=parts[1] if len(parts) > 1 else "",
+                    variant=parts[2] if len(parts) > 2 else "",
+                )
+            )
+        labels = dict(sorted(info.labels.items()))
+        labels[WORKER_NAME_LABEL] = self.controller.engine.worker.name
+        record = wpb.WorkerRecord(
+            id=info.id,
+            labels=labels,
+            platforms=platforms,
+            gc_policy=[
+                wpb.GcPolicy(
+                    all=p.all,
+                    keep_duration=int(p.keep_duration * 1e9),
+                    keep_bytes=p.keep_bytes,
+                    filters=list(p.filters),
+                )
+                for p in self.settings.gc_policy
+            ],
+            buildkit_version=self.version(),
+        )
+        return cpb.ListWorkersResponse(record=[record])
+
+    # -- disk usage and prune ---------------------------------------------------------------
+
+    def _collect(self, filters: Sequence[str]) -> list[Record]:
+        from bkcore.cli.du_cmd import collect, open_store
+
+        store = open_store(self.settings.root)
+        if store is None:
+            return []
+        try:
+            records = collect(store)
+        finally:
+            store.close()
+        return [r for r in records if match_filters(filters, _record_fields(r))]
+
+    async def disk_usage(self, request: cpb.DiskUsageRequest) -> cpb.DiskUsageResponse:
+        match_filters(request.filter, {})  # a malformed filter fails before any work
+        records = await asyncio.to_thread(self._collect, list(request.filter))
+        return cpb.DiskUsageResponse(record=[usage_record(r) for r in records])
+
+    def _prune(self, request: cpb.PruneRequest) -> list[Record]:
+        from bkcore.cli.du_cmd import collect, open_store
+        from bkcore.cli.prune_cmd import prune
+
+        store = open_store(self.settings.root)
+        if store is None:
+            return []
+        try:
+            others = {
+                r.id for r in collect(store) if not match_filters(request.filter, _record_fields(r))
+            }
+            report = prune(
+                store,
+                keep_duration=max(0, request.keep_duration) / 1e9,
+                keep_bytes=max(0, request.keep_bytes),
+                protect=others,
+            )
+        finally:
+            store.close()
+        return report.removed
+
+    async def prune(self, request: cpb.PruneRequest, stream: Any) -> AsyncIterator[cpb.UsageRecord]:
+        match_filters(request.filter, {})
+        removed = await asyncio.to_thread(self._prune, request)
+        for record in removed:
+            yield usage_record(record)
+
+    # -- solve and status -------------------------------------------------------------------
+
+    def _options(self, request: cpb.SolveRequest) -> Any:
+        from bkcore.controller import BuildOptions, OutputSpec
+
+        where = f"Solve {request.ref}" if request.ref else "Solve"
+        has_definition = bool(request.definition.def_)
+        if request.frontend and has_definition:
+            raise DefinitionError(f"{where}: Frontend and Definition are mutually exclusive")
+        if not request.frontend and not has_definition:
+            raise GRPCError(
+                Status.UNIMPLEMENTED,
+                f"{where}: a build without Definition or Frontend (gateway forwarder) "
+                "needs the LLBBridge service, which this daemon does not serve",
+            )
+        outputs: list[OutputSpec] = []
+        if request.exporter:
+            if request.exporter in CLIENT_SIDE_EXPORTERS:
+                raise ExportError(
+                    f"{where}: exporter {request.exporter!r} writes on the client side and "
+                    "needs a client session, which this daemon does not serve yet"
+                )
+            outputs.append(OutputSpec(request.exporter, dict(request.exporter_attrs)))
+        wanted = frozenset(request.entitlements)
+        refused = sorted(wanted - self.settings.allowed_entitlements)
+        if refused:
+            raise BkError(
+                f"{where}: granting entitlement {refused[0]} is not allowed by build daemon "
+                "configuration"
+            )
+        frontend_opts = dict(request.frontend_attrs)
+        definition = b""
+        if has_definition:
+            definition = bytes(request.definition)
+        return BuildOptions(
+            definition=definition,
+            source=where,
+            outputs=tuple(outputs),
+            no_cache="no-cache" in frontend_opts and not request.frontend,
+            entitlements=wanted,
+            frontend=request.frontend,
+            frontend_opts=frontend_opts,
+            frontend_inputs=dict(request.frontend_inputs),
+        )
+
+    async def solve(self, request: cpb.SolveRequest) -> cpb.SolveResponse:
+        from bkcore.controller import decode
+        from bkcore.progress import ProgressStream
+
+        options = self._options(request)
+        definition = None if options.frontend else decode(options)
+        ref = request.ref
+        if ref and ref in self._jobs and not self._jobs[ref].done:
+            raise GRPCError(Status.ALREADY_EXISTS, f"job ID {ref} exists")
+        job = _Job(ref)
+        if ref:
+            self._jobs[ref] = job
+            self._job_waiters.pop(ref, asyncio.Event()).set()
+        stream = ProgressStream()
+        reader = stream.subscribe()
+
+        async def pump() -> None:
+            while batch := await reader.next_batch():
+                await job.add(batch)
+
+        task = asyncio.current_task()
+        if task is not None:
+            self._builds.add(task)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pump())
+                try:
+                    response = await self.controller.build(
+                        options, progress=stream, definition=definition
+                    )
+                finally:
+                    stream.close()
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        finally:
+            if task is not None:
+                self._builds.discard(task)
+            await job.finish()
+            if ref:
+                asyncio.get_running_loop().call_later(FINISHED_TTL, self._forget, ref, job)
+        return cpb.SolveResponse(exporter_response=dict(response.exporter_response))
+
+    def _forget(self, ref: str, job: _Job) -> None:
+        if self._jobs.get(ref) is job:
+            del self._jobs[ref]
+
+    async def _wait_job(self, ref: str) -> _Job:
+        job = self._jobs.get(ref)
+        if job is not None:
+            return job
+        waiter = self._job_waiters.setdefault(ref, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), STATUS_WAIT)
+        job = self._jobs.get(ref)
+        if job is None:
+            if self._job_waiters.get(ref) is waiter:
+                del self._job_waiters[ref]
+            raise GRPCError(Status.NOT_FOUND, f"no such job {ref}")
+        return job
+
+    async def status(
+        self, request: cpb.StatusRequest, stream: Any
+    ) -> AsyncIterator[cpb.StatusResponse]:
+        if not request.ref:
+            raise GRPCError(Status.INVALID_ARGUMENT, "Status needs the Ref of a Solve")
+        job = await self._wait_job(request.ref)
+        first = True
+        async for batch in job.follow():
+            if first:
+                first = False
+                await stream.send_initial_metadata(
+                    metadata={methods.CURRENT_TIMESTAMP: _rfc3339(time.time())}
+                )
+            yield event_to_status(batch)
+
+    async def cancel_builds(self) -> None:
+        """Cancel every running Solve and wait for them to unwind (SIGTERM)."""
+        tasks = list(self._builds)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _rfc3339(value: float) -> str:
+    seconds = int(value)
+    nanos = int((value - seconds) * 1e9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"

@@ -381,13 +381,21 @@ def _infer(status: Status, message: str, found: dict[str, Any]) -> BkError:
 
 
 def _snippet(data: bytes, filename: str, line: int, end: int) -> list[str]:
-    """The Dockerfile lines around the error, as the embedded build prints them."""
-    try:
-        from bkcore.frontends.dockerfile.frontend import snippet
-    except ImportError:  # pragma: no cover - the frontend is part of bkcore
+    """The Dockerfile lines around the error, in the layout the embedded build prints
+    (BuildKit's): ``NAME:LINE``, a rule, two lines of context either side marked ``>>>``."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not 1 <= line <= len(lines):
         return []
-    text = data.decode("utf-8", "replace")
-    return list(snippet(text, line, end_line=end or line, filename=filename or "Dockerfile"))
+    last = max(line, min(end or line, len(lines)))
+    first_shown, last_shown = max(1, line - 2), min(len(lines), last + 2)
+    width = len(str(last_shown))
+    name = filename or "Dockerfile"
+    out = [f"{name}:{line}" if last == line else f"{name}:{line}-{last}", "-" * 20]
+    for n in range(first_shown, last_shown + 1):
+        mark = ">>>" if line <= n <= last else "   "
+        out.append(f" {n:>{width}} | {mark} {lines[n - 1]}".rstrip())
+    out.append("-" * 20)
+    return out
 
 
 def _source_fields(source: dict[str, Any]) -> tuple[str, int, int, bytes | None]:

@@ -328,3 +328,17 @@ def test_mistyped_bkcore_attributes_are_ignored() -> None:
     assert type(back) is ExecError and str(back) == "t"
     assert back.exit_code == 0 and back.argv == [] and back.digest == DIGEST
     assert not hasattr(back, "line")
+
+
+def test_snippet_from_a_go_daemon_matches_the_embedded_layout() -> None:
+    from bkcore.frontends.dockerfile.frontend import snippet
+
+    message = CAPTURE["grpc-message"]
+    details_bin = apierr.encode_details(Status.UNKNOWN, message, _buildkit_details())
+    back = apierr.from_status(Status.UNKNOWN, message, details_bin)
+    expect = snippet(DOCKERFILE.decode(), 5, end_line=5, filename="Dockerfile")
+    assert back.detail_lines == expect  # type: ignore[attr-defined]
+    text = "\n".join(f"RUN step {i}" for i in range(1, 13)) + "\n"
+    for line, end in ((1, 1), (2, 4), (11, 11), (12, 20), (7, 0), (13, 13)):
+        mine = apierr._snippet(text.encode(), "x/Dockerfile", line, end)
+        assert mine == snippet(text, line, end_line=end, filename="x/Dockerfile"), (line, end)

@@ -38,7 +38,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,6 +271,21 @@ def _bind_unix(path: str) -> socket.socket:
     return sock
 
 
+def _session_handler(controller: Any) -> Callable[[Any], Awaitable[None]] | None:
+    """``Control.Session`` over the gRPC session transport, when that module is installed:
+    the client's session is registered in the controller's session manager."""
+    try:
+        from bkcore.session.grpc_transport import handle_session
+    except ImportError:
+        return None
+    sessions = controller.engine.sessions
+
+    async def handler(stream: Any) -> None:
+        await handle_session(stream, sessions)
+
+    return handler
+
+
 async def serve(
     cfg: DaemonConfig,
     plugins: BkPluginManager,
@@ -315,7 +330,9 @@ async def serve(
                 gc_policy=cfg.gc_policy,
                 allowed_entitlements=cfg.entitlements,
             )
-            servicer = ControlServicer(controller, settings)
+            servicer = ControlServicer(
+                controller, settings, session_handler=_session_handler(controller)
+            )
             try:
                 for lst in listeners:
                     server = Server(

@@ -66,6 +66,7 @@ __all__ = [
     "ControlServicer",
     "DaemonSettings",
     "GCPolicy",
+    "check_filters",
     "event_to_status",
     "match_filters",
     "timestamp",
@@ -179,6 +180,20 @@ def match_filters(filters: Sequence[str], fields: Mapping[str, str]) -> bool:
         if ok:
             return True
     return False
+
+
+def check_filters(filters: Sequence[str]) -> None:
+    """Raise :class:`DefinitionError` for a malformed filter (before any work is done)."""
+    import re
+
+    for item in filters:
+        for part in item.split(","):
+            _key, op, value = _split_filter(part)
+            if op == "~=":
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    raise DefinitionError(f"invalid filter {part!r}: {exc}") from exc
 
 
 def _record_fields(record: Record) -> dict[str, str]:
@@ -326,9 +341,18 @@ class ControlServicer:
         body = await inner.recv_data(length) if length else b""
         if len(body) != length:
             raise GRPCError(Status.INVALID_ARGUMENT, "request message is truncated")
+        from bkcore.llb.dump import _check, _WireError
+
         try:
+            # betterproto's parse accepts truncated bytes silently: check the wire format
+            # strictly first (unknown fields are skipped, as Go does).
+            _check(body, message_type, "")
             return message_type().parse(body)
         except Exception as exc:  # betterproto raises assorted types on bad bytes
+            if isinstance(exc, _WireError):
+                raise GRPCError(
+                    Status.INVALID_ARGUMENT, f"cannot decode {message_type.__name__}: {exc}"
+                ) from exc
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
                 f"cannot decode {message_type.__name__}: {type(exc).__name__}: {exc}",
@@ -443,6 +467,7 @@ class ControlServicer:
     async def list_workers(self, request: cpb.ListWorkersRequest) -> cpb.ListWorkersResponse:
         from bkcore.llb import pb
 
+        check_filters(request.filter)
         info = self.controller.engine.worker.info()
         fields = {"id": info.id, **{f"labels.{k}": v for k, v in info.labels.items()}}
         if not match_filters(request.filter, fields):
@@ -491,7 +516,7 @@ class ControlServicer:
         return [r for r in records if match_filters(filters, _record_fields(r))]
 
     async def disk_usage(self, request: cpb.DiskUsageRequest) -> cpb.DiskUsageResponse:
-        match_filters(request.filter, {})  # a malformed filter fails before any work
+        check_filters(request.filter)
         records = await asyncio.to_thread(self._collect, list(request.filter))
         return cpb.DiskUsageResponse(record=[usage_record(r) for r in records])
 
@@ -517,7 +542,7 @@ class ControlServicer:
         return report.removed
 
     async def prune(self, request: cpb.PruneRequest, stream: Any) -> AsyncIterator[cpb.UsageRecord]:
-        match_filters(request.filter, {})
+        check_filters(request.filter)
         removed = await asyncio.to_thread(self._prune, request)
         for record in removed:
             yield usage_record(record)

@@ -1,0 +1,779 @@
+"""Sessions over the wire: the ``Control.Session`` tunnel (session.md §1-4, §8).
+
+The client opens ``/moby.buildkit.v1.Control/Session`` with the session headers (§2); the
+concatenated ``BytesMessage.data`` of each direction carries an inner HTTP/2 connection on
+which the **client is the gRPC server** (it serves its attachables and
+``grpc.health.v1.Health``) and the **daemon is the gRPC client** (§4). Both inner ends are
+grpclib protocols attached to :class:`_Tunnel`, an ``asyncio.Transport`` whose writes become
+outer messages and whose reads are fed from them.
+
+* Client side: :func:`attach_session` (open the stream on a grpclib ``Channel`` and serve a
+  :class:`~bkcore.session.Session` until the context exits) or :func:`serve_tunnel` (serve on
+  an already opened outer stream).
+* Daemon side: :func:`handle_session` (the ``Control.Session`` servicer: reads the headers,
+  registers a :class:`TunnelCaller` in the :class:`~bkcore.session.SessionManager`, polls
+  Health, unregisters when the stream ends) and :func:`session_handlers` (its grpclib
+  mapping, for mounting in the daemon's server).
+
+:class:`TunnelCaller` implements the same :class:`~bkcore.session.Caller` interface as the
+in-process transport, so file sync, file send, auth, secrets and ssh are transport-agnostic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bkcore.errors import SessionError
+from bkcore.session.filesync.packets import BytesMessage as RawBytes
+from bkcore.session.health import HEALTH_CHECK, HealthCheckRequest, HealthCheckResponse
+from bkcore.session.session import (
+    HEADER_METHOD,
+    HEADER_NAME,
+    HEADER_SHARED_KEY,
+    HEADER_UUID,
+    Session,
+)
+from bkcore.session.transport import (
+    CallError,
+    ClientStream,
+    Handler,
+    Metadata,
+    MetadataLike,
+    Status,
+    StreamFunc,
+    UnaryFunc,
+    as_metadata,
+)
+
+if TYPE_CHECKING:
+    import grpclib.client
+    import grpclib.const
+    import grpclib.server
+    from grpclib.protocol import H2Protocol
+
+    from bkcore.session.manager import SessionManager
+
+__all__ = [
+    "CONTROL_SESSION",
+    "HEALTH_INTERVAL",
+    "MAX_MESSAGE_SIZE",
+    "TUNNEL_CHUNK",
+    "SessionService",
+    "TunnelCaller",
+    "attach_session",
+    "handle_session",
+    "health_loop",
+    "serve_tunnel",
+    "session_handlers",
+]
+
+M = TypeVar("M")
+
+CONTROL_SESSION = "/moby.buildkit.v1.Control/Session"
+# Largest message either inner end accepts (gRPC-Go's default receive limit); raw byte
+# streams (FileSend file output, ssh agent) are split below it when sent.
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+# Largest ``BytesMessage`` sent on the outer stream, and the split size of raw byte messages.
+TUNNEL_CHUNK = 1024 * 1024
+# Queued tunnel bytes above which the inner HTTP/2 connection is paused (and resumed below
+# a quarter of it): back-pressure from the outer stream to the inner writers.
+_HIGH_WATER = 4 * TUNNEL_CHUNK
+# Daemon-side health polling (session.md §4).
+HEALTH_INTERVAL = 5.0
+HEALTH_TIMEOUT = 30.0
+
+
+# -- codec and metadata ----------------------------------------------------------------------
+
+
+def _make_codec() -> Any:
+    from grpclib.encoding.base import CodecBase
+
+    class TunnelCodec(CodecBase):
+        """Encodes any message with ``bytes(msg)`` (betterproto messages as Go does) and
+        decodes with ``message_type.FromString``; refuses messages over the size limit."""
+
+        __content_subtype__ = "proto"
+
+        def encode(self, message: Any, message_type: Any) -> bytes:
+            import betterproto
+
+            if isinstance(message, betterproto.Message):
+                from bkcore.api.codec import encode
+
+                data = encode(message)
+            else:
+                data = bytes(message)
+            if len(data) > MAX_MESSAGE_SIZE:
+                from grpclib.const import Status as GStatus
+                from grpclib.exceptions import GRPCError
+
+                raise GRPCError(
+                    GStatus.RESOURCE_EXHAUSTED,
+                    f"message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_SIZE}",
+                )
+            return data
+
+        def decode(self, data: bytes, message_type: Any) -> Any:
+            if len(data) > MAX_MESSAGE_SIZE:
+                from grpclib.const import Status as GStatus
+                from grpclib.exceptions import GRPCError
+
+                raise GRPCError(
+                    GStatus.RESOURCE_EXHAUSTED,
+                    f"received message of {len(data)} bytes exceeds the limit "
+                    f"of {MAX_MESSAGE_SIZE}",
+                )
+            return message_type.FromString(data)
+
+    return TunnelCodec()
+
+
+def _from_grpclib(md: Any) -> Metadata:
+    """grpclib's decoded request metadata (a MultiDict) as :class:`Metadata` (text only)."""
+    if md is None:
+        return Metadata()
+    return Metadata((k, v) for k, v in md.items() if isinstance(v, str))
+
+
+def _to_grpclib(md: MetadataLike) -> list[tuple[str, str]]:
+    """Pairs grpclib will send: lower-case keys; empty values dropped (grpclib refuses them,
+    and a missing header reads as empty on the other side)."""
+    return [(k.lower(), v) for k, v in as_metadata(md) if v != ""]
+
+
+def _split(message: Any) -> list[Any]:
+    """A raw byte message larger than :data:`TUNNEL_CHUNK` as several (their boundaries mean
+    nothing on the byte streams that use them)."""
+    if isinstance(message, RawBytes) and len(message.data) > TUNNEL_CHUNK:
+        data = memoryview(message.data)
+        return [
+            RawBytes(bytes(data[i : i + TUNNEL_CHUNK])) for i in range(0, len(data), TUNNEL_CHUNK)
+        ]
+    return [message]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- the tunnel ------------------------------------------------------------------------------
+
+
+class _Tunnel(asyncio.Transport):
+    """The transport of one inner HTTP/2 connection, carried in outer ``BytesMessage``s.
+
+    ``write`` queues bytes (the inner protocol is paused while too many are queued);
+    :meth:`take` hands them to the outer stream in chunks of at most :data:`TUNNEL_CHUNK`;
+    :meth:`feed` passes received bytes to the protocol; :meth:`lost` ends the connection.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._lost = False
+        self._paused = False
+        self._protocol: H2Protocol | None = None
+
+    def attach(self, protocol: H2Protocol) -> None:
+        self._protocol = protocol
+        protocol.connection_made(self)
+
+    # asyncio.Transport
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or not data:
+            return
+        self._chunks.append(bytes(data))
+        self._queued += len(data)
+        self._wakeup.set()
+        if not self._paused and self._queued > _HIGH_WATER and self._protocol is not None:
+            self._paused = True
+            self._protocol.pause_writing()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    # tunnel side
+    async def take(self) -> bytes | None:
+        """The next chunk of written bytes; ``None`` once the transport is closed."""
+        while not self._chunks:
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        first = self._chunks.popleft()
+        if len(first) > TUNNEL_CHUNK:
+            self._chunks.appendleft(first[TUNNEL_CHUNK:])
+            out = first[:TUNNEL_CHUNK]
+        else:
+            parts = [first]
+            size = len(first)
+            while self._chunks and size + len(self._chunks[0]) <= TUNNEL_CHUNK:
+                nxt = self._chunks.popleft()
+                parts.append(nxt)
+                size += len(nxt)
+            out = b"".join(parts) if len(parts) > 1 else first
+        self._queued -= len(out)
+        if self._paused and self._queued <= _HIGH_WATER // 4 and self._protocol is not None:
+            self._paused = False
+            self._protocol.resume_writing()
+        return out
+
+    def feed(self, data: bytes) -> None:
+        if not self._lost and data and self._protocol is not None:
+            self._protocol.data_received(data)
+
+    def lost(self) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.close()
+        if self._protocol is not None:
+            self._protocol.connection_lost(None)
+
+
+async def _pump_out(tunnel: _Tunnel, send: Callable[[bytes], Awaitable[None]]) -> None:
+    while (chunk := await tunnel.take()) is not None:
+        await send(chunk)
+
+
+async def _pump_in(tunnel: _Tunnel, recv: Callable[[], Awaitable[bytes | None]]) -> None:
+    while (data := await recv()) is not None:
+        tunnel.feed(data)
+
+
+async def _first_done(*coros: Awaitable[Any]) -> None:
+    """Run ``coros`` until the first finishes, cancel the rest and wait for them; re-raise
+    the first one's error (none of the tasks outlive this call)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        if not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+
+
+# -- client side: serve a Session inside the tunnel ------------------------------------------
+
+
+class _WireServerStream:
+    """A :class:`~bkcore.session.ServerStream` over a grpclib server stream."""
+
+    def __init__(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        self._stream = stream
+        self._metadata = _from_grpclib(stream.metadata)
+
+    @property
+    def metadata(self) -> Metadata:
+        return self._metadata
+
+    async def recv(self) -> Any | None:
+        return await self._stream.recv_message()
+
+    async def send(self, message: Any) -> None:
+        for part in _split(message):
+            await self._stream.send_message(part)
+
+
+def _grpc_error(exc: Exception) -> Exception:
+    from grpclib.const import Status as GStatus
+    from grpclib.exceptions import GRPCError
+
+    if isinstance(exc, GRPCError):
+        return exc
+    if isinstance(exc, CallError):
+        return GRPCError(GStatus(int(exc.code)), exc.message)
+    return GRPCError(GStatus.UNKNOWN, _first_line(exc))
+
+
+class _ServedSession:
+    """A session's handlers as a grpclib service (``__mapping__``)."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self._handlers = dict(handlers)
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        from grpclib.const import Cardinality
+        from grpclib.const import Handler as GHandler
+
+        out: dict[str, GHandler] = {}
+        for method, h in self._handlers.items():
+            if h.kind == "unary":
+                out[method] = GHandler(
+                    self._unary(h.func),  # type: ignore[arg-type]
+                    Cardinality.UNARY_UNARY,
+                    h.request_type,
+                    h.response_type,
+                )
+            else:
+                out[method] = GHandler(
+                    self._stream(h.func),  # type: ignore[arg-type]
+                    Cardinality.STREAM_STREAM,
+                    h.request_type,
+                    h.response_type,
+                )
+        return out
+
+    @staticmethod
+    def _unary(func: UnaryFunc) -> Callable[[Any], Awaitable[None]]:
+        async def serve(stream: grpclib.server.Stream[Any, Any]) -> None:
+            request = await stream.recv_message()
+            try:
+                response = await func(request, _from_grpclib(stream.metadata))
+            except Exception as exc:
+                raise _grpc_error(exc) from None
+            await stream.send_message(response)
+
+        return serve
+
+    @staticmethod
+    def _stream(func: StreamFunc) -> Callable[[Any], Awaitable[None]]:
+        async def serve(stream: grpclib.server.Stream[Any, Any]) -> None:
+            try:
+                await func(_WireServerStream(stream))
+            except Exception as exc:
+                raise _grpc_error(exc) from None
+
+        return serve
+
+
+async def serve_tunnel(outer: grpclib.client.Stream[Any, Any], session: Session) -> None:
+    """Serve ``session``'s methods on an opened ``Control.Session`` stream (after
+    ``send_request``) until the daemon ends it; every task is gone when this returns."""
+    from grpclib.server import Server
+
+    from bkcore.api.pb.control import BytesMessage
+
+    server = Server([_ServedSession(session.handlers())], codec=_make_codec())
+    protocol = server._protocol_factory()
+    tunnel = _Tunnel()
+    tunnel.attach(protocol)
+
+    async def send(chunk: bytes) -> None:
+        await outer.send_message(BytesMessage(data=chunk))
+
+    async def recv() -> bytes | None:
+        msg = await outer.recv_message()
+        return None if msg is None else bytes(msg.data)
+
+    try:
+        await _first_done(_pump_in(tunnel, recv), _pump_out(tunnel, send))
+    finally:
+        tunnel.lost()
+        handler: Any = protocol.handler
+        await handler.wait_closed()
+
+
+@asynccontextmanager
+async def attach_session(
+    channel: grpclib.client.Channel, session: Session
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Open ``Control.Session`` on ``channel`` for ``session`` and serve it while the context
+    is active (yields the serving task: it ends when the daemon ends the session). On exit
+    the stream is half-closed and the daemon's end of it awaited (session.md §4 Closing)."""
+    from grpclib.const import Cardinality
+
+    from bkcore.api.pb.control import BytesMessage
+
+    async with channel.request(
+        CONTROL_SESSION,
+        Cardinality.STREAM_STREAM,
+        BytesMessage,
+        BytesMessage,
+        metadata=session.headers(),
+    ) as outer:
+        await outer.send_request()
+        serving = asyncio.ensure_future(serve_tunnel(outer, session))
+        try:
+            yield serving
+        except BaseException:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            raise
+        if not serving.done():
+            with contextlib.suppress(Exception):
+                await outer.end()
+        try:
+            await serving
+        except Exception as exc:
+            raise SessionError(f"session {session.id}: {_first_line(exc)}") from exc
+
+
+# -- daemon side: call the client through the tunnel -----------------------------------------
+
+
+def _reset_status(stream: Any) -> BaseException | None:
+    """The status a server sent on ``stream`` when grpclib's client could not report it: a
+    grpclib server resets a stream it answers with an error before the client half-closed,
+    and sends no content-type with UNIMPLEMENTED."""
+    from grpclib.exceptions import GRPCError
+
+    inner = getattr(stream, "_stream", None)
+    for headers in (getattr(inner, "trailers", None), getattr(inner, "headers", None)):
+        if headers:
+            found = dict(headers)
+            if "grpc-status" in found:
+                try:
+                    status, message, details = stream._process_grpc_status(found)
+                except GRPCError as exc:
+                    return exc
+                if status.value == 0:
+                    return None
+                return GRPCError(status, message, details)
+    return None
+
+
+def _ended_before_reset(stream: Any) -> bool:
+    """Whether the server ended ``stream`` (trailers, or a trailers-only answer) before the
+    RST_STREAM that made grpclib fail it: its buffered messages are then still readable."""
+    inner = stream._stream
+    if inner.trailers is not None:
+        return True
+    return inner.headers is not None and "grpc-status" in dict(inner.headers)
+
+
+def _call_error(exc: BaseException, method: str, session_id: str, stream: Any = None) -> CallError:
+    from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+    if isinstance(exc, CallError):
+        return exc
+    if stream is not None and (
+        isinstance(exc, StreamTerminatedError)
+        # grpclib's server answers an unknown method without content-type, which its client
+        # reports as UNKNOWN: the real status is in the trailers-only headers
+        or (isinstance(exc, GRPCError) and exc.message == "Missing content-type header")
+    ):
+        exc = _reset_status(stream) or exc
+    if isinstance(exc, GRPCError):
+        try:
+            code = Status(exc.status.value)
+        except ValueError:
+            code = Status.UNKNOWN
+        return CallError(code, exc.message or code.name.lower(), method)
+    return CallError(
+        Status.UNAVAILABLE, f"session {session_id} connection lost: {_first_line(exc)}", method
+    )
+
+
+# Errors of the inner connection itself (as opposed to a status from the client).
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+    from h2.exceptions import H2Error
+
+    return (GRPCError, ProtocolError, StreamTerminatedError, H2Error, OSError, ValueError)
+
+
+class _WireClientStream:
+    """A :class:`~bkcore.session.ClientStream` over a grpclib client stream."""
+
+    def __init__(
+        self, stream: grpclib.client.Stream[Any, Any], method: str, session_id: str
+    ) -> None:
+        self._stream = stream
+        self._method = method
+        self._sid = session_id
+        self._ended = False
+        self._done = False
+        self._draining = False
+
+    async def send(self, message: Any) -> None:
+        if self._done:
+            return  # the server has finished: like the in-process transport, drop it
+        if self._ended:
+            raise CallError(Status.INTERNAL, "send after end of stream", self._method)
+        from grpclib.exceptions import StreamTerminatedError
+
+        try:
+            for part in _split(message):
+                await self._stream.send_message(part)
+        except StreamTerminatedError:
+            # The server finished and reset its end (grpclib does when it answers before
+            # our half-close): drop the message as the in-process transport does; its
+            # status is read by recv.
+            self._ended = True
+        except _transport_errors() as exc:
+            raise _call_error(exc, self._method, self._sid) from exc
+
+    async def _drain(self) -> Any | None:
+        """The next message buffered before the server's reset, then its status."""
+        from grpclib.stream import recv_message
+
+        st = self._stream
+        msg = await recv_message(st._stream, st._codec, st._recv_type)
+        if msg is not None:
+            return msg
+        self._done = True
+        # grpclib must not wait for metadata again when the call is left
+        st._recv_initial_metadata_done = True
+        st._recv_trailing_metadata_done = True
+        error = _reset_status(st)
+        if error is not None:
+            raise _call_error(error, self._method, self._sid)
+        return None
+
+    async def recv(self) -> Any | None:
+        from grpclib.exceptions import StreamTerminatedError
+
+        if self._done:
+            return None
+        if self._draining:
+            return await self._drain()
+        try:
+            msg = await self._stream.recv_message()
+            if msg is None:
+                self._done = True
+                if not self._ended:
+                    # The server finished first; grpclib reads its status only after our
+                    # half-close (nothing we could still send would be read).
+                    self._ended = True
+                    await self._stream.end()
+                await self._stream.recv_trailing_metadata()
+        except StreamTerminatedError as exc:
+            # Go servers (and grpclib's, after an error) send RST_STREAM right after their
+            # trailers; grpclib then fails the stream even though everything arrived.
+            if _ended_before_reset(self._stream):
+                self._draining = True
+                return await self._drain()
+            self._done = True
+            raise _call_error(exc, self._method, self._sid, self._stream) from exc
+        except _transport_errors() as exc:
+            self._done = True
+            raise _call_error(exc, self._method, self._sid, self._stream) from exc
+        return msg
+
+    async def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            try:
+                await self._stream.end()
+            except _transport_errors() as exc:
+                raise _call_error(exc, self._method, self._sid, self._stream) from exc
+
+
+def _tunnel_channel(tunnel: _Tunnel, session_id: str) -> grpclib.client.Channel:
+    """A grpclib channel whose only connection is the tunnel (it never reconnects)."""
+    from grpclib.client import Channel
+
+    class TunnelChannel(Channel):
+        async def _create_connection(self) -> H2Protocol:
+            raise ConnectionError(f"session {session_id}: the tunnel is closed")
+
+    channel = TunnelChannel(host="localhost", port=80, codec=_make_codec())
+    protocol = channel._protocol_factory()
+    tunnel.attach(protocol)
+    channel._protocol = protocol
+    return channel
+
+
+class TunnelCaller:
+    """A :class:`~bkcore.session.Caller` making gRPC calls through a session's tunnel."""
+
+    def __init__(self, tunnel: _Tunnel, methods: list[str], session_id: str) -> None:
+        self._methods = {m.lower() for m in methods}
+        self._sid = session_id
+        self._channel = _tunnel_channel(tunnel, session_id)
+
+    def supports(self, method: str) -> bool:
+        return method.lower() in self._methods
+
+    def close(self) -> None:
+        self._channel.close()
+
+    async def call_unary(
+        self, method: str, request: Any, response_type: type[M], metadata: MetadataLike = ()
+    ) -> M:
+        reply: Any = None
+        # Opened as a stream: the wire is the same, and one code path reads the status.
+        async with self._stream(method, response_type, _to_grpclib(metadata)) as st:
+            await st.send(request)
+            await st.end()
+            reply = await st.recv()
+        if not isinstance(reply, response_type):
+            raise CallError(Status.INTERNAL, "the client sent no response", method)
+        return reply
+
+    def open_stream(
+        self, method: str, response_type: type[Any], metadata: MetadataLike = ()
+    ) -> AbstractAsyncContextManager[ClientStream]:
+        return self._stream(method, response_type, _to_grpclib(metadata))
+
+    @asynccontextmanager
+    async def _stream(
+        self,
+        method: str,
+        response_type: type[Any],
+        metadata: list[tuple[str, str]],
+    ) -> AsyncIterator[ClientStream]:
+        from grpclib.const import Cardinality
+
+        try:
+            cm = self._channel.request(
+                method, Cardinality.STREAM_STREAM, object, response_type, metadata=metadata
+            )
+            stream = await cm.__aenter__()
+            await stream.send_request()
+        except _transport_errors() as exc:
+            raise _call_error(exc, method, self._sid) from exc
+        client = _WireClientStream(stream, method, self._sid)
+        try:
+            yield client
+            await client.end()
+            while await client.recv() is not None:
+                pass
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await stream.cancel()
+            with contextlib.suppress(Exception):
+                await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            await cm.__aexit__(None, None, None)
+        except _transport_errors() as exc:
+            raise _call_error(exc, method, self._sid) from exc
+
+
+async def health_loop(
+    caller: Any, interval: float = HEALTH_INTERVAL, timeout: float = HEALTH_TIMEOUT
+) -> None:
+    """Poll ``Health/Check`` every ``interval`` seconds; return when the session is to be
+    torn down: two failures without a run of five successes between them (session.md §4).
+    The timeout of a check is max(``timeout``, 1.5 x the last check's duration)."""
+    loop = asyncio.get_running_loop()
+    last = 0.0
+    failed_before = False
+    successes = 0
+    while True:
+        await asyncio.sleep(interval)
+        start = loop.time()
+        try:
+            await asyncio.wait_for(
+                caller.call_unary(HEALTH_CHECK, HealthCheckRequest(), HealthCheckResponse),
+                max(timeout, 1.5 * last),
+            )
+        except (CallError, TimeoutError):
+            successes = 0
+            if failed_before:
+                return
+            failed_before = True
+            continue
+        last = loop.time() - start
+        successes += 1
+        if successes >= 5:
+            failed_before = False
+
+
+async def handle_session(
+    stream: grpclib.server.Stream[Any, Any],
+    manager: SessionManager,
+    *,
+    health_interval: float = HEALTH_INTERVAL,
+) -> None:
+    """The daemon's ``Control.Session`` servicer (messages are ``BytesMessage``).
+
+    Registers the session under its ``x-docker-expose-session-uuid`` with a
+    :class:`TunnelCaller` while the stream lasts. It ends (and the session is unregistered,
+    so :attr:`ConnectedSession.closed` is set for builds using it) when the client
+    half-closes or disappears, when health checks fail, or when the manager closes it.
+    """
+    from grpclib.const import Status as GStatus
+    from grpclib.exceptions import GRPCError
+
+    from bkcore.api.pb.control import BytesMessage
+
+    md = _from_grpclib(stream.metadata)
+    session_id = md.get(HEADER_UUID)
+    if not session_id or ":" in session_id:
+        raise GRPCError(
+            GStatus.INVALID_ARGUMENT, f"Control.Session: invalid or missing {HEADER_UUID} header"
+        )
+    tunnel = _Tunnel()
+    caller = TunnelCaller(tunnel, md.get_all(HEADER_METHOD), session_id)
+    stop = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def on_close() -> None:
+        stop.set()
+        await finished.wait()
+
+    try:
+        manager.register(
+            session_id, md.get(HEADER_NAME), md.get(HEADER_SHARED_KEY), caller, on_close=on_close
+        )
+    except SessionError as exc:
+        caller.close()
+        tunnel.lost()
+        raise GRPCError(GStatus.ALREADY_EXISTS, str(exc)) from None
+
+    async def send(chunk: bytes) -> None:
+        await stream.send_message(BytesMessage(data=chunk))
+
+    async def recv() -> bytes | None:
+        msg = await stream.recv_message()
+        return None if msg is None else bytes(msg.data)
+
+    try:
+        await _first_done(
+            _pump_in(tunnel, recv),
+            _pump_out(tunnel, send),
+            health_loop(caller, health_interval),
+            stop.wait(),
+        )
+    except Exception:  # the client went away: the session just ends
+        pass
+    finally:
+        manager.unregister(session_id)
+        caller.close()
+        tunnel.lost()
+        finished.set()
+
+
+def session_handlers(
+    manager: SessionManager, *, health_interval: float = HEALTH_INTERVAL
+) -> dict[str, grpclib.const.Handler]:
+    """The grpclib mapping entry of ``Control.Session`` for the daemon's server."""
+    from grpclib.const import Cardinality
+    from grpclib.const import Handler as GHandler
+
+    from bkcore.api.pb.control import BytesMessage
+
+    async def serve(stream: grpclib.server.Stream[Any, Any]) -> None:
+        await handle_session(stream, manager, health_interval=health_interval)
+
+    return {CONTROL_SESSION: GHandler(serve, Cardinality.STREAM_STREAM, BytesMessage, BytesMessage)}
+
+
+class SessionService:
+    """A grpclib service object serving only ``Control.Session`` (``__mapping__``): for a
+    daemon server's handler list, or a test server."""
+
+    def __init__(self, manager: SessionManager, *, health_interval: float = HEALTH_INTERVAL):
+        self._mapping = session_handlers(manager, health_interval=health_interval)
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return dict(self._mapping)

@@ -375,11 +375,13 @@ async def serve_tunnel(outer: grpclib.client.Stream[Any, Any], session: Session)
     tunnel = _Tunnel()
     tunnel.attach(protocol)
 
+    wire = _WireClientStream(outer, CONTROL_SESSION, session.id)
+
     async def send(chunk: bytes) -> None:
-        await outer.send_message(BytesMessage(data=chunk))
+        await wire.send(BytesMessage(data=chunk))
 
     async def recv() -> bytes | None:
-        msg = await outer.recv_message()
+        msg = await wire.recv()
         return None if msg is None else bytes(msg.data)
 
     try:
@@ -548,7 +550,7 @@ class _WireClientStream:
             msg = await self._stream.recv_message()
             if msg is None:
                 self._done = True
-                if not self._ended:
+                if not self._ended and not getattr(self._stream, "_end_done", False):
                     # The server finished first; grpclib reads its status only after our
                     # half-close (nothing we could still send would be read).
                     self._ended = True

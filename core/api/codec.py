@@ -13,7 +13,10 @@ sort a map before filling it for deterministic output. (LLB ops, whose bytes are
 :func:`bkcore.llb.digest.marshal`, which sorts as gogo's stable marshaler does.)
 
 Use it on both ends: ``Server(handlers, codec=GoCodec(), status_details_codec=...)`` and
-``Channel(..., codec=GoCodec(), ...)``. Decoding is betterproto's ``parse``. Raw ``bytes``
+``Channel(..., codec=GoCodec(), ...)``. Decoding is betterproto's ``parse`` after a strict
+check of the bytes against the schema (betterproto itself accepts truncated and mistyped
+input, and recurses without bound): malformed bytes raise :class:`MalformedMessageError`, a
+``GRPCError(INVALID_ARGUMENT)``. Raw ``bytes``
 (the pass-through some transports use) are written as they are, and the hand-written classes
 of :mod:`bkcore.session.filesync.packets` (``bytes(msg)`` / ``Cls.FromString``) work too:
 they write the same bytes as the generated ``fsutil`` classes and are 10-50 times faster
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError
 
-__all__ = ["NON_NULLABLE", "GoCodec", "encode"]
+__all__ = ["MAX_DEPTH", "NON_NULLABLE", "GoCodec", "MalformedMessageError", "decode", "encode"]
 
 # (message class name, field) written even when unset: gogoproto.nullable=false in BuildKit.
 NON_NULLABLE: frozenset[tuple[str, str]] = frozenset(
@@ -207,6 +212,107 @@ def _encode(msg: Any, out: bytearray) -> None:
     out += msg._unknown_fields
 
 
+# -- strict decoding ---------------------------------------------------------------------------
+
+#: Messages nested deeper than this are refused before betterproto (which recurses) sees them.
+MAX_DEPTH = 100
+_WIRE_OF = {**dict.fromkeys(_VARINT, 0), **{t: w for t, (_, w) in _FIXED.items()}}
+_SIZE_OF_WIRE = {1: 8, 5: 4}
+
+
+class MalformedMessageError(GRPCError):
+    """Bytes that are not a valid encoding of the expected message: INVALID_ARGUMENT, with one
+    line naming the message type and the problem. Raised by :meth:`GoCodec.decode`, so a
+    servicer's ``stream.recv_message()`` raises it and grpclib answers with that status."""
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        super().__init__(Status.INVALID_ARGUMENT, f"malformed {type_name} message: {reason}")
+
+
+def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    for shift in range(0, 70, 7):
+        if pos >= end:
+            raise ValueError("varint runs past the end")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if result >> 64:
+                raise ValueError("varint overflows 64 bits")
+            return result, pos
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _check(data: bytes, start: int, end: int, cls: Any, depth: int) -> None:
+    """Raise ValueError unless data[start:end] is a well-formed encoding of ``cls``
+    (lengths inside the data, wire types matching the schema, UTF-8 strings). Unknown fields
+    are allowed (skipped, as Go does)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"messages nested deeper than {MAX_DEPTH} levels")
+    meta = cls._betterproto
+    pos = start
+    while pos < end:
+        key, pos = _read_varint(data, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError(f"{cls.__name__}: field number 0")
+        value_start = pos
+        if wire == 0:
+            _, pos = _read_varint(data, pos, end)
+        elif wire in _SIZE_OF_WIRE:
+            pos += _SIZE_OF_WIRE[wire]
+        elif wire == 2:
+            length, value_start = _read_varint(data, pos, end)
+            pos = value_start + length
+        else:
+            raise ValueError(f"{cls.__name__} field {number}: unsupported wire type {wire}")
+        if pos > end:
+            raise ValueError(f"{cls.__name__} field {number} runs past the end")
+        name = meta.field_name_by_number.get(number)
+        if name is None:
+            continue
+        ptype = meta.meta_by_field_name[name].proto_type
+        expected = _WIRE_OF.get(ptype, 2)
+        if wire != expected:
+            packed = wire == 2 and isinstance(meta.default_gen[name](), list)
+            if not packed:
+                raise ValueError(
+                    f"{cls.__name__}.{name} (field {number}) has wire type {wire}, "
+                    f"expected {expected}"
+                )
+            elif ptype in _VARINT:
+                p = value_start
+                while p < pos:
+                    _, p = _read_varint(data, p, pos)
+            elif (pos - value_start) % _SIZE_OF_WIRE[expected]:
+                raise ValueError(f"{cls.__name__}.{name}: packed data has a partial element")
+        elif ptype in ("message", "map"):
+            _check(data, value_start, pos, meta.cls_by_field[name], depth + 1)
+        elif ptype == "string":
+            try:
+                data[value_start:pos].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{cls.__name__}.{name} is not valid UTF-8") from None
+
+
+def decode(data: bytes, message_type: Any) -> Any:
+    """Decode ``data`` strictly (see :class:`MalformedMessageError`)."""
+    import betterproto
+
+    if message_type is bytes:
+        return bytes(data)
+    data = bytes(data)
+    name = getattr(message_type, "__name__", "protobuf")
+    try:
+        if isinstance(message_type, type) and issubclass(message_type, betterproto.Message):
+            _check(data, 0, len(data), message_type, 0)
+            return message_type().parse(data)
+        return message_type.FromString(data)  # a hand-written codec class validates itself
+    except (ValueError, UnicodeDecodeError, IndexError) as exc:
+        raise MalformedMessageError(name, str(exc) or type(exc).__name__) from None
+
+
 class GoCodec(CodecBase):
     """grpclib codec: Go-identical encoding, betterproto decoding. Subtype ``proto``: a
     grpclib client then sends ``content-type: application/grpc`` as buildctl does, and a
@@ -227,10 +333,4 @@ class GoCodec(CodecBase):
         return encode(message)
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        import betterproto
-
-        if message_type is bytes:
-            return bytes(data)
-        if isinstance(message_type, type) and issubclass(message_type, betterproto.Message):
-            return message_type().parse(data)
-        return message_type.FromString(data)  # a hand-written codec class
+        return decode(data, message_type)

@@ -24,11 +24,13 @@ BuildKit details: ``ExitMessage`` -> ExecError, ``Vertex`` -> SolveError, ``Sour
 FrontendError wrapping those, INVALID_ARGUMENT -> DefinitionError. Every rebuilt error carries
 ``grpc_status`` (a ``grpclib.const.Status``) and ``grpc_message``.
 
-Status codes: CANCELLED for ``asyncio.CancelledError``, INVALID_ARGUMENT for DefinitionError,
-DEADLINE_EXCEEDED for TimeoutError, a session ``CallError`` keeps its code, and any exception
-with a ``grpc_status`` attribute uses it; everything else is UNKNOWN, as in BuildKit (an unknown
-frontend is ``invalid frontend: X`` with Unknown there too, so PluginError stays UNKNOWN;
-BuildKit only uses Unimplemented for missing frontend caps and subrequests).
+Status codes: a ``GRPCError`` keeps its own, CANCELLED for ``asyncio.CancelledError``,
+INVALID_ARGUMENT for DefinitionError, DEADLINE_EXCEEDED for TimeoutError, a session
+``CallError`` keeps its code, and any exception with a ``grpc_status`` attribute uses it;
+everything else is UNKNOWN, as in BuildKit (an unknown frontend is ``invalid frontend: X``
+with Unknown there too, so PluginError stays UNKNOWN; BuildKit only uses Unimplemented for
+missing frontend caps and subrequests). BuildKit itself answers a bad Definition with Unknown;
+bkcore says INVALID_ARGUMENT, so a Go client prints ``InvalidArgument: <message>``.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ def as_status(value: object) -> Status:
 
 
 def _code_of(exc: BaseException) -> Status:
+    if isinstance(exc, GRPCError):
+        return exc.status
     for err in _chain(exc):
         explicit = getattr(err, "grpc_status", None)
         if explicit is not None:
@@ -163,6 +167,8 @@ def _message_of(exc: BaseException) -> str:
 
     if isinstance(exc, CallError):
         return exc.message
+    if isinstance(exc, GRPCError):
+        return exc.message or ""
     if isinstance(exc, asyncio.CancelledError):
         return "context canceled"
     text = str(exc)
@@ -258,8 +264,12 @@ def to_status(exc: BaseException) -> tuple[Status, str, bytes]:
 
 
 def to_grpc_error(exc: BaseException) -> GRPCError:
-    """A GRPCError for ``exc``; ``details`` are ``google.protobuf.Any`` messages."""
+    """A GRPCError for ``exc``; ``details`` are ``google.protobuf.Any`` messages. A GRPCError
+    (for example the codec's MalformedMessageError) is returned as it is."""
     from betterproto.lib.google.protobuf import Any as AnyMessage
+
+    if isinstance(exc, GRPCError):
+        return exc
 
     status = _code_of(exc)
     details = [AnyMessage(type_url=url, value=value) for url, value in details_of(exc)]

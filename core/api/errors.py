@@ -195,7 +195,7 @@ def _source_detail(err: FrontendError) -> dict[str, Any]:
     }
 
 
-def _bkcore_detail(exc: BaseException) -> dict[str, Any]:
+def _bkcore_detail(exc: BaseException, depth: int = 0) -> dict[str, Any]:
     classes = [c.__name__ for c in type(exc).__mro__ if c.__name__ in _CLASSES]
     out: dict[str, Any] = {"classes": classes, "text": str(exc)}
     attrs: dict[str, Any] = {}
@@ -211,8 +211,9 @@ def _bkcore_detail(exc: BaseException) -> dict[str, Any]:
             attrs[name] = value
     if attrs:
         out["attrs"] = attrs
-    if exc.__cause__ is not None and isinstance(exc.__cause__, BkError):
-        out["cause"] = _bkcore_detail(exc.__cause__)
+    cause = exc.__cause__
+    if isinstance(cause, BkError) and cause is not exc and depth < _MAX_CHAIN:
+        out["cause"] = _bkcore_detail(cause, depth + 1)
     return out
 
 
@@ -309,7 +310,7 @@ def _loads(value: bytes) -> Any:
         return None
 
 
-def _rebuild(detail: dict[str, Any], message: str) -> BkError | None:
+def _rebuild(detail: dict[str, Any], message: str, depth: int = 0) -> BkError | None:
     classes = detail.get("classes")
     if not isinstance(classes, list):
         return None
@@ -342,8 +343,8 @@ def _rebuild(detail: dict[str, Any], message: str) -> BkError | None:
         if not hasattr(exc, name):
             setattr(exc, name, default)
     cause = detail.get("cause")
-    if isinstance(cause, dict):
-        inner = _rebuild(cause, message)
+    if isinstance(cause, dict) and depth < _MAX_CHAIN:
+        inner = _rebuild(cause, message, depth + 1)
         if inner is not None:
             exc.__cause__ = inner
     return exc

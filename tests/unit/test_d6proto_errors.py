@@ -342,3 +342,23 @@ def test_snippet_from_a_go_daemon_matches_the_embedded_layout() -> None:
     for line, end in ((1, 1), (2, 4), (11, 11), (12, 20), (7, 0), (13, 13)):
         mine = apierr._snippet(text.encode(), "x/Dockerfile", line, end)
         assert mine == snippet(text, line, end_line=end, filename="x/Dockerfile"), (line, end)
+
+
+def test_cause_cycles_and_long_chains_are_bounded() -> None:
+    a = SolveError("a", DIGEST)
+    b = SolveError("b")
+    a.__cause__, b.__cause__ = b, a  # a cycle
+    status, message, details_bin = apierr.to_status(a)
+    back = apierr.from_status(status, message, details_bin)
+    assert str(back) == str(a) and str(back.__cause__) == str(b)
+    deep: BkError = BkError("0")
+    for i in range(1, 200):
+        outer = BkError(str(i))
+        outer.__cause__ = deep
+        deep = outer
+    back = apierr.from_status(*apierr.to_status(deep))
+    depth = 0
+    cur: BaseException | None = back
+    while cur is not None:
+        depth, cur = depth + 1, cur.__cause__
+    assert str(back) == "199" and 2 <= depth <= 40

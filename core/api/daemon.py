@@ -298,8 +298,7 @@ async def serve(
 
     from bkcore.api.codec import GoCodec
     from bkcore.api.errors import StatusDetailsCodec
-    from bkcore.api.server import ControlServicer, DaemonSettings
-    from bkcore.controller import Controller
+    from bkcore.api.server import ControlServicer, DaemonController, DaemonSettings
 
     addresses = cfg.addresses or (f"unix://{config.daemon_socket()}",)
     listeners = [parse_address(a) for a in addresses]
@@ -321,7 +320,7 @@ async def serve(
     sockets: list[str] = []
     servers: list[Server] = []
     try:
-        async with Controller(plugins, cfg.root, worker=cfg.worker) as controller:
+        async with DaemonController(plugins, cfg.root, worker=cfg.worker) as controller:
             if cfg.max_parallelism is not None:
                 # The controller builds its Solver without a bound; the daemon sets one.
                 controller.solver._parallelism = cfg.max_parallelism

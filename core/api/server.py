@@ -14,9 +14,12 @@
 * ``Solve``: a ``Definition`` (raw LLB) or a ``Frontend`` (``dockerfile.v0``) through the
   controller; ``Exporter``/``ExporterAttrs`` become the output, ``FrontendAttrs`` the frontend
   options, ``FrontendInputs`` its named inputs, ``Entitlements`` are checked against the daemon's
-  allowed ones. Outputs written on the client side (``local``, ``tar``, ``oci``, ``docker``)
-  need the client's session and are refused while no session transport is attached (they
-  would otherwise be written on the daemon's host).
+  allowed ones. ``Session`` names the client's ``Control.Session`` (waited for
+  :data:`SESSION_WAIT` seconds): the build then syncs its local sources from the client and
+  sends ``local``/``tar``/``oci``/``docker`` outputs to it (:class:`DaemonController`).
+  Those client-side outputs without a session are refused (they would otherwise be written
+  on the daemon's host). No Definition and no Frontend (the gateway forwarder) is
+  UNIMPLEMENTED here.
 * ``Status``: the build's progress events as ``StatusResponse`` deltas. A Status call may
   come before its Solve (it waits :data:`STATUS_WAIT` seconds for the ref, then
   ``no such job``); every event of the job is kept until the job ends so a late reader gets
@@ -32,12 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpclib.const
 from grpclib.const import Status
@@ -48,14 +52,18 @@ from bkcore.api.errors import to_grpc_error
 from bkcore.api.pb import control as cpb
 from bkcore.api.pb import wkt
 from bkcore.api.pb import worker as wpb
+from bkcore.controller import Controller
 from bkcore.errors import BkError, DefinitionError, ExportError
 
 if TYPE_CHECKING:
     import grpclib.server
 
     from bkcore.cli.du_cmd import Record
-    from bkcore.controller import Controller
+    from bkcore.controller import BuildOptions
     from bkcore.progress import Event
+    from bkcore.session.manager import ConnectedSession
+    from bkcore.session.session import Session
+    from bkcore.session.transport import Caller
 
 __all__ = [
     "CLIENT_SIDE_EXPORTERS",
@@ -64,6 +72,7 @@ __all__ = [
     "STATUS_WAIT",
     "WORKER_NAME_LABEL",
     "ControlServicer",
+    "DaemonController",
     "DaemonSettings",
     "GCPolicy",
     "check_filters",
@@ -80,6 +89,8 @@ STATUS_WAIT = 6.0
 #: How long the events of a finished job stay readable by a late Status call.
 FINISHED_TTL = 10.0
 CLIENT_SIDE_EXPORTERS = frozenset({"local", "tar", "oci", "docker"})
+#: How long a Solve waits for the client's Control.Session to connect.
+SESSION_WAIT = 5.0
 VERSION_PACKAGE = "bkcore"
 #: Label carrying the worker's registry name (``runc``), which a WorkerRecord has no field for.
 WORKER_NAME_LABEL = "org.bkcore.worker.name"
@@ -256,6 +267,44 @@ def event_to_status(events: Sequence[Event]) -> cpb.StatusResponse:
                 )
             )
     return out
+
+
+# -- client sessions -------------------------------------------------------------------------------
+
+#: The client's connected session for the Solve running in this task (None: daemon-side only).
+_CLIENT_SESSION: contextvars.ContextVar[ConnectedSession | None] = contextvars.ContextVar(
+    "bkcore_client_session", default=None
+)
+
+
+class _ClientSession:
+    """Stands in for the build's :class:`~bkcore.session.Session`: the controller registers
+    it under a fresh id, and every attachable call (file sync of the build's locals, FileSend
+    of a local/tar output, auth, secrets, ssh) goes to the client's tunnel."""
+
+    def __init__(self, conn: ConnectedSession) -> None:
+        from bkcore.session.session import new_session_id
+
+        self.id = new_session_id()
+        self.name = conn.name
+        self.shared_key = conn.shared_key
+        self._caller = conn.caller
+
+    def caller(self) -> Caller:
+        return self._caller
+
+
+class DaemonController(Controller):
+    """The daemon's controller: a Solve that names the client's session builds with that
+    session (the client serves its directories and receives its outputs), not with
+    attachables made in the daemon."""
+
+    def _session(self, options: BuildOptions) -> Session:
+        conn = _CLIENT_SESSION.get()
+        if conn is None:
+            return super()._session(options)
+        session: Any = _ClientSession(conn)
+        return cast("Session", session)
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -564,12 +613,17 @@ class ControlServicer:
             )
         outputs: list[OutputSpec] = []
         if request.exporter:
+            attrs = dict(request.exporter_attrs)
             if request.exporter in CLIENT_SIDE_EXPORTERS:
-                raise ExportError(
-                    f"{where}: exporter {request.exporter!r} writes on the client side and "
-                    "needs a client session, which this daemon does not serve yet"
-                )
-            outputs.append(OutputSpec(request.exporter, dict(request.exporter_attrs)))
+                if not request.session:
+                    raise ExportError(
+                        f"{where}: exporter {request.exporter!r} writes on the client side "
+                        "and needs the client's session (SolveRequest.Session)"
+                    )
+                # The client strips dest (control.md §3) and FileSend writes where it chose;
+                # the controller's check of the output still wants one.
+                attrs.setdefault("dest", "client")
+            outputs.append(OutputSpec(request.exporter, attrs))
         wanted = frozenset(request.entitlements)
         refused = sorted(wanted - self.settings.allowed_entitlements)
         if refused:
@@ -598,6 +652,9 @@ class ControlServicer:
 
         options = self._options(request)
         definition = None if options.frontend else decode(options)
+        conn = None
+        if request.session:
+            conn = await self.controller.engine.sessions.get(request.session, SESSION_WAIT)
         ref = request.ref
         if ref and ref in self._jobs and not self._jobs[ref].done:
             raise GRPCError(Status.ALREADY_EXISTS, f"job ID {ref} exists")
@@ -615,6 +672,7 @@ class ControlServicer:
         task = asyncio.current_task()
         if task is not None:
             self._builds.add(task)
+        token = _CLIENT_SESSION.set(conn)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pump())
@@ -627,6 +685,7 @@ class ControlServicer:
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
         finally:
+            _CLIENT_SESSION.reset(token)
             if task is not None:
                 self._builds.discard(task)
             await job.finish()

@@ -434,3 +434,67 @@ def test_tcp_needs_tls_and_client_certificates(tmp_path: Path) -> None:
         assert f"the daemon at {address} " in str(refused.value)
     finally:
         assert d.stop() == 0
+
+
+def test_dockerfile_frontend_with_the_clients_session_and_local_output(
+    daemon: Daemon, registry: Any, images: Any, tmp_path: Path
+) -> None:
+    """buildctl's shape without the gateway forwarder: the client opens Control.Session
+    serving its context and Dockerfile (FileSync) and receiving the output (FileSend);
+    Solve{Frontend: dockerfile.v0, Session, Exporter: local} builds with them."""
+    need_runc()
+    from bkcore.session.grpc_transport import attach_session
+    from bkcore.session.session import Session
+    from bkcore.sessions.filesync.filesend import FileSendTarget
+    from bkcore.sessions.filesync.provider import FileSyncProvider
+
+    ref = images.push(registry, "d6/busybox:latest", images.busybox_image())
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {ref} AS base\n"
+        "COPY greeting.txt /greeting.txt\n"
+        "RUN tr a-z A-Z < /greeting.txt > /loud.txt\n"
+        "FROM scratch\n"
+        "COPY --from=base /loud.txt /greeting.txt /\n"
+    )
+    (ctx / "greeting.txt").write_text("hello from the client\n")
+    out = tmp_path / "out"
+
+    async def go() -> cpb.SolveResponse:
+        session = Session(name="d6test", shared_key="d6test")
+        session.allow(FileSyncProvider({"context": str(ctx), "dockerfile": str(ctx)}))
+        session.allow(FileSendTarget(dest_dir=str(out)))
+        async with Client(daemon.address) as client:
+            async with attach_session(client.channel(), session):
+                return await client.solve(
+                    cpb.SolveRequest(
+                        ref="d6df",
+                        session=session.id,
+                        frontend="dockerfile.v0",
+                        exporter="local",
+                        frontend_attrs={"filename": "Dockerfile"},
+                    )
+                )
+
+    call(go())
+    assert (out / "loud.txt").read_text() == "HELLO FROM THE CLIENT\n"
+    assert (out / "greeting.txt").read_text() == "hello from the client\n"
+    assert not (daemon.root / "client").exists() and not Path("client").exists()
+
+
+def test_solve_naming_a_session_that_never_connects_fails_clearly(daemon: Daemon) -> None:
+    async def go() -> None:
+        async with Client(daemon.address) as client:
+            with pytest.raises(Exception) as info:
+                await client.solve(
+                    cpb.SolveRequest(
+                        ref="nosess",
+                        session="nosuchsession0000000000000",
+                        definition=to_def(llb.scratch().file(llb.mkfile("/a", 0o644, b"a"))),
+                        exporter="local",
+                    )
+                )
+            assert "no active session for nosuchsession0000000000000" in str(info.value)
+
+    call(go())

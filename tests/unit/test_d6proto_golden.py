@@ -138,6 +138,12 @@ def test_control_capture_decoded_values() -> None:
     status = control.StatusRequest().parse(by_key[(f"/{C}/Status", "client->daemon")])
     assert solve.ref == status.ref and len(solve.ref) == 25
     assert solve.frontend == "" and solve.cache._serialized_on_wire  # "42 00" kept
+    # pb.* fields are the LLB package's own classes
+    from bkcore.llb import pb
+
+    assert type(solve.definition) is pb.Definition
+    assert type(rec.platforms[0]) is pb.Platform
+    assert gateway.NewContainerRequest().network == pb.NetMode.UNSET
     gw = gateway.SolveRequest().parse(by_key[(f"/{B}/Solve", "client->daemon")])
     assert gw.frontend == "dockerfile.v0"
     assert gw.allow_result_return and gw.allow_result_array_ref

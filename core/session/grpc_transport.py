@@ -510,14 +510,15 @@ class _WireClientStream:
         if self._ended:
             raise CallError(Status.INTERNAL, "send after end of stream", self._method)
         from grpclib.exceptions import StreamTerminatedError
+        from h2.exceptions import StreamClosedError
 
         try:
             for part in _split(message):
                 await self._stream.send_message(part)
-        except StreamTerminatedError:
-            # The server finished and reset its end (grpclib does when it answers before
-            # our half-close): drop the message as the in-process transport does; its
-            # status is read by recv.
+        except (StreamTerminatedError, StreamClosedError):
+            # The server finished and reset its end (grpc-go does after its trailers,
+            # grpclib after an error): drop the message as the in-process transport does;
+            # its status is read by recv.
             self._ended = True
         except _transport_errors() as exc:
             raise _call_error(exc, self._method, self._sid) from exc
@@ -553,8 +554,7 @@ class _WireClientStream:
                 if not self._ended and not getattr(self._stream, "_end_done", False):
                     # The server finished first; grpclib reads its status only after our
                     # half-close (nothing we could still send would be read).
-                    self._ended = True
-                    await self._stream.end()
+                    await self.end()
                 await self._stream.recv_trailing_metadata()
         except StreamTerminatedError as exc:
             # Go servers (and grpclib's, after an error) send RST_STREAM right after their
@@ -570,10 +570,17 @@ class _WireClientStream:
         return msg
 
     async def end(self) -> None:
+        from grpclib.exceptions import StreamTerminatedError
+        from h2.exceptions import StreamClosedError
+
         if not self._ended:
             self._ended = True
             try:
                 await self._stream.end()
+            except (StreamTerminatedError, StreamClosedError) as exc:
+                if not _ended_before_reset(self._stream):
+                    raise _call_error(exc, self._method, self._sid, self._stream) from exc
+                # the server already answered and reset the stream: recv reads its status
             except _transport_errors() as exc:
                 raise _call_error(exc, self._method, self._sid, self._stream) from exc
 

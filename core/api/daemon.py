@@ -298,6 +298,7 @@ async def serve(
 
     from bkcore.api.codec import GoCodec
     from bkcore.api.errors import StatusDetailsCodec
+    from bkcore.api.gateway import Forwarders, LLBBridgeServicer
     from bkcore.api.server import ControlServicer, DaemonController, DaemonSettings
 
     addresses = cfg.addresses or (f"unix://{config.daemon_socket()}",)
@@ -329,13 +330,20 @@ async def serve(
                 gc_policy=cfg.gc_policy,
                 allowed_entitlements=cfg.entitlements,
             )
+            forwarders = Forwarders()
             servicer = ControlServicer(
-                controller, settings, session_handler=_session_handler(controller)
+                controller,
+                settings,
+                session_handler=_session_handler(controller),
+                forwarders=forwarders,
             )
+            bridge = LLBBridgeServicer(controller, forwarders)
             try:
                 for lst in listeners:
                     server = Server(
-                        [servicer], codec=GoCodec(), status_details_codec=StatusDetailsCodec()
+                        [servicer, bridge],
+                        codec=GoCodec(),
+                        status_details_codec=StatusDetailsCodec(),
                     )
                     if lst.scheme == "unix":
                         sock = _bind_unix(lst.path)

@@ -18,8 +18,9 @@
   :data:`SESSION_WAIT` seconds): the build then syncs its local sources from the client and
   sends ``local``/``tar``/``oci``/``docker`` outputs to it (:class:`DaemonController`).
   Those client-side outputs without a session are refused (they would otherwise be written
-  on the daemon's host). No Definition and no Frontend (the gateway forwarder) is
-  UNIMPLEMENTED here.
+  on the daemon's host). No Definition and no Frontend is a forwarded build (buildctl's
+  form): the client drives it over LLBBridge (:mod:`bkcore.api.gateway`) and Returns the
+  result, which is exported here.
 * ``Status``: the build's progress events as ``StatusResponse`` deltas. A Status call may
   come before its Solve (it waits :data:`STATUS_WAIT` seconds for the ref, then
   ``no such job``); every event of the job is kept until the job ends so a late reader gets
@@ -58,6 +59,7 @@ from bkcore.errors import BkError, DefinitionError, ExportError
 if TYPE_CHECKING:
     import grpclib.server
 
+    from bkcore.api.gateway import Forwarders
     from bkcore.cli.du_cmd import Record
     from bkcore.controller import BuildOptions
     from bkcore.progress import Event
@@ -354,7 +356,9 @@ class ControlServicer:
     """``moby.buildkit.v1.Control`` over ``controller`` (a running :class:`Controller`).
 
     ``session_handler`` (optional) serves ``Control.Session``: it receives the raw grpclib
-    stream; without one the method is UNIMPLEMENTED.
+    stream; without one the method is UNIMPLEMENTED. ``forwarders`` (optional, shared with
+    :class:`bkcore.api.gateway.LLBBridgeServicer` on the same server) enables forwarded builds:
+    a Solve with neither Definition nor Frontend that the client drives over LLBBridge.
     """
 
     def __init__(
@@ -363,10 +367,12 @@ class ControlServicer:
         settings: DaemonSettings,
         *,
         session_handler: _Handler | None = None,
+        forwarders: Forwarders | None = None,
     ) -> None:
         self.controller = controller
         self.settings = settings
         self.session_handler = session_handler
+        self.forwarders = forwarders
         self._jobs: dict[str, _Job] = {}
         self._job_waiters: dict[str, asyncio.Event] = {}
         self._builds: set[asyncio.Task[Any]] = set()
@@ -605,7 +611,7 @@ class ControlServicer:
         has_definition = bool(request.definition.def_)
         if request.frontend and has_definition:
             raise DefinitionError(f"{where}: Frontend and Definition are mutually exclusive")
-        if not request.frontend and not has_definition:
+        if not request.frontend and not has_definition and self.forwarders is None:
             raise GRPCError(
                 Status.UNIMPLEMENTED,
                 f"{where}: a build without Definition or Frontend (gateway forwarder) "
@@ -651,7 +657,8 @@ class ControlServicer:
         from bkcore.progress import ProgressStream
 
         options = self._options(request)
-        definition = None if options.frontend else decode(options)
+        definition = decode(options) if options.definition else None
+        forwarded = not options.definition and not options.frontend
         conn = None
         if request.session:
             conn = await self.controller.engine.sessions.get(request.session, SESSION_WAIT)
@@ -677,9 +684,17 @@ class ControlServicer:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pump())
                 try:
-                    response = await self.controller.build(
-                        options, progress=stream, definition=definition
-                    )
+                    if forwarded:
+                        from bkcore.api.gateway import forwarded_build
+
+                        assert self.forwarders is not None
+                        response = await forwarded_build(
+                            self.controller, options, ref, self.forwarders, progress=stream
+                        )
+                    else:
+                        response = await self.controller.build(
+                            options, progress=stream, definition=definition
+                        )
                 finally:
                     stream.close()
         except BaseExceptionGroup as group:

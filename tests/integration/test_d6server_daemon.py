@@ -498,3 +498,63 @@ def test_solve_naming_a_session_that_never_connects_fails_clearly(daemon: Daemon
             assert "no active session for nosuchsession0000000000000" in str(info.value)
 
     call(go())
+
+
+def test_forwarded_build_in_buildctls_call_order(daemon: Daemon, tmp_path: Path) -> None:
+    """buildctl v0.11's sequence (control.md §4): ListWorkers, Status, Solve without
+    Definition or Frontend, Session, then LLBBridge Ping/Solve/Return with the build id
+    header; the returned result is exported (tar, sent to the client's session)."""
+    from bkcore.api.pb import gateway as gpb
+    from bkcore.session.grpc_transport import attach_session
+    from bkcore.session.session import Session
+    from bkcore.sessions.filesync.filesend import FileSendTarget
+
+    out = tmp_path / "out.tar"
+    graph = llb.scratch().file(llb.mkfile("/forwarded.txt", 0o644, b"via LLBBridge\n"))
+
+    async def go() -> tuple[cpb.SolveResponse, list[cpb.StatusResponse]]:
+        session = Session(name="d6fwd", shared_key="d6fwd")
+        session.allow(FileSendTarget(file=str(out)))
+        async with Client(daemon.address) as client:
+            assert len(await client.list_workers()) == 1
+            status = asyncio.create_task(collect(client.status("d6fwd")))
+            solve = asyncio.create_task(
+                client.solve(cpb.SolveRequest(ref="d6fwd", session=session.id, exporter="tar"))
+            )
+            async with attach_session(client.channel(), session):
+                md = {methods.BUILD_ID: "d6fwd"}
+                bridge = client.channel()
+
+                async def unary(path: str, request: Any, reply: Any) -> Any:
+                    async with bridge.request(
+                        path, Cardinality.UNARY_UNARY, type(request), reply, metadata=md
+                    ) as s:
+                        await s.send_message(request, end=True)
+                        return await s.recv_message()
+
+                pong = await unary(methods.LLBBRIDGE_PING, gpb.PingRequest(), gpb.PongResponse)
+                assert pong.frontend_api_caps and pong.workers
+                solved = await unary(
+                    methods.LLBBRIDGE_SOLVE,
+                    gpb.SolveRequest(definition=to_def(graph), allow_result_return=True),
+                    gpb.SolveResponse,
+                )
+                await unary(
+                    methods.LLBBRIDGE_RETURN,
+                    gpb.ReturnRequest(result=gpb.Result(ref=gpb.Ref(id=solved.result.ref.id))),
+                    gpb.ReturnResponse,
+                )
+                reply = await solve
+            return reply, await status
+
+    async def collect(stream: Any) -> list[cpb.StatusResponse]:
+        return [m async for m in stream]
+
+    reply, messages = call(go())
+    assert isinstance(reply, cpb.SolveResponse)
+    import tarfile
+
+    with tarfile.open(out) as tar:
+        member = tar.extractfile("forwarded.txt")
+        assert member is not None and member.read() == b"via LLBBridge\n"
+    assert any(v.completed.seconds for m in messages for v in m.vertexes)

@@ -115,11 +115,15 @@ def overlay_changes(upper: Path, lower: Path | None) -> list[Change]:
     """Changes recorded in the overlay upper dir ``upper`` over the merged lower view ``lower``."""
     out: list[Change] = []
     low_root = str(lower) if lower is not None else None
-    stack = [""]
+    # (relative dir, whether the lower tree has a real directory there). A lower symlink or
+    # file replaced by an upper directory has no lower children: listing or stat'ing through
+    # it would follow the link (to the host's /etc for an absolute one) and invent whiteouts.
+    stack: list[tuple[str, bool]] = [("", low_root is not None)]
     while stack:
-        rel = stack.pop()
+        rel, low_is_dir = stack.pop()
         up_dir = os.path.join(upper, rel) if rel else str(upper)
-        low_dir = (os.path.join(low_root, rel) if rel else low_root) if low_root else None
+        low_dir = (os.path.join(low_root, rel) if rel else low_root) if low_is_dir else None
+        assert low_dir is None or low_root is not None
         up_names = _names(up_dir)
         if low_dir is not None and rel and _is_opaque(up_dir):
             for name in _names(low_dir) - up_names:
@@ -147,7 +151,7 @@ def overlay_changes(upper: Path, lower: Path | None) -> list[Change]:
                 ):
                     out.append(Change("modify", child, Path(up_path)))
             if stat.S_ISDIR(su.st_mode):
-                stack.append(child)
+                stack.append((child, sl is not None and stat.S_ISDIR(sl.st_mode)))
     out.sort(key=_sort_key)
     return out
 

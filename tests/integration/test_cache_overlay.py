@@ -380,3 +380,31 @@ def test_option_page_limit_flattens(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with ov.view(parent) as v:
         assert _tree(v) == {f"f{i}": str(i) for i in range(8)}
     _no_mounts(tmp_path)
+
+
+def _links_base(d: Path) -> None:
+    (d / "keep").mkdir()
+    (d / "keep" / "deep").write_text("d")
+    (d / "rel").symlink_to("keep")
+    (d / "abs").symlink_to("/etc")  # resolved on the host if anything follows it
+
+
+def _links_edit(d: Path) -> None:
+    for name in ("rel", "abs"):
+        (d / name).unlink()
+        (d / name).mkdir()
+        (d / name / "new").write_text("n")
+
+
+@pytest.mark.parametrize("driver", [OVERLAY, COPY])
+def test_symlink_replaced_by_a_directory_has_no_lower_children(tmp_path: Path, driver: str) -> None:
+    """A lower symlink replaced by a directory: the diff must not list what the link points
+    to (the overlay upper dir is opaque; following the lower link listed ``keep/deep`` -- or,
+    for an absolute link, the HOST's /etc -- as deletions below it)."""
+    st = SnapshotStore(tmp_path, Database(tmp_path / "m.db"), driver)
+    s1 = _build(st, None, _links_base)
+    s2 = _build(st, s1, _links_edit)
+    with st.diff(s2) as changes:
+        got = [(c.kind, c.path) for c in changes]
+    assert got == [("modify", "abs"), ("add", "abs/new"), ("modify", "rel"), ("add", "rel/new")]
+    _no_mounts(tmp_path)

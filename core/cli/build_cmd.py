@@ -430,6 +430,19 @@ def run(args: argparse.Namespace) -> int:
     parsed = BuildArgs(args)
     definition = b"" if parsed.frontend else _read_definition(parsed.file)
     try:
+        address = _remote_address(args)
+        if address:  # --addr / $BKCORE_HOST: the build runs in that daemon
+            from bkcore.api.buildclient import remote_build
+
+            asyncio.run(
+                remote_build(
+                    address,
+                    parsed.options(definition),
+                    args.plugin_manager,
+                    progress=parsed.progress,
+                )
+            )
+            return 0
         asyncio.run(
             run_build(
                 parsed.options(definition),
@@ -444,6 +457,12 @@ def run(args: argparse.Namespace) -> int:
         report_error(exc, sys.stderr)
         return 1
     return 0
+
+
+def _remote_address(args: argparse.Namespace) -> str | None:
+    from bkcore.cli.daemon_cmd import remote_address
+
+    return remote_address(args)
 
 
 def report_error(exc: BaseException, out: TextIO) -> None:

@@ -271,6 +271,10 @@ def _bind_unix(path: str) -> socket.socket:
     return sock
 
 
+def _warn(message: str) -> None:
+    print(f"bkcore daemon: {message}", file=sys.stderr, flush=True)
+
+
 def _session_handler(controller: Any) -> Callable[[Any], Awaitable[None]] | None:
     """``Control.Session`` over the gRPC session transport, when that module is installed:
     the client's session is registered in the controller's session manager."""
@@ -339,33 +343,39 @@ async def serve(
             )
             bridge = LLBBridgeServicer(controller, forwarders)
             try:
-                for lst in listeners:
-                    server = Server(
-                        [servicer, bridge],
-                        codec=GoCodec(),
-                        status_details_codec=StatusDetailsCodec(),
-                    )
-                    if lst.scheme == "unix":
-                        sock = _bind_unix(lst.path)
-                        sockets.append(lst.path)
-                        await server.start(sock=sock)
-                    else:
-                        try:
-                            await server.start(lst.host, lst.port, ssl=tls)
-                        except OSError as exc:
-                            raise DaemonConfigError(
-                                f"cannot listen on {lst}: {exc.strerror}"
-                            ) from exc
-                    servers.append(server)
-                if ready is not None:
-                    ready([str(lst) for lst in listeners])
-                await stop.wait()
-            finally:
-                for server in servers:
-                    server.close()
-                await servicer.cancel_builds()
-                for server in servers:
-                    await server.wait_closed()
+                async with asyncio.TaskGroup() as tasks:
+                    gc = tasks.create_task(servicer.run_gc(on_error=_warn))
+                    try:
+                        for lst in listeners:
+                            server = Server(
+                                [servicer, bridge],
+                                codec=GoCodec(),
+                                status_details_codec=StatusDetailsCodec(),
+                            )
+                            if lst.scheme == "unix":
+                                sock = _bind_unix(lst.path)
+                                sockets.append(lst.path)
+                                await server.start(sock=sock)
+                            else:
+                                try:
+                                    await server.start(lst.host, lst.port, ssl=tls)
+                                except OSError as exc:
+                                    raise DaemonConfigError(
+                                        f"cannot listen on {lst}: {exc.strerror}"
+                                    ) from exc
+                            servers.append(server)
+                        if ready is not None:
+                            ready([str(lst) for lst in listeners])
+                        await stop.wait()
+                    finally:
+                        for server in servers:
+                            server.close()
+                        await servicer.cancel_builds()
+                        for server in servers:
+                            await server.wait_closed()
+                        gc.cancel()
+            except BaseExceptionGroup as group:  # one error line, not a group
+                raise group.exceptions[0] from None
     finally:
         for path in sockets:
             with contextlib.suppress(OSError):

@@ -5,6 +5,8 @@
 * ``ListWorkers``: the worker's info (id, labels, platforms) plus the daemon's GC policy and
   bkcore's version; ``filter`` as containerd filters over ``id`` and ``labels.<key>``.
 * ``Info``: ``BuildkitVersion{package: "bkcore", version}``.
+* GC: with ``[[worker.gcpolicy]]`` in the daemon config, :meth:`ControlServicer.run_gc`
+  prunes by each policy (filters, keepDuration, keepBytes, as ``Prune``) after builds.
 * ``DiskUsage`` / ``Prune``: what ``bkcore du`` / ``bkcore prune`` compute, on a store opened
   for the call in a thread (as a second process would), so a running build is never touched.
   ``UsageRecord.Shared`` marks a record that nothing uses directly but that a used snapshot
@@ -376,6 +378,7 @@ class ControlServicer:
         self._jobs: dict[str, _Job] = {}
         self._job_waiters: dict[str, asyncio.Event] = {}
         self._builds: set[asyncio.Task[Any]] = set()
+        self._gc_wanted = asyncio.Event()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -629,7 +632,18 @@ class ControlServicer:
                 # The client strips dest (control.md §3) and FileSend writes where it chose;
                 # the controller's check of the output still wants one.
                 attrs.setdefault("dest", "client")
+            epoch = request.frontend_attrs.get("build-arg:SOURCE_DATE_EPOCH")
+            if epoch is not None:  # as BuildKit's controller does (control.md §3)
+                attrs.setdefault("source-date-epoch", epoch)
             outputs.append(OutputSpec(request.exporter, attrs))
+        cache = request.cache
+        kinds = [e.type for e in (*cache.exports, *cache.imports)]
+        if cache.export_ref_deprecated or cache.import_refs_deprecated or kinds:
+            raise GRPCError(
+                Status.UNIMPLEMENTED,
+                f"{where}: cache export/import ({', '.join(kinds) or 'deprecated refs'}) is "
+                "not supported by this daemon",
+            )
         wanted = frozenset(request.entitlements)
         refused = sorted(wanted - self.settings.allowed_entitlements)
         if refused:
@@ -703,6 +717,8 @@ class ControlServicer:
             _CLIENT_SESSION.reset(token)
             if task is not None:
                 self._builds.discard(task)
+            if self.settings.gc_policy:
+                self._gc_wanted.set()
             await job.finish()
             if ref:
                 asyncio.get_running_loop().call_later(FINISHED_TTL, self._forget, ref, job)
@@ -740,6 +756,26 @@ class ControlServicer:
                     metadata={methods.CURRENT_TIMESTAMP: _rfc3339(time.time())}
                 )
             yield event_to_status(batch)
+
+    async def run_gc(self, on_error: Callable[[str], None] | None = None) -> None:
+        """Apply the daemon's GC policies, in order, after each build (one pass at a time;
+        builds finishing during a pass ask for one more). Runs until cancelled; a failed pass
+        is reported to ``on_error`` and the loop goes on."""
+        while True:
+            await self._gc_wanted.wait()
+            self._gc_wanted.clear()
+            for policy in self.settings.gc_policy:
+                request = cpb.PruneRequest(
+                    filter=list(policy.filters),
+                    all=policy.all,
+                    keep_duration=int(policy.keep_duration * 1e9),
+                    keep_bytes=policy.keep_bytes,
+                )
+                try:
+                    await asyncio.to_thread(self._prune, request)
+                except Exception as exc:
+                    if on_error is not None:
+                        on_error(f"gc: {exc}")
 
     async def cancel_builds(self) -> None:
         """Cancel every running Solve and wait for them to unwind (SIGTERM)."""

@@ -558,3 +558,62 @@ def test_forwarded_build_in_buildctls_call_order(daemon: Daemon, tmp_path: Path)
         member = tar.extractfile("forwarded.txt")
         assert member is not None and member.read() == b"via LLBBridge\n"
     assert any(v.completed.seconds for m in messages for v in m.vertexes)
+
+
+def _solve_big(address: str, ref: str) -> list[Any]:
+    async def go() -> list[Any]:
+        async with Client(address) as client:
+            workers = await client.list_workers()
+            graph = llb.scratch().file(llb.mkfile("/big", 0o644, b"x" * 100_000))
+            await client.solve(cpb.SolveRequest(ref=ref, definition=to_def(graph)))
+            return workers
+
+    result: list[Any] = call(go())
+    return result
+
+
+def _regular(d: Daemon) -> list[Any]:
+    du = json.loads(d.cli("du", "--format", "json").stdout)
+    return [r for r in du if r["type"] == "regular" and r["reclaimable"]]
+
+
+def test_gc_policy_prunes_after_builds_and_a_second_daemon_is_refused(tmp_path: Path) -> None:
+    # Control: without a policy the build leaves a reclaimable snapshot behind.
+    plain = start_daemon(tmp_path)
+    try:
+        _solve_big(plain.address, "gc0")
+        assert _regular(plain)
+    finally:
+        assert plain.stop() == 0
+    conf = tmp_path / "bkcored.toml"
+    conf.write_text('[[worker.gcpolicy]]\nkeepBytes = 1\nfilters = ["type==regular"]\n')
+    d = start_daemon(tmp_path, "--config", str(conf))
+    try:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bkcore",
+                "--root",
+                str(tmp_path / "other"),
+                "daemon",
+                "--addr",
+                d.address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert second.stderr == f"error: another daemon is listening on {d.address}\n"
+        (worker,) = _solve_big(d.address, "gc1")
+        assert [(p.keep_bytes, list(p.filters)) for p in worker.gc_policy] == [
+            (1, ["type==regular"])
+        ]
+        deadline = time.monotonic() + 60
+        while _regular(d):  # the GC pass runs after the Solve has answered
+            assert time.monotonic() < deadline, _regular(d)
+            time.sleep(0.1)
+    finally:
+        assert d.stop() == 0

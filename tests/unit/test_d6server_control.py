@@ -166,7 +166,7 @@ def test_status_before_solve_gets_every_event_and_ends_with_the_job(tmp_path: Pa
             definition=definition(),
             exporter="image",
             exporter_attrs={"name": "reg/x:1", "push": "true"},
-            frontend_attrs={"no-cache": ""},
+            frontend_attrs={"no-cache": "", "build-arg:SOURCE_DATE_EPOCH": "1700000000"},
         )
         solve = asyncio.create_task(
             unary(channel, methods.CONTROL_SOLVE, request, cpb.SolveResponse)
@@ -178,7 +178,7 @@ def test_status_before_solve_gets_every_event_and_ends_with_the_job(tmp_path: Pa
         assert reply.exporter_response == {"containerimage.digest": "sha256:bb"}
         (options,) = controller.calls
         assert [(o.type, dict(o.attrs)) for o in options.outputs] == [
-            ("image", {"name": "reg/x:1", "push": "true"})
+            ("image", {"name": "reg/x:1", "push": "true", "source-date-epoch": "1700000000"})
         ]
         assert options.no_cache and options.definition
         assert methods.CURRENT_TIMESTAMP in headers
@@ -255,6 +255,18 @@ def test_solve_requests_that_cannot_run_are_refused_before_any_work(tmp_path: Pa
                 cpb.SolveRequest(ref="d", definition=definition(), entitlements=["network.host"]),
                 Status.UNKNOWN,
                 "granting entitlement network.host is not allowed",
+                None,
+            ),
+            (
+                cpb.SolveRequest(
+                    ref="f",
+                    definition=definition(),
+                    cache=cpb.CacheOptions(
+                        exports=[cpb.CacheOptionsEntry(type="registry", attrs={"ref": "r/c"})]
+                    ),
+                ),
+                Status.UNIMPLEMENTED,
+                "Solve f: cache export/import (registry) is not supported",
                 None,
             ),
             (

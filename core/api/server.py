@@ -399,22 +399,11 @@ class ControlServicer:
         body = await inner.recv_data(length) if length else b""
         if len(body) != length:
             raise GRPCError(Status.INVALID_ARGUMENT, "request message is truncated")
-        from bkcore.llb.dump import _check, _WireError
+        from bkcore.api.codec import decode
 
-        try:
-            # betterproto's parse accepts truncated bytes silently: check the wire format
-            # strictly first (unknown fields are skipped, as Go does).
-            _check(body, message_type, "")
-            return message_type().parse(body)
-        except Exception as exc:  # betterproto raises assorted types on bad bytes
-            if isinstance(exc, _WireError):
-                raise GRPCError(
-                    Status.INVALID_ARGUMENT, f"cannot decode {message_type.__name__}: {exc}"
-                ) from exc
-            raise GRPCError(
-                Status.INVALID_ARGUMENT,
-                f"cannot decode {message_type.__name__}: {type(exc).__name__}: {exc}",
-            ) from exc
+        # Strict: betterproto alone accepts truncated bytes (MalformedMessageError is an
+        # INVALID_ARGUMENT GRPCError naming the message type).
+        return decode(body, message_type)
 
     def _unary(
         self, request_type: Any, call: Callable[[Any], Awaitable[Any]]

@@ -330,7 +330,7 @@ def test_bad_bodies_are_answered_with_a_status_and_serving_goes_on(tmp_path: Pat
         ):
             err = await raw_unary(channel, path, struct.pack(">?I", False, len(garbage)) + garbage)
             assert err is not None and err.status == Status.INVALID_ARGUMENT
-            assert f"cannot decode {name}: " in (err.message or "")
+            assert (err.message or "").startswith(f"malformed {name} message: ")
         # A header announcing 1 GiB: refused from the header, the body is never read.
         err = await raw_unary(
             channel, methods.CONTROL_SOLVE, struct.pack(">?I", False, 1 << 30) + b"x" * 10

@@ -204,6 +204,23 @@ def test_multistage_builds_and_is_cached_across_processes(
     assert (fresh / "dist" / "site.tar.gz").read_bytes() != archive
 
 
+def test_dockerfile_example_builds_on_the_rootfs_as_a_named_context(
+    rootfs: Path, store: Path, tmp_path: Path
+) -> None:
+    """examples/dockerfile (what scripts/demo builds): `busybox` replaced by the rootfs through
+    `--opt context:busybox=local:rootfs`; a heredoc RUN with a cache mount, then scratch."""
+    ctx = EXAMPLES / "dockerfile"
+    out = tmp_path / "out"
+    frontend = [
+        "--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local",
+        f"dockerfile={ctx}", "--opt", "context:busybox=local:rootfs",
+    ]  # fmt: skip
+    bkcore_build(b"", store, out, {"rootfs": rootfs}, *frontend)
+    assert tree_of(out) == {"shout.txt", "info.txt"}
+    assert (out / "shout.txt").read_text() == (ctx / "hello.txt").read_text().upper()
+    assert (out / "info.txt").read_text() == "built by root in /src\n"
+
+
 def test_merge_diff_keeps_only_what_the_command_added(
     rootfs: Path, store: Path, tmp_path: Path
 ) -> None:

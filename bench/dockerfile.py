@@ -5,7 +5,9 @@ a free loopback port with the conformance ``testbase`` image pushed to it
 (``tests/conformance/make_base.py``; Docker treats 127.0.0.1 registries as insecure), so both
 builders start ``FROM 127.0.0.1:PORT/testbase``. A ``dockerd`` (``--iptables=false
 --bridge=none``, data/exec root in the temporary directory) is started unless ``--docker-host``
-names one that answers; it is stopped at the end. Docker builds run as ``DOCKER_BUILDKIT=1
+names one that answers; it is stopped at the end. A daemon that merely happens to be reachable
+(``/var/run/docker.sock``) is not used by default: the cold rows run ``docker builder prune
+-af`` on it, which would wipe its owner's build cache. Docker builds run as ``DOCKER_BUILDKIT=1
 /usr/bin/docker build --network=none --progress=plain``; bkcore builds run embedded as
 ``python -m bkcore --root R build --frontend dockerfile.v0 --local context=C --local
 dockerfile=C`` (a fresh process each time, start-up included, as ``docker build`` is a fresh
@@ -401,7 +403,11 @@ def main() -> int:
         "--rows", default=",".join(ROW_GROUPS), help=f"comma-separated subset of {ROW_GROUPS}"
     )
     ap.add_argument("--dir", default=None, help="scratch directory (default: system temp)")
-    ap.add_argument("--docker-host", default=None, help="use this running dockerd (unix://...)")
+    ap.add_argument(
+        "--docker-host",
+        default=None,
+        help="use this running dockerd (unix://...); its build cache is pruned!",
+    )
     args = ap.parse_args()
     groups = [g.strip() for g in args.rows.split(",") if g.strip()]
     if unknown := set(groups) - set(ROW_GROUPS):

@@ -372,9 +372,16 @@ class Bench:
 
 
 def timed(argv: list[str], env: dict[str, str] | None) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, check=False)
-    took = time.perf_counter() - start
+    for attempt in range(3):
+        start = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True, check=False)
+        took = time.perf_counter() - start
+        # A development checkout being re-installed meanwhile (scripts/dev-install) briefly
+        # lacks modules: run that build again rather than lose the whole bench.
+        if done.returncode == 0 or b"No module named 'bkcore" not in done.stderr or attempt == 2:
+            break
+        print("  (bkcore modules missing for a moment: build run again)", file=sys.stderr)
+        time.sleep(5)
     if done.returncode != 0:
         err = done.stderr.decode(errors="replace")[-3000:]
         sys.exit(f"{' '.join(argv[:8])} ... failed:\n{err}")

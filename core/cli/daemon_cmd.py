@@ -2,7 +2,8 @@
 ``debug workers`` (``--addr`` / ``$BKCORE_HOST``).
 
 ``bkcore daemon [--addr unix://PATH|tcp://HOST:PORT] [--root DIR] [--config FILE]
-[--tlscert F --tlskey F [--tlscacert F]]`` serves until SIGTERM (see :mod:`bkcore.api.daemon`).
+[--tlscert F --tlskey F [--tlscacert F]] [--allow-insecure-entitlement NAME]`` serves until
+SIGTERM (see :mod:`bkcore.api.daemon`).
 The remote helpers ask a daemon's Control service and give back the same values the embedded
 commands compute, so the output and exit codes are the same.
 """
@@ -43,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tlscacert", metavar="FILE", default="", help="CA of client certificates (required)"
     )
+    parser.add_argument(
+        "--allow-insecure-entitlement",
+        action="append",
+        default=[],
+        choices=("network.host", "security.insecure"),
+        metavar="NAME",
+        help="let builds ask for NAME (network.host, security.insecure); repeatable",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, tls_key=args.tlskey)
     if args.tlscacert:
         cfg = replace(cfg, tls_ca=args.tlscacert)
+    if args.allow_insecure_entitlement:
+        cfg = replace(cfg, entitlements=cfg.entitlements | set(args.allow_insecure_entitlement))
     return run_daemon(cfg, args.plugin_manager)
 
 

@@ -380,3 +380,22 @@ def test_history_and_session_methods_are_unimplemented_not_crashes(tmp_path: Pat
         assert info.value.status == Status.UNIMPLEMENTED
 
     run(body, tmp_path)
+
+
+def test_entitlements_the_daemon_allows_reach_the_build(tmp_path: Path) -> None:
+    async def body(channel: Any, controller: FakeController) -> None:
+        controller.gate.set()
+        request = cpb.SolveRequest(
+            ref="ent", definition=definition(), entitlements=["network.host"]
+        )
+        await unary(channel, methods.CONTROL_SOLVE, request, cpb.SolveResponse)
+        (options,) = controller.calls
+        assert options.entitlements == frozenset({"network.host"})
+        refused = cpb.SolveRequest(
+            ref="ent2", definition=definition(), entitlements=["security.insecure"]
+        )
+        with pytest.raises(GRPCError) as info:
+            await unary(channel, methods.CONTROL_SOLVE, refused, cpb.SolveResponse)
+        assert "granting entitlement security.insecure is not allowed" in (info.value.message or "")
+
+    run(body, tmp_path, allowed_entitlements=frozenset({"network.host"}))

@@ -184,3 +184,28 @@ def test_daemon_side_reads_go_style_answers_with_reset() -> None:
     assert headers[":path"] == SECRETS_GET
     assert headers["content-type"].startswith("application/grpc")
     assert headers["te"] == "trailers"
+
+
+def test_bounded_frame_repr_gives_hyperframes_text() -> None:
+    """The tunnel replaces hyperframe's payload repr helper (h2 formats it for every received
+    frame); the text must stay exactly what hyperframe produces."""
+    import binascii
+    import os
+
+    import hyperframe.frame
+
+    from bkcore.session.grpc_transport import _bounded_frame_repr
+
+    def reference(data: bytes | None) -> str:  # hyperframe 6.1's _raw_data_repr
+        if not data:
+            return "None"
+        r = binascii.hexlify(data).decode("ascii")
+        if len(r) > 20:
+            r = r[:20] + "..."
+        return "<hex:" + r + ">"
+
+    _bounded_frame_repr()
+    for data in [None, b"", b"a", bytes(range(10)), bytes(range(11)), os.urandom(1 << 20)]:
+        assert hyperframe.frame._raw_data_repr(data) == reference(data)
+    frame = hyperframe.frame.DataFrame(1, data=os.urandom(100_000))
+    assert repr(frame).endswith(reference(frame.serialize_body()))

@@ -324,3 +324,125 @@ def test_bad_input_and_unreachable_daemon(daemon: Daemon, tmp_path: Path) -> Non
     lines = got.stderr.decode().splitlines()
     assert any(line.startswith("error: ") and nowhere in line for line in lines)
     assert "Traceback" not in got.stderr.decode()
+
+
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "vectors" / "control_capture.json"
+
+
+def test_buildctl_forwarder_sequence_replayed_from_the_capture(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """What buildctl v0.11.6 sent for ``--frontend dockerfile.v0`` (control_capture.json),
+    replayed byte for byte on the daemon's socket: ListWorkers, Status{Ref}, Solve{Ref,
+    Session, Cache} (the gateway forwarder: no Definition, no Frontend), Control.Session with
+    the captured session id serving the context, then LLBBridge Ping and Solve{Frontend:
+    dockerfile.v0, allowResultReturn, allowResultArrayRef} with the build id header; the
+    client reads a file of the result and Returns it; the Control.Solve then completes and
+    the Status stream carried the frontend's steps."""
+    import asyncio
+    import json
+
+    from grpclib.const import Cardinality
+
+    from bkcore.api import methods
+    from bkcore.api.client import Client
+    from bkcore.api.pb import control as cpb
+    from bkcore.api.pb import gateway as gpb
+    from bkcore.session.grpc_transport import attach_session
+    from bkcore.session.session import Session
+    from bkcore.sessions.filesync.provider import FileSyncProvider
+
+    samples = json.loads(CAPTURE.read_text())["samples"]
+    sent = {
+        s["path"]: bytes.fromhex(s["hex"]) for s in samples if s["direction"] == "client->daemon"
+    }
+    solve_fields = dict(
+        (n, v) for n, v in next(s["decoded"] for s in samples if s["path"] == methods.CONTROL_SOLVE)
+    )
+    build_ref, session_id = solve_fields[1], solve_fields[5]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a.txt /copied.txt\n")
+    (ctx / "a.txt").write_text("from the client\n")
+
+    async def unary(channel: Any, path: str, body: bytes, reply: Any, **md: str) -> Any:
+        metadata = {methods.BUILD_ID: md["build_id"]} if md else None
+        async with channel.request(
+            path, Cardinality.UNARY_UNARY, bytes, reply, metadata=metadata
+        ) as stream:
+            await stream.send_message(body, end=True)
+            return await stream.recv_message()
+
+    async def go() -> tuple[Any, list[cpb.StatusResponse], bytes]:
+        session = Session(session_id, name="buildctl", shared_key="replay")
+        session.allow(FileSyncProvider({"context": str(ctx), "dockerfile": str(ctx)}))
+        async with Client(daemon.address) as client:
+            channel = client.channel()
+            workers = await unary(
+                channel,
+                methods.CONTROL_LIST_WORKERS,
+                sent[methods.CONTROL_LIST_WORKERS],
+                cpb.ListWorkersResponse,
+            )
+            assert workers.record
+            async with attach_session(channel, session):
+
+                async def status() -> list[cpb.StatusResponse]:
+                    async with channel.request(
+                        methods.CONTROL_STATUS,
+                        Cardinality.UNARY_STREAM,
+                        bytes,
+                        cpb.StatusResponse,
+                    ) as stream:
+                        await stream.send_message(sent[methods.CONTROL_STATUS], end=True)
+                        return [m async for m in stream]
+
+                statuses = asyncio.ensure_future(status())
+                solve = asyncio.ensure_future(
+                    unary(
+                        channel,
+                        methods.CONTROL_SOLVE,
+                        sent[methods.CONTROL_SOLVE],
+                        cpb.SolveResponse,
+                    )
+                )
+                pong = await unary(
+                    channel,
+                    methods.LLBBRIDGE_PING,
+                    sent[methods.LLBBRIDGE_PING],
+                    gpb.PongResponse,
+                    build_id=build_ref,
+                )
+                assert any(c.id == "solve.base" for c in pong.frontend_api_caps)
+                result = await unary(
+                    channel,
+                    methods.LLBBRIDGE_SOLVE,
+                    sent[methods.LLBBRIDGE_SOLVE],
+                    gpb.SolveResponse,
+                    build_id=build_ref,
+                )
+                ref = result.result.ref
+                assert ref.id
+                read = await unary(
+                    channel,
+                    methods.path(methods.LLBBRIDGE, "ReadFile"),
+                    bytes(gpb.ReadFileRequest(ref=ref.id, file_path="copied.txt")),
+                    gpb.ReadFileResponse,
+                    build_id=build_ref,
+                )
+                await unary(
+                    channel,
+                    methods.LLBBRIDGE_RETURN,
+                    bytes(gpb.ReturnRequest(result=result.result)),
+                    gpb.ReturnResponse,
+                    build_id=build_ref,
+                )
+                reply = await solve
+                return reply, await statuses, read.data
+
+    reply, statuses, data = asyncio.run(asyncio.wait_for(go(), 180))
+    assert isinstance(reply, cpb.SolveResponse)
+    assert data == b"from the client\n"
+    names = {v.name for s in statuses for v in s.vertexes}
+    assert "[internal] load build definition from Dockerfile" in names
+    assert any("COPY a.txt /copied.txt" in n for n in names)

@@ -446,3 +446,88 @@ def test_buildctl_forwarder_sequence_replayed_from_the_capture(
     names = {v.name for s in statuses for v in s.vertexes}
     assert "[internal] load build definition from Dockerfile" in names
     assert any("COPY a.txt /copied.txt" in n for n in names)
+
+
+def test_forwarded_build_error_returned_by_the_client(daemon: Daemon, tmp_path: Path) -> None:
+    """The forwarder as buildctl runs it when the frontend fails: the LLBBridge Solve gets the
+    Dockerfile error (with its line), the client Returns it as a google.rpc.Status, and the
+    waiting Control.Solve fails with the same error class, message and line; the daemon keeps
+    serving (a second forwarded build under another ref succeeds)."""
+    import asyncio
+
+    from grpclib.exceptions import GRPCError
+
+    from bkcore.api import methods
+    from bkcore.api.client import Client
+    from bkcore.api.errors import details_of, encode_details, from_grpc_error, to_status
+    from bkcore.api.pb import control as cpb
+    from bkcore.api.pb import gateway as gpb
+    from bkcore.api.pb import status as rpc
+    from bkcore.errors import BkError
+    from bkcore.llb.digest import present
+    from bkcore.session.grpc_transport import attach_session
+    from bkcore.session.session import Session
+    from bkcore.sessions.filesync.provider import FileSyncProvider
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nNOPE x\n")
+
+    async def bridge(client: Client, name: str, request: Any, reply: Any, ref: str) -> Any:
+        from grpclib.const import Cardinality
+
+        async with client.channel().request(
+            methods.path(methods.LLBBRIDGE, name),
+            Cardinality.UNARY_UNARY,
+            type(request),
+            reply,
+            metadata={methods.BUILD_ID: ref},
+        ) as stream:
+            await stream.send_message(request, end=True)
+            return await stream.recv_message()
+
+    async def forwarded(client: Client, session: Session, ref: str) -> BkError | None:
+        solve = asyncio.ensure_future(
+            client.solve(
+                cpb.SolveRequest(ref=ref, session=session.id, cache=present(cpb.CacheOptions()))
+            )
+        )
+        request = gpb.SolveRequest(
+            frontend="dockerfile.v0", allow_result_return=True, allow_result_array_ref=True
+        )
+        try:
+            result = await bridge(client, "Solve", request, gpb.SolveResponse, ref)
+        except GRPCError as err:
+            exc = from_grpc_error(err)
+            code, message, _ = to_status(exc)
+            status = rpc.Status().parse(encode_details(code, message, details_of(exc)))
+            await bridge(client, "Return", gpb.ReturnRequest(error=status), gpb.ReturnResponse, ref)
+        else:
+            await bridge(
+                client,
+                "Return",
+                gpb.ReturnRequest(result=result.result),
+                gpb.ReturnResponse,
+                ref,
+            )
+        try:
+            await solve
+        except BkError as exc:
+            return exc
+        return None
+
+    async def go() -> tuple[BkError | None, BkError | None]:
+        session = Session(name="fwd", shared_key="fwd")
+        session.allow(FileSyncProvider({"context": str(ctx), "dockerfile": str(ctx)}))
+        async with Client(daemon.address) as client:
+            async with attach_session(client.channel(), session):
+                failed = await forwarded(client, session, "fwd-error")
+                (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+                ok = await forwarded(client, session, "fwd-ok")
+        return failed, ok
+
+    failed, ok = asyncio.run(asyncio.wait_for(go(), 180))
+    assert failed is not None and ok is None
+    assert type(failed).__name__ == "FrontendError"
+    assert str(failed).startswith("Dockerfile:2: ") and "unknown instruction: NOPE" in str(failed)
+    assert " 2 | >>> NOPE x" in (getattr(failed, "detail_lines", None) or [])

@@ -531,3 +531,56 @@ def test_forwarded_build_error_returned_by_the_client(daemon: Daemon, tmp_path: 
     assert type(failed).__name__ == "FrontendError"
     assert str(failed).startswith("Dockerfile:2: ") and "unknown instruction: NOPE" in str(failed)
     assert " 2 | >>> NOPE x" in (getattr(failed, "detail_lines", None) or [])
+
+
+def test_interrupting_the_client_cancels_the_build_in_the_daemon(
+    daemon: Daemon, tmp_path: Path, registry: Any, images: Any
+) -> None:
+    """Ctrl-C on ``bkcore --addr ... build`` during a long RUN: the client exits 130, the
+    daemon cancels the build (its container is gone, nothing stays in use) and keeps serving
+    (the next build through it works)."""
+    ref = images.push(registry, "d6bridge/busybox:latest", images.busybox_image())
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {ref}\nRUN echo started-sleep && sleep 317\n")
+    env = {k: v for k, v in os.environ.items() if k != "BKCORE_HOST"}
+    with open(tmp_path / "client.err", "wb") as err:
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bkcore",
+                *remote(daemon),
+                "build",
+                "--progress",
+                "plain",
+                str(ctx),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"started-sleep" not in (tmp_path / "client.err").read_bytes():
+            assert client.poll() is None, (tmp_path / "client.err").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "client.err").read_text()
+            time.sleep(0.1)
+        client.send_signal(signal.SIGINT)
+        assert client.wait(60) == 130
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    # the daemon's RUN container goes away (runc lists none still running under its root)
+    deadline = time.monotonic() + 60
+    while True:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
+        if "sleep 317" not in ps.stdout:
+            break
+        assert time.monotonic() < deadline, "the RUN of the interrupted build still runs"
+        time.sleep(0.2)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    again = bk(remote(daemon), "-o", str(tmp_path / "o"), str(ctx))
+    assert again.returncode == 0, again.stderr.decode()
+    assert (tmp_path / "o" / "Dockerfile").exists()

@@ -122,8 +122,9 @@ def overlay_changes(upper: Path, lower: Path | None) -> list[Change]:
     while stack:
         rel, low_is_dir = stack.pop()
         up_dir = os.path.join(upper, rel) if rel else str(upper)
-        low_dir = (os.path.join(low_root, rel) if rel else low_root) if low_is_dir else None
-        assert low_dir is None or low_root is not None
+        low_dir = None
+        if low_is_dir and low_root is not None:
+            low_dir = os.path.join(low_root, rel) if rel else low_root
         up_names = _names(up_dir)
         if low_dir is not None and rel and _is_opaque(up_dir):
             for name in _names(low_dir) - up_names:

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["build_id", "remote_build", "solve_request", "status_to_events"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+#: How long a finished Solve waits for the rest of its Status stream (the daemon ends it when
+#: the job ends, right after the Solve's reply).
+FOLLOW_GRACE = 5.0
 
 
 def build_id() -> str:
@@ -182,8 +185,12 @@ async def remote_build(
                 follow = asyncio.ensure_future(_follow(client, ref, stream))
                 try:
                     async with attach_session(client.channel(), session):
-                        reply = await client.solve(request)
-                    await follow  # the job's last events, then the stream ends
+                        try:
+                            reply = await client.solve(request)
+                        finally:
+                            # the job's last events (a failed step's ERROR) before the error
+                            await asyncio.wait({follow}, timeout=FOLLOW_GRACE)
+                    await follow
                 finally:
                     if not follow.done():
                         follow.cancel()

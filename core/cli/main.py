@@ -84,8 +84,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         "--addr",
         metavar="ADDRESS",
         default=default,
-        help="daemon address, unix://PATH or tcp://HOST:PORT (or BKCORE_HOST): du, prune, "
-        "debug workers and debug info ask that daemon; daemon listens there",
+        help="daemon address, unix://PATH or tcp://HOST:PORT (or BKCORE_HOST): build, du, "
+        "prune, debug workers and debug info ask that daemon; daemon listens there",
     )
 
 

@@ -56,7 +56,7 @@ from bkcore.api.pb import control as cpb
 from bkcore.api.pb import wkt
 from bkcore.api.pb import worker as wpb
 from bkcore.controller import Controller
-from bkcore.errors import BkError, DefinitionError, ExportError
+from bkcore.errors import BkError, DefinitionError, ExportError, SessionError
 
 if TYPE_CHECKING:
     import grpclib.server
@@ -686,6 +686,9 @@ class ControlServicer:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pump())
+                watcher = None
+                if conn is not None:
+                    watcher = tg.create_task(_watch_session(conn, options.source))
                 try:
                     if forwarded:
                         from bkcore.api.gateway import forwarded_build
@@ -699,6 +702,8 @@ class ControlServicer:
                             options, progress=stream, definition=definition
                         )
                 finally:
+                    if watcher is not None:
+                        watcher.cancel()
                     stream.close()
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
@@ -773,6 +778,13 @@ class ControlServicer:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _watch_session(conn: ConnectedSession, where: str) -> None:
+    """Fail (and so cancel) the Solve when the client's session goes away before it ends:
+    only this build is cancelled; vertices shared with other jobs go on for them."""
+    await conn.closed.wait()
+    raise SessionError(f"{where}: the client's session {conn.id} closed; build cancelled")
 
 
 def _rfc3339(value: float) -> str:

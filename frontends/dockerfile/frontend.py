@@ -281,20 +281,24 @@ class DockerfileFrontend:
         options = parse_frontend_options(request.opts)
         session_id = request.session_id
         # Both are loaded at once, as BuildKit does; the Dockerfile's own ignore file wins.
-        try:
-            async with asyncio.TaskGroup() as tg:
-                read = tg.create_task(self._read_dockerfile(bridge, options, session_id))
-                default_ignore = tg.create_task(
-                    self._read_context_ignore(bridge, options, session_id)
-                )
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-        dockerfile, ignore, source = read.result()
+        # Both run to the end so that the error reported does not depend on timing: the
+        # Dockerfile's first, then the context's.
+        read, default_ignore = await asyncio.gather(
+            self._read_dockerfile(bridge, options, session_id),
+            self._read_context_ignore(bridge, options, session_id),
+            return_exceptions=True,
+        )
+        for outcome in (read, default_ignore):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(read, BaseException)
+        assert not isinstance(default_ignore, BaseException)
+        dockerfile, ignore, source = read
         source_map = llb.SourceMap(options.filename, dockerfile, source)
         # Warnings hang on the vertex that loaded the Dockerfile, as in BuildKit.
         load_vertex = source.marshal().head or ""
         if ignore is None:
-            ignore = default_ignore.result()
+            ignore = default_ignore
         excludes = read_patterns(ignore) if ignore else []
         text = dockerfile.decode("utf-8", "replace")
         self._check_syntax(bridge, text, options.filename, load_vertex)

@@ -686,24 +686,20 @@ class ControlServicer:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pump())
-                watcher = None
-                if conn is not None:
-                    watcher = tg.create_task(_watch_session(conn, options.source))
                 try:
                     if forwarded:
                         from bkcore.api.gateway import forwarded_build
 
                         assert self.forwarders is not None
-                        response = await forwarded_build(
+                        build: Awaitable[Any] = forwarded_build(
                             self.controller, options, ref, self.forwarders, progress=stream
                         )
                     else:
-                        response = await self.controller.build(
+                        build = self.controller.build(
                             options, progress=stream, definition=definition
                         )
+                    response = await _until_session_closes(build, conn, options.source)
                 finally:
-                    if watcher is not None:
-                        watcher.cancel()
                     stream.close()
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
@@ -780,11 +776,48 @@ class ControlServicer:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _watch_session(conn: ConnectedSession, where: str) -> None:
-    """Fail (and so cancel) the Solve when the client's session goes away before it ends:
-    only this build is cancelled; vertices shared with other jobs go on for them."""
-    await conn.closed.wait()
-    raise SessionError(f"{where}: the client's session {conn.id} closed; build cancelled")
+async def _settle(task: asyncio.Future[Any]) -> bool:
+    """Wait for ``task`` to finish even if the caller is cancelled meanwhile (the build's
+    clean-up must not be interrupted by a second cancellation); True if it was."""
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            interrupted = True
+    return interrupted
+
+
+async def _until_session_closes(
+    build: Awaitable[Any], conn: ConnectedSession | None, where: str
+) -> Any:
+    """Run the build; if the client's session goes away first, cancel it (only this build:
+    vertices shared with other jobs go on for them) and fail naming the session. The build
+    task is cancelled once, whatever cancels the Solve (session end, lost connection)."""
+    if conn is None:
+        return await build
+    task = asyncio.ensure_future(build)
+    closed = asyncio.ensure_future(conn.closed.wait())
+    try:
+        try:
+            await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            await _settle(task)
+            if not task.cancelled():
+                task.exception()  # retrieved: the Solve ends cancelled either way
+            raise
+        if not task.done():
+            task.cancel()
+            if await _settle(task):
+                raise asyncio.CancelledError
+            if task.cancelled():
+                raise SessionError(
+                    f"{where}: the client's session {conn.id} closed; build cancelled"
+                )
+        return task.result()
+    finally:
+        closed.cancel()
 
 
 def _rfc3339(value: float) -> str:

@@ -105,15 +105,15 @@ def build(d: Daemon, definition: bytes, dest: Path, err: Path) -> None:
     assert proc.wait(300) == 0, err.read_text()
 
 
-def base_state(ref: str) -> llb.State:
+def base_state(ref: str, pause: str = "1") -> llb.State:
     """The shared step: counts its runs in a cache mount (locked: runs are serialised), and
-    records the count it saw."""
+    records the count it saw; ``sleep PAUSE`` keeps it running for a while."""
     return llb.image(ref).run(
         [
             "/bin/sh",
             "-c",
             "n=$(cat /counter/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /counter/n; "
-            "sleep 1; echo base-run-$n > /base.txt",
+            f"sleep {pause}; echo base-run-$n > /base.txt",
         ],
         mounts=[llb.cache("/counter", "d6load-counter", sharing=CacheSharing.LOCKED)],
     )
@@ -200,7 +200,7 @@ def wait_until(what: str, check: Any, timeout: float = 30.0) -> None:
 def assert_clean(d: Daemon, sockets_before: int) -> None:
     wait_until("runc containers left", lambda: containers(d) == [] or containers(d))
     assert mounts_under(d.root) == []
-    assert in_use(d) == []
+    wait_until("records in use", lambda: in_use(d) == [] or in_use(d), timeout=10)
     wait_until(
         "daemon sockets left open",
         lambda: daemon_sockets(d) <= sockets_before or daemon_sockets(d),
@@ -244,11 +244,29 @@ def test_sixteen_clients_share_one_run_of_the_base_step(
     assert daemon.proc.poll() is None
 
 
+def ps_args() -> str:
+    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+
+
+def sleep_pids(args: str) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    return {int(line.split()[0]) for line in out.stdout.splitlines() if line.endswith(args)}
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_a_client_killed_mid_run_is_cancelled_and_the_others_finish(
     daemon: Daemon, tmp_path: Path, registry: Any, images: Any
 ) -> None:
+    """SIGKILL of a client (1) while the step it shares with four others runs: that step goes
+    on for them and still runs once; (2) while its own RUN runs: that container is gone
+    within seconds while two others finish. Then the daemon serves a new build, and nothing
+    is left behind."""
     ref = images.push(registry, "d6load/busybox:latest", images.busybox_image())
-    base = base_state(ref)
+    base = base_state(ref, pause="8.125")
     build(
         daemon,
         llb.image(ref).sh("echo warm > /w").marshal().to_bytes(),
@@ -257,6 +275,42 @@ def test_a_client_killed_mid_run_is_cancelled_and_the_others_finish(
     )
     sockets_before = daemon_sockets(daemon)
 
+    # (1) killed while the shared step runs for it and four other clients
+    errs = [tmp_path / f"shared-{i}.err" for i in range(5)]
+    clients = [
+        start_build(daemon, client_definition(base, i), tmp_path / f"shared-out-{i}", errs[i])
+        for i in range(5)
+    ]
+    victim, others = clients[0], clients[1:]
+    try:
+        wait_until(
+            "not every client reached the shared step",
+            lambda: (
+                (
+                    all(b"sleep 8.125; echo base-run" in e.read_bytes() for e in errs)
+                    and bool(sleep_pids("sleep 8.125"))
+                )
+                or [p.poll() for p in clients]
+            ),
+            timeout=120,
+        )
+        before = sleep_pids("sleep 8.125")
+        assert before, "the shared step ended before the kill (too slow)"
+        kill(victim)
+        # the shared step goes on in the same process (not cancelled, not restarted)
+        while now := sleep_pids("sleep 8.125"):
+            assert now == before, f"the shared step restarted: {before} -> {now}"
+            time.sleep(0.1)
+    finally:
+        if victim.poll() is None:
+            kill(victim)
+    for i, proc in enumerate(others, start=1):
+        assert proc.wait(300) == 0, errs[i].read_text()
+        got = (tmp_path / f"shared-out-{i}" / "mine.txt").read_text()
+        assert got == f"client-{i}\nbase-run-1\n"
+    assert not (tmp_path / "shared-out-0").exists()
+
+    # (2) killed in its own RUN while two others build on the (now cached) shared step
     victim_err = tmp_path / "victim.err"
     victim = start_build(
         daemon,
@@ -271,7 +325,7 @@ def test_a_client_killed_mid_run_is_cancelled_and_the_others_finish(
             tmp_path / f"out-{i}",
             tmp_path / f"client-{i}.err",
         )
-        for i in range(4)
+        for i in range(2)
     ]
     try:
         wait_until(
@@ -279,25 +333,21 @@ def test_a_client_killed_mid_run_is_cancelled_and_the_others_finish(
             lambda: b"victim-started" in victim_err.read_bytes() or victim.poll(),
             timeout=120,
         )
-        assert victim.poll() is None
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
+        kill(victim)
     finally:
         if victim.poll() is None:
-            victim.kill()
-            victim.wait()
-
-    def sleeping() -> bool | str:
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-        return "sleep 29.25" not in ps.stdout or "the killed client's RUN still runs"
-
-    wait_until("cancel", sleeping, timeout=15)
+            kill(victim)
+    wait_until(
+        "cancel",
+        lambda: "sleep 29.25" not in ps_args() or "the killed client's RUN still runs",
+        timeout=15,
+    )
     for i, proc in enumerate(others):
         assert proc.wait(300) == 0, (tmp_path / f"client-{i}.err").read_text()
         assert (tmp_path / f"out-{i}" / "mine.txt").read_text() == f"client-{i}\nbase-run-1\n"
     assert not (tmp_path / "victim-out").exists()
 
-    # the daemon serves a new build, and nothing of the cancelled one is left behind
+    # the daemon serves a new build; the shared step ran once; nothing is left behind
     build(daemon, counter_definition(ref), tmp_path / "count", tmp_path / "count.err")
     assert (tmp_path / "count" / "count.txt").read_text() == "1\n"
     assert_clean(daemon, sockets_before)

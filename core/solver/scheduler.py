@@ -240,10 +240,28 @@ class Solver:
             await self.discard(job)
 
     async def discard(self, job: Job) -> None:
-        """Release what ``job`` holds; vertices no other job holds are stopped and freed."""
+        """Release what ``job`` holds; vertices no other job holds are stopped and freed.
+
+        The release always runs to its end: a cancellation that arrives while it waits for
+        stopped ops (a client that vanished cancels a build a second time) is handed on only
+        afterwards, so no result stays held forever."""
         if job._discarded:
             return
         job._discarded = True
+        cleanup = asyncio.ensure_future(self._discard(job))
+        cancelled = False
+        while not cleanup.done():
+            try:
+                await asyncio.shield(cleanup)
+            except asyncio.CancelledError:
+                if cleanup.cancelled():
+                    raise
+                cancelled = True
+        cleanup.result()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _discard(self, job: Job) -> None:
         self._jobs.discard(job)
         closing: list[_Shared] = []
         for sv in job._held:

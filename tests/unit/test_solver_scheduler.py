@@ -416,6 +416,42 @@ async def test_cancelling_one_of_two_jobs_keeps_the_shared_vertex_running() -> N
     assert world.store.live_refs() == 0
 
 
+class _SlowToStop(FakeOp):
+    """An op that takes a moment to stop when cancelled (a container being killed)."""
+
+    async def exec(self, ctx: OpContext, inputs: Sequence[Result]) -> list[Result]:
+        try:
+            return await super().exec(ctx, inputs)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            raise
+
+
+@run_async
+async def test_a_second_cancel_during_clean_up_still_releases_everything() -> None:
+    """A build cancelled twice (the daemon cancels it, then its connection drops): the job's
+    clean-up runs to its end, so the finished base step's result is not held forever."""
+    world = World()
+    started = asyncio.Event()
+    base = vtx(FakeOp(world, "base"))
+    slow = vtx(_SlowToStop(world, "slow", sleep=30, started=started, selectors=[None]), base)
+    async with Solver(world.keys, world.store) as solver:
+
+        async def run() -> None:
+            async with solver.job() as job:
+                await solver.solve(slow, job)
+
+        task = asyncio.create_task(run())
+        await started.wait()
+        task.cancel()
+        await asyncio.sleep(0.05)  # the job's clean-up now waits for "slow" to stop
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert solver.active_digests == []
+        assert world.store.live_refs() == 0
+
+
 @run_async
 async def test_cancelling_the_only_job_cancels_the_running_op() -> None:
     world = World()

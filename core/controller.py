@@ -37,7 +37,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +47,7 @@ from bkcore.errors import BkError, CacheError, ExportError, PluginError, Session
 from bkcore.progress import ProgressReader, ProgressStream
 
 if TYPE_CHECKING:
+    from bkcore.bridge import LLBBridge
     from bkcore.cache.results import SnapshotResults
     from bkcore.cache.store import CacheStore
     from bkcore.engine import Engine
@@ -54,11 +55,12 @@ if TYPE_CHECKING:
     from bkcore.pluginmanager import BkPluginManager
     from bkcore.session.session import Session
     from bkcore.session.transport import Attachable, Caller
-    from bkcore.solver.scheduler import Solver
+    from bkcore.solver.scheduler import Job, Solver
     from bkcore.solver.types import Result
     from bkcore.worker import Worker
 
 __all__ = [
+    "BuildJob",
     "BuildOptions",
     "BuildResponse",
     "Controller",
@@ -76,6 +78,8 @@ SESSION_NAME = "bkcore"
 CLIENT_SIDE_OUTPUTS = frozenset({"local", "tar", "oci", "docker"})
 #: Held shared by every controller of a state root; exclusive only to clean up after crashes.
 RUN_LOCK = "controller.lock"
+#: How long a build waits for the connected session named by ``BuildOptions.session``.
+SESSION_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,12 @@ class BuildOptions:
     frontend_inputs: Mapping[str, pb.Definition] = field(default_factory=dict)
     #: ``--oci-layout NAME=DIR``: OCI layouts served as content stores ``oci:NAME``.
     oci_layouts: Mapping[str, str] = field(default_factory=dict)
+    #: The id of a session already connected to the controller's session manager (a daemon
+    #: client's ``Control.Session``). The build then reaches the client's directories,
+    #: secrets, SSH agents, credentials and client-side outputs through that session (waited
+    #: for :data:`SESSION_WAIT` seconds) and makes no in-process attachables; ``locals``,
+    #: ``secrets``, ``ssh`` and ``oci_layouts`` are not used. Empty: an in-process session.
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +222,16 @@ class Controller:
         state_dir: str | os.PathLike[str] | None = None,
         *,
         worker: str = DEFAULT_WORKER,
+        parallelism: int | None = None,
     ) -> None:
+        if parallelism is not None and parallelism < 1:
+            raise ValueError(f"parallelism must be at least 1 (got {parallelism})")
         self.plugins = plugins
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._worker_name = worker
+        self._parallelism = parallelism
+        self._build_listeners: list[Callable[[], None]] = []
+        self._running = 0
         self._store: CacheStore | None = None
         self._results: SnapshotResults | None = None
         self._solver: Solver | None = None
@@ -234,6 +250,29 @@ class Controller:
         if self._solver is None:
             raise RuntimeError("the Controller is not running: use `async with Controller(...)`")
         return self._solver
+
+    @property
+    def parallelism(self) -> int | None:
+        """How many ops run at once on each worker (``None``: no bound); a daemon's
+        ``max-parallelism``."""
+        return self._parallelism
+
+    @property
+    def running_builds(self) -> int:
+        """How many builds (:meth:`build_job` blocks) are running now."""
+        return self._running
+
+    def add_build_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (synchronously, cheaply) each time a build ends, however it
+        ends, after it released everything it held (a daemon schedules GC from here).
+        Returns a function that removes the listener."""
+        self._build_listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._build_listeners.remove(callback)
+
+        return remove
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -292,7 +331,9 @@ class Controller:
             platform=platforms[0] if platforms else "linux/amd64",
         )
         stack.push_async_callback(close_registry_clients, self._engine)
-        self._solver = await stack.enter_async_context(Solver(store.keys, results))
+        self._solver = await stack.enter_async_context(
+            Solver(store.keys, results, parallelism=self._parallelism)
+        )
 
     def _lock_root(self, root: Path) -> bool:
         """Take the root's run lock shared; True when no other controller held it."""
@@ -331,6 +372,54 @@ class Controller:
 
     # -- builds ---------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def build_job(
+        self, options: BuildOptions, *, progress: ProgressStream | None = None
+    ) -> AsyncIterator[BuildJob]:
+        """The set-up every build shares, for callers that drive the solve themselves (a
+        daemon's forwarded build, whose client solves over LLBBridge).
+
+        Checks ``options.outputs``, opens the build's session (``options.session``: the
+        connected client session of that id; else an in-process session serving
+        ``options``' directories, secrets and outputs), and a solver job carrying the
+        session id, ``no_cache`` and the entitlements. On exit, however the block ends: the
+        bridge (if :meth:`BuildJob.bridge` made one) releases its refs, the job is
+        discarded, an in-process session is unregistered and the build listeners run.
+        """
+        from bkcore.ops.execmounts import CACHE_DROPS
+
+        engine = self.engine
+        solver = self.solver
+        _check_outputs(options.outputs, self.plugins)
+        stream = progress if progress is not None else ProgressStream()
+        own: str | None = None
+        if options.session:
+            conn = await engine.sessions.get(options.session, SESSION_WAIT)
+        else:
+            session = self._session(options)
+            conn = engine.sessions.attach(session)
+            own = conn.id
+        self._running += 1
+        try:
+            values = {
+                "session": conn.id,
+                "no_cache": options.no_cache,
+                "entitlements": frozenset(options.entitlements),
+                CACHE_DROPS: {},
+            }
+            async with solver.job(progress=stream, values=values) as job:
+                build = BuildJob(self, options, job, conn.id, conn.caller, stream)
+                try:
+                    yield build
+                finally:
+                    await build._release()
+        finally:
+            self._running -= 1
+            if own is not None:
+                engine.sessions.unregister(own)
+            for callback in list(self._build_listeners):
+                callback()
+
     async def build(
         self,
         options: BuildOptions,
@@ -343,85 +432,38 @@ class Controller:
 
         ``definition`` is ``options.definition`` already decoded (see :func:`decode`).
         """
-        from bkcore.ops.execmounts import CACHE_DROPS
         from bkcore.ops.load import build_graph, check_entitlements
 
         engine = self.engine
-        solver = self.solver
         _check_outputs(options.outputs, self.plugins)
         if options.frontend:
             return await self._build_frontend(options, progress)
         if definition is None:
             definition = decode(options)
-        stream = progress if progress is not None else ProgressStream()
-        session = self._session(options)
-        engine.sessions.attach(session)
-        try:
-            head = build_graph(definition, engine, ignore_cache_all=options.no_cache)
-            check_entitlements(head, options.entitlements)
-            values = {
-                "session": session.id,
-                "no_cache": options.no_cache,
-                "entitlements": frozenset(options.entitlements),
-                CACHE_DROPS: {},
-            }
-            async with solver.job(progress=stream, values=values) as job:
-                result = await solver.solve(head.vertex, job, head.output)
-                try:
-                    response = await self._export(options.outputs, result, session, stream)
-                finally:
-                    await result.release()
-        finally:
-            engine.sessions.unregister(session.id)
+        head = build_graph(definition, engine, ignore_cache_all=options.no_cache)
+        check_entitlements(head, options.entitlements)
+        async with self.build_job(options, progress=progress) as build:
+            result = await self.solver.solve(head.vertex, build.job, head.output)
+            try:
+                response = await build.export(result)
+            finally:
+                await result.release()
         return BuildResponse(response)
 
     async def _build_frontend(
         self, options: BuildOptions, progress: ProgressStream | None
     ) -> BuildResponse:
         """Run ``options.frontend`` through a bridge of this build and export its result."""
-        from bkcore.bridge import LLBBridge, load_frontend
-        from bkcore.ops.execmounts import CACHE_DROPS
+        from bkcore.bridge import load_frontend
 
-        engine = self.engine
-        load_frontend(engine, options.frontend)  # an unknown frontend fails before any work
-        stream = progress if progress is not None else ProgressStream()
-        session = self._session(options)
-        engine.sessions.attach(session)
-        try:
-            values = {
-                "session": session.id,
-                "no_cache": options.no_cache,
-                "entitlements": frozenset(options.entitlements),
-                CACHE_DROPS: {},
-            }
-            async with self.solver.job(progress=stream, values=values) as job:
-                bridge = LLBBridge(
-                    engine,
-                    self.solver,
-                    job,
-                    session_id=session.id,
-                    progress=stream,
-                    no_cache=options.no_cache,
-                    entitlements=frozenset(options.entitlements),
-                )
-                try:
-                    result = await bridge.solve(
-                        frontend=options.frontend,
-                        frontend_opts=options.frontend_opts,
-                        frontend_inputs=options.frontend_inputs,
-                    )
-                    response = await self._export(
-                        options.outputs,
-                        result.ref,
-                        session,
-                        stream,
-                        metadata=result.metadata,
-                        refs=result.refs,
-                    )
-                finally:
-                    await bridge.release()
-        finally:
-            engine.sessions.unregister(session.id)
+        load_frontend(self.engine, options.frontend)  # an unknown frontend fails before any work
+        async with self.build_job(options, progress=progress) as build:
+            result = await build.bridge().solve(
+                frontend=options.frontend,
+                frontend_opts=options.frontend_opts,
+                frontend_inputs=options.frontend_inputs,
+            )
+            response = await build.export(result.ref, metadata=result.metadata, refs=result.refs)
         return BuildResponse(response)
 
     def _session(self, options: BuildOptions) -> Session:
@@ -463,15 +505,18 @@ class Controller:
         self,
         outputs: Sequence[OutputSpec],
         result: Result | None,
-        session: Session,
+        session: Session | Caller,
         progress: ProgressStream,
         *,
         metadata: Mapping[str, bytes] | None = None,
         refs: Mapping[str, Result | None] | None = None,
     ) -> dict[str, str]:
+        """Export ``result`` with each of ``outputs``; ``session``: the build's session or
+        its caller (what client-side outputs are sent through)."""
         assert self._store is not None
         registry = self.plugins.registry("exporters")
-        ctx = _ExportContext(self._store, session.caller(), progress, metadata, refs)
+        caller = session.caller() if hasattr(session, "caller") else session
+        ctx = _ExportContext(self._store, caller, progress, metadata, refs)
         response: dict[str, str] = {}
         for output in outputs:
             if output.type not in registry:
@@ -487,6 +532,69 @@ class Controller:
                 raise ExportError(f"exporting to {output.type}: {exc}") from exc
             response.update(got or {})
         return response
+
+
+class BuildJob:
+    """One running build of :meth:`Controller.build_job`: its solver job, session and
+    progress; :meth:`bridge` and :meth:`export` do the rest of what a build does."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        options: BuildOptions,
+        job: Job,
+        session_id: str,
+        caller: Caller,
+        progress: ProgressStream,
+    ) -> None:
+        self.options = options
+        self.job = job
+        self.session_id = session_id
+        self.caller = caller
+        self.progress = progress
+        self._controller = controller
+        self._bridge: LLBBridge | None = None
+
+    def bridge(self) -> LLBBridge:
+        """The build's in-process LLBBridge (made on first use; its refs are released when
+        the build ends)."""
+        if self._bridge is None:
+            from bkcore.bridge import LLBBridge
+
+            c = self._controller
+            self._bridge = LLBBridge(
+                c.engine,
+                c.solver,
+                self.job,
+                session_id=self.session_id,
+                progress=self.progress,
+                no_cache=self.options.no_cache,
+                entitlements=frozenset(self.options.entitlements),
+            )
+        return self._bridge
+
+    async def export(
+        self,
+        result: Result | None,
+        *,
+        metadata: Mapping[str, bytes] | None = None,
+        refs: Mapping[str, Result | None] | None = None,
+    ) -> dict[str, str]:
+        """Export ``result`` (and a frontend's ``metadata``/``refs``) with every output of
+        the build; returns the exporters' merged response."""
+        return await self._controller._export(
+            self.options.outputs,
+            result,
+            self.caller,
+            self.progress,
+            metadata=metadata,
+            refs=refs,
+        )
+
+    async def _release(self) -> None:
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            await bridge.release()
 
 
 def decode(options: BuildOptions) -> pb.Definition:

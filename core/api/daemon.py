@@ -325,10 +325,9 @@ async def serve(
     sockets: list[str] = []
     servers: list[Server] = []
     try:
-        async with DaemonController(plugins, cfg.root, worker=cfg.worker) as controller:
-            if cfg.max_parallelism is not None:
-                # The controller builds its Solver without a bound; the daemon sets one.
-                controller.solver._parallelism = cfg.max_parallelism
+        async with DaemonController(
+            plugins, cfg.root, worker=cfg.worker, parallelism=cfg.max_parallelism
+        ) as controller:
             settings = DaemonSettings(
                 root=cfg.root,
                 gc_policy=cfg.gc_policy,

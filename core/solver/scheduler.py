@@ -207,6 +207,11 @@ class Solver:
         return tg.create_task(coro)
 
     @property
+    def parallelism(self) -> int | None:
+        """The bound on ops running at once per worker (``None``: unbounded)."""
+        return self._parallelism
+
+    @property
     def active_digests(self) -> list[str]:
         """Dedup keys of the vertices some job holds (for tests and debugging)."""
         return list(self._active)

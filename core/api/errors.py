@@ -171,11 +171,30 @@ def _message_of(exc: BaseException) -> str:
         return exc.message or ""
     if isinstance(exc, asyncio.CancelledError):
         return "context canceled"
-    text = str(exc)
+    text = _buildkit_text(exc)
     if not text:
         text = type(exc).__name__
     # one line, as every bkcore error
     return " ".join(text.splitlines()) if "\n" in text else text
+
+
+def _buildkit_text(exc: BaseException, depth: int = 0) -> str:
+    """The error's text as BuildKit words it on the wire: where it happened travels in the
+    details (vertex digest, Dockerfile line), not in the message. A Go client (buildctl)
+    prints ``failed to solve: <message>`` after its own progress has named the failed step
+    and after the Dockerfile snippet of the Source detail, so bkcore's ``Dockerfile:LINE:``
+    and ``[step]`` prefixes would say it twice. A bkcore client rebuilds the full ``str()``
+    from the bkcore detail."""
+    cause = exc.__cause__
+    if isinstance(exc, FrontendError) and exc.filename and exc.line:
+        if isinstance(cause, BkError) and depth < _MAX_CHAIN:
+            return _buildkit_text(cause, depth + 1)
+        text = str(exc)
+        prefix = f"{exc.filename}:{exc.line}: "
+        return text[len(prefix) :] if text.startswith(prefix) else text
+    if isinstance(exc, SolveError) and isinstance(exc.message, str) and exc.message:
+        return exc.message
+    return str(exc)
 
 
 def _json(value: object) -> bytes:

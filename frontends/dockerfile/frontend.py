@@ -256,9 +256,12 @@ def _location(definition: pb.Definition, digest: str | None) -> tuple[int, int]:
     return 0, 0
 
 
-def _attach(exc: BaseException, lines: Sequence[str]) -> None:
+def _attach(exc: BaseException, lines: Sequence[str], data: bytes = b"") -> None:
     if lines and not getattr(exc, "detail_lines", None):
         exc.detail_lines = list(lines)  # type: ignore[attr-defined]
+    if data and lines and not getattr(exc, "source_data", None):
+        # the Dockerfile itself: a Go client (buildctl) prints its snippet from this
+        exc.source_data = data  # type: ignore[attr-defined]
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -349,7 +352,7 @@ class DockerfileFrontend:
             try:
                 converted = await dockerfile_to_llb(dockerfile, copts, bridge)
             except FrontendError as exc:
-                _attach(exc, snippet(text, exc.line, filename=options.filename))
+                _attach(exc, snippet(text, exc.line, filename=options.filename), dockerfile)
                 raise
             # converted.warnings were all given to `warn` already (with their lines).
             definition = converted.definition().to_pb()
@@ -364,7 +367,8 @@ class DockerfileFrontend:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(build(p)) for p in platforms]
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            first = _first_error(group)
+            raise first from first.__cause__  # keeps the failed step's error (wire details)
         result = BuildResult()
         refs: dict[str, Result | None] = {}
         listed: list[dict[str, Any]] = []
@@ -394,7 +398,7 @@ class DockerfileFrontend:
             message = f"{exc.description}: {message}"
         located = FrontendError(message, filename, line)
         located.digest = exc.digest  # type: ignore[attr-defined]
-        _attach(located, snippet(text, line, end_line=end, filename=filename))
+        _attach(located, snippet(text, line, end_line=end, filename=filename), text.encode())
         return located
 
     async def _read_dockerfile(

@@ -1,0 +1,75 @@
+"""The wire form of bkcore errors as BuildKit's own buildctl v0.11.6 reads it: the message
+worded as buildkitd words it (where it happened travels in the details, which buildctl
+prints itself), and the Dockerfile text in the Source detail (buildctl draws the snippet from
+it). Compared against what buildkitd v0.11.6 sent for the same failures."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from bkcore.api import errors as apierr
+from bkcore.api.pb import status as rpc
+from bkcore.errors import ExecError, FrontendError, SolveError
+
+DIGEST = "sha256:" + "ab" * 32
+DOCKERFILE = b"FROM busybox\nARG X=1\nRUN echo hello $X && exit 5\nRUN true\n"
+
+
+def _details(details_bin: bytes) -> dict[str, object]:
+    msg = rpc.Status().parse(details_bin)
+    return {d.type_url: json.loads(d.value) for d in msg.details}
+
+
+def test_solve_error_message_has_no_step_prefix() -> None:
+    err = SolveError('no SSH key "" forwarded from the client', DIGEST, "/bin/sh -c ls")
+    assert str(err).startswith("[/bin/sh -c ls] ")
+    status, message, details_bin = apierr.to_status(err)
+    assert message == 'no SSH key "" forwarded from the client'
+    assert _details(details_bin)[apierr.VERTEX] == {"digest": DIGEST}
+    # a bkcore client still gets the whole text back
+    assert str(apierr.from_status(status, message, details_bin)) == str(err)
+
+
+def test_located_run_failure_is_worded_as_buildkitd_and_carries_the_dockerfile() -> None:
+    cause = ExecError(
+        ["/bin/sh", "-c", "echo hello $X && exit 5"],
+        5,
+        digest=DIGEST,
+        description="[1/3] RUN echo hello 1 && exit 5",
+    )
+    located = FrontendError(f"{cause.description}: {cause.message}", "Dockerfile", 3)
+    located.digest = DIGEST  # type: ignore[attr-defined]
+    located.source_data = DOCKERFILE  # type: ignore[attr-defined]
+    located.__cause__ = cause
+    status, message, details_bin = apierr.to_status(located)
+    # buildkitd's grpc-message for this build (buildctl prints "failed to solve: " + it)
+    assert message == (
+        'process "/bin/sh -c echo hello $X && exit 5" did not complete successfully: exit code: 5'
+    )
+    details = _details(details_bin)
+    source = details[apierr.SOURCE]
+    assert isinstance(source, dict)
+    assert base64.b64decode(source["info"]["data"]) == DOCKERFILE
+    assert source["info"]["filename"] == "Dockerfile"
+    assert source["ranges"] == [{"start": {"line": 3}, "end": {"line": 3}}]
+    assert details[apierr.EXIT_MESSAGE] == {"Code": 5}
+    # what buildctl Returns over the bridge (Go keeps only the details it knows): the
+    # daemon rebuilds a located error whose wire text is the same message
+    known = [
+        (url, value) for url, value in apierr.details_of(located) if url != apierr.BKCORE_ERROR
+    ]
+    returned = apierr.from_status(status, message, apierr.encode_details(status, message, known))
+    assert isinstance(returned, FrontendError) and returned.line == 3
+    assert apierr.to_status(returned)[1] == message
+
+
+def test_parse_error_message_without_the_location_prefix() -> None:
+    err = FrontendError(
+        "dockerfile parse error on line 3: unknown instruction: FOO (did you mean FROM?)",
+        "Dockerfile",
+        3,
+    )
+    assert apierr.to_status(err)[1] == (
+        "dockerfile parse error on line 3: unknown instruction: FOO (did you mean FROM?)"
+    )

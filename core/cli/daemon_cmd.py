@@ -1,9 +1,11 @@
 """``bkcore daemon`` and ``bkcore debug info``, plus the remote side of ``du``, ``prune`` and
 ``debug workers`` (``--addr`` / ``$BKCORE_HOST``).
 
-``bkcore daemon [--addr unix://PATH|tcp://HOST:PORT] [--root DIR] [--config FILE]
-[--tlscert F --tlskey F [--tlscacert F]] [--allow-insecure-entitlement NAME]`` serves until
-SIGTERM (see :mod:`bkcore.api.daemon`).
+``bkcore daemon [--addr unix://PATH|tcp://HOST:PORT ...] [--root DIR] [--config FILE]
+[--debug] [--group GROUP] [--tlscert F --tlskey F [--tlscacert F]]
+[--allow-insecure-entitlement NAME] [--oci-worker-gc true|false]
+[--oci-worker-gc-keepstorage MB]`` serves until SIGTERM (see :mod:`bkcore.api.daemon` and
+docs/daemon.md); flags win over the config file.
 The remote helpers ask a daemon's Control service and give back the same values the embedded
 commands compute, so the output and exit codes are the same.
 """
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_arguments",
+    "group_id",
     "info_command",
     "remote_address",
     "remote_du",
@@ -36,8 +39,39 @@ __all__ = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The daemon listens on every --addr (buildkitd's repeatable flag), where the global
+    # --addr of the client commands takes one: this parser's own --addr replaces it.
+    listen = parser.add_argument_group("listening", conflict_handler="resolve")
+    listen.add_argument(
+        "--addr",
+        dest="listen",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="listen on unix://PATH or tcp://HOST:PORT (repeatable; tcp needs --tlscert/--tlskey)",
+    )
     parser.add_argument(
         "--config", metavar="FILE", default=None, help="daemon TOML config (default: bkcored.toml)"
+    )
+    parser.add_argument(
+        "--group",
+        metavar="GROUP",
+        default="",
+        help="group (name or gid) owning the unix sockets; its members may connect",
+    )
+    parser.add_argument(
+        "--oci-worker-gc",
+        metavar="BOOL",
+        choices=("true", "false"),
+        default=None,
+        help="collect garbage by the GC policies (default true)",
+    )
+    parser.add_argument(
+        "--oci-worker-gc-keepstorage",
+        metavar="MB",
+        type=int,
+        default=None,
+        help="cap of the default GC policies in MB (default: 10%% of the disk)",
     )
     parser.add_argument("--tlscert", metavar="FILE", default="", help="server certificate")
     parser.add_argument("--tlskey", metavar="FILE", default="", help="server key")
@@ -57,12 +91,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from bkcore.api.daemon import load_config
+    from bkcore.api.daemon import DaemonConfigError, load_config
     from bkcore.api.daemon import run as run_daemon
 
     cfg = load_config(Path(args.config) if args.config else None, root=args.root)
-    if args.addr:
+    listen = list(getattr(args, "listen", None) or [])
+    if listen:
+        cfg = replace(cfg, addresses=tuple(listen))
+    elif args.addr:  # given before the command word: the global option
         cfg = replace(cfg, addresses=(args.addr,))
+    if args.group:
+        cfg = replace(cfg, socket_gid=group_id(args.group))
+    if args.oci_worker_gc is not None:
+        cfg = replace(cfg, gc=args.oci_worker_gc == "true")
+    if args.oci_worker_gc_keepstorage is not None:
+        if args.oci_worker_gc_keepstorage < 0:
+            raise DaemonConfigError("--oci-worker-gc-keepstorage must not be negative")
+        cfg = replace(cfg, gc_keep_storage=args.oci_worker_gc_keepstorage * 1_000_000)
+    if getattr(args, "debug", False):
+        cfg = replace(cfg, debug=True)
     if args.tlscert:
         cfg = replace(cfg, tls_cert=args.tlscert)
     if args.tlskey:
@@ -72,6 +119,20 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_insecure_entitlement:
         cfg = replace(cfg, entitlements=cfg.entitlements | set(args.allow_insecure_entitlement))
     return run_daemon(cfg, args.plugin_manager)
+
+
+def group_id(group: str) -> int:
+    """The gid of ``group`` (a name or a number)."""
+    import grp
+
+    from bkcore.api.daemon import DaemonConfigError
+
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise DaemonConfigError(f"--group: no group named {group!r}") from None
 
 
 def remote_address(args: argparse.Namespace) -> str | None:

@@ -10,6 +10,7 @@ from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.llb.digest import marshal as go_marshal
 from bkcore.llb.digest import op_digest
+from bkcore.llb.pbmake import make
 from bkcore.llb.platforms import Platform
 from bkcore.llb.vertex import MarshalContext, OpMeta, Output, SourceMap, Vertex
 
@@ -146,7 +147,7 @@ def marshal(
 
     def input_of(out: Output) -> pb.Input:
         try:
-            return pb.Input(digest=digests[id(out.vertex)], index=out.index)
+            return make(pb.Input, digest=digests[id(out.vertex)], index=out.index)
         except KeyError:
             raise DefinitionError(f"input {out.vertex.describe()} not marshalled yet") from None
 
@@ -161,7 +162,7 @@ def marshal(
     emitted: set[str] = set()
     metas: dict[str, OpMeta] = {}
     caps: dict[str, set[str]] = {}
-    maps: list[SourceMap] = []
+    maps: dict[int, tuple[int, SourceMap]] = {}  # id(map) -> (source index, map)
     locations: dict[str, list[pb.Location]] = {}
 
     stack: list[tuple[Vertex, bool]] = [(output.vertex, False)]
@@ -186,13 +187,11 @@ def marshal(
             ops.append(data)
             locs = locations.setdefault(dgst, [])
             for loc in op_meta.source_locations:
-                idx = next((i for i, m in enumerate(maps) if m is loc.source_map), len(maps))
-                if idx == len(maps):
-                    maps.append(loc.source_map)
+                idx = maps.setdefault(id(loc.source_map), (len(maps), loc.source_map))[0]
                 ranges = [r.to_pb() for r in loc.ranges]
-                locs.append(pb.Location(source_index=idx, ranges=ranges))
+                locs.append(make(pb.Location, source_index=idx, ranges=ranges))
 
-    terminal = go_marshal(pb.Op(inputs=[input_of(output)]))
+    terminal = go_marshal(make(pb.Op, inputs=[input_of(output)]))
     term_dgst = op_digest(terminal)
     term_caps = {"constraints", "platform"}
     for m in metas.values():
@@ -207,7 +206,7 @@ def marshal(
     metadata[term_dgst] = OpMeta().to_pb(term_caps)
     msg.metadata = metadata
     infos = []
-    for smap in maps:
+    for _, smap in maps.values():
         info = pb.SourceInfo(filename=smap.filename, data=smap.data)
         if smap.state is not None and smap.state.output is not None:
             sub = marshal(

@@ -40,28 +40,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import betterproto
 
 __all__ = ["digest_op", "marshal", "op_digest", "present"]
 
 M = TypeVar("M", bound=betterproto.Message)
-
-_MASK64: Final = (1 << 64) - 1
-_VARINT_TYPES: Final = frozenset(
-    {"enum", "bool", "int32", "int64", "uint32", "uint64", "sint32", "sint64"}
-)
-_FIXED_FORMATS: Final = {
-    "fixed32": ("<I", 5),
-    "sfixed32": ("<i", 5),
-    "float": ("<f", 5),
-    "fixed64": ("<Q", 1),
-    "sfixed64": ("<q", 1),
-    "double": ("<d", 1),
-}
-# Go non-nullable sub-messages (gogoproto.nullable=false): written even when never set.
-_ALWAYS_PRESENT: Final = frozenset({("Range", "start"), ("Range", "end")})
 
 
 def op_digest(op_bytes: bytes) -> str:
@@ -83,12 +68,44 @@ def present(msg: M) -> M:
 
 def marshal(msg: betterproto.Message) -> bytes:
     """Encode ``msg`` exactly as BuildKit's Go types do (rules in the module docstring)."""
-    out = bytearray()
-    _encode_message(msg, out)
-    return bytes(out)
+    return _encode(msg)
+
+
+# ------------------------------------------------------------------------ the encoder
+#
+# Field values are read from the instance ``__dict__`` (betterproto's ``__getattribute__``
+# costs ~2 us a read: it checks oneof groups and materialises defaults). A field still
+# holding betterproto's PLACEHOLDER was never set: it is the zero value (an absent
+# sub-message), which is exactly what reading it through betterproto would give.
+# Each message class is compiled once into a tuple of field plans in field-number order.
+
+_PLACEHOLDER: Final[Any] = betterproto.PLACEHOLDER
+_MASK64: Final = (1 << 64) - 1
+_VARINT_TYPES: Final = frozenset(
+    {"enum", "bool", "int32", "int64", "uint32", "uint64", "sint32", "sint64"}
+)
+_FIXED_FORMATS: Final = {
+    "fixed32": ("<I", 5),
+    "sfixed32": ("<i", 5),
+    "float": ("<f", 5),
+    "fixed64": ("<Q", 1),
+    "sfixed64": ("<q", 1),
+    "double": ("<d", 1),
+}
+# Go non-nullable sub-messages (gogoproto.nullable=false): written even when never set.
+_ALWAYS_PRESENT: Final = frozenset({("Range", "start"), ("Range", "end")})
+# Single-byte varints, the common case for keys, lengths, enums and small numbers.
+_SMALL: Final = tuple(bytes((i,)) for i in range(128))
+
+# field kinds
+_K_SCALAR: Final = 0
+_K_MESSAGE: Final = 1
+_K_MAP: Final = 2
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _SMALL[value]
     value &= _MASK64
     out = bytearray()
     while value > 0x7F:
@@ -110,6 +127,19 @@ def _varint_value(proto_type: str, value: Any) -> int:
     return int(value)
 
 
+def _scalar_body(proto_type: str, value: Any) -> bytes:
+    """The encoded value of one scalar (no key); a length prefix for strings and bytes."""
+    if proto_type == "string":
+        data: bytes = value.encode("utf-8")
+        return _varint(len(data)) + data
+    if proto_type == "bytes":
+        data = bytes(value)
+        return _varint(len(data)) + data
+    if proto_type in _VARINT_TYPES:
+        return _varint(_varint_value(proto_type, value))
+    return struct.pack(_FIXED_FORMATS[proto_type][0], value)
+
+
 def _is_zero(proto_type: str, value: Any) -> bool:
     if proto_type in _FIXED_FORMATS:
         fmt = _FIXED_FORMATS[proto_type][0]
@@ -119,79 +149,122 @@ def _is_zero(proto_type: str, value: Any) -> bool:
     return len(value) == 0
 
 
-def _scalar(number: int, proto_type: str, value: Any, out: bytearray) -> None:
-    """Append one scalar field (key + value); callers decide whether zero is written."""
+def _wire_type(proto_type: str) -> int:
     if proto_type in _VARINT_TYPES:
-        out += _key(number, 0) + _varint(_varint_value(proto_type, value))
-    elif proto_type in _FIXED_FORMATS:
-        fmt, wire_type = _FIXED_FORMATS[proto_type]
-        out += _key(number, wire_type) + struct.pack(fmt, value)
-    else:
-        data = value.encode("utf-8") if proto_type == "string" else bytes(value)
-        out += _key(number, 2) + _varint(len(data)) + data
+        return 0
+    if proto_type in _FIXED_FORMATS:
+        return _FIXED_FORMATS[proto_type][1]
+    return 2
+
+
+class _Plan(NamedTuple):
+    name: str
+    kind: int
+    proto_type: str
+    group: str | None
+    optional: bool
+    force: bool  # an always-present sub-message
+    key: bytes  # tag of a single value
+    packed_key: bytes  # tag of a packed repeated field / a length-delimited value
+    map_types: tuple[str, str] | None
+
+
+_PLANS: dict[type, tuple[_Plan, ...]] = {}
+
+
+def _plan(cls: type) -> tuple[_Plan, ...]:
+    meta = cast(Any, cls)._betterproto
+    plans = []
+    for name in meta.sorted_field_names:
+        field = meta.meta_by_field_name[name]
+        if field.wraps:
+            raise TypeError(f"{cls.__name__}.{name}: wrapper types are not supported")
+        ptype = field.proto_type
+        kind = _K_MAP if ptype == "map" else _K_MESSAGE if ptype == "message" else _K_SCALAR
+        wire = 2 if kind != _K_SCALAR else _wire_type(ptype)
+        plans.append(
+            _Plan(
+                name,
+                kind,
+                ptype,
+                field.group,
+                bool(field.optional),
+                (cls.__name__, name) in _ALWAYS_PRESENT,
+                _key(field.number, wire),
+                _key(field.number, 2),
+                field.map_types,
+            )
+        )
+    _PLANS[cls] = result = tuple(plans)
+    return result
+
+
+def _encode(msg: betterproto.Message) -> bytes:
+    cls = type(msg)
+    plans = _PLANS.get(cls)
+    if plans is None:
+        plans = _plan(cls)
+    values = object.__getattribute__(msg, "__dict__")
+    parts: list[bytes] = []
+    add = parts.append
+    for p in plans:
+        value = values[p.name]
+        if p.group is not None:
+            if values["_group_current"].get(p.group) != p.name:
+                continue
+            if value is _PLACEHOLDER:
+                value = getattr(msg, p.name)
+            if p.kind == _K_MESSAGE:  # the selected member is always written
+                body = _encode(value)
+                add(p.key + _varint(len(body)) + body)
+            else:
+                add(p.key + _scalar_body(p.proto_type, value))
+            continue
+        if value is _PLACEHOLDER:
+            if p.force:
+                add(p.key + b"\x00")
+            continue
+        if value is None:  # proto3 `optional` left unset
+            continue
+        kind = p.kind
+        if kind == _K_MESSAGE:
+            if isinstance(value, list):
+                for item in value:  # repeated message elements are always written
+                    body = _encode(item)
+                    add(p.key + _varint(len(body)) + body)
+                continue
+            body = _encode(value)
+            if body or p.force or object.__getattribute__(value, "__dict__")["_serialized_on_wire"]:
+                add(p.key + _varint(len(body)) + body)
+        elif kind == _K_MAP:
+            assert p.map_types is not None
+            ktype, vtype = p.map_types
+            kkey, vkey = _key(1, _wire_type(ktype)), _key(2, _wire_type(vtype))
+            for k in sorted(value):  # Go sorts by key; both key and value always written
+                v = value[k]
+                if vtype == "message":
+                    vbody = _encode(v)
+                    vpart = vkey + _varint(len(vbody)) + vbody
+                else:
+                    vpart = vkey + _scalar_body(vtype, v)
+                entry = kkey + _scalar_body(ktype, k) + vpart
+                add(p.packed_key + _varint(len(entry)) + entry)
+        elif isinstance(value, list):
+            ptype = p.proto_type
+            if ptype in _VARINT_TYPES or ptype in _FIXED_FORMATS:
+                if value:
+                    packed = b"".join(_packed_item(ptype, v) for v in value)
+                    add(p.packed_key + _varint(len(packed)) + packed)
+            else:
+                for item in value:
+                    add(p.key + _scalar_body(ptype, item))
+        elif p.optional or not _is_zero(p.proto_type, value):
+            add(p.key + _scalar_body(p.proto_type, value))
+    add(values["_unknown_fields"])
+    return b"".join(parts)
 
 
 def _packed_item(proto_type: str, value: Any) -> bytes:
     if proto_type in _VARINT_TYPES:
         return _varint(_varint_value(proto_type, value))
     return struct.pack(_FIXED_FORMATS[proto_type][0], value)
-
-
-def _submessage(number: int, value: betterproto.Message, out: bytearray, force: bool) -> None:
-    body = marshal(value)
-    if body or force or value._serialized_on_wire:
-        out += _key(number, 2) + _varint(len(body)) + body
-
-
-def _map_value(number: int, proto_type: str, value: Any, out: bytearray) -> None:
-    if proto_type == "message":
-        body = marshal(value)
-        out += _key(number, 2) + _varint(len(body)) + body
-    else:
-        _scalar(number, proto_type, value, out)
-
-
-def _encode_message(msg: betterproto.Message, out: bytearray) -> None:
-    meta = cast(Any, msg)._betterproto
-    type_name = type(msg).__name__
-    for name in meta.sorted_field_names:
-        field = meta.meta_by_field_name[name]
-        if field.wraps:
-            raise TypeError(f"{type_name}.{name}: wrapper types are not supported")
-        if field.group:
-            selected, value = cast(tuple[str, Any], betterproto.which_one_of(msg, field.group))
-            if selected != name:
-                continue
-            if field.proto_type == "message":
-                _submessage(field.number, value, out, force=True)
-            else:
-                _scalar(field.number, field.proto_type, value, out)
-            continue
-        value = getattr(msg, name)
-        if value is None:  # proto3 `optional` left unset
-            continue
-        ptype = field.proto_type
-        if ptype == "map":
-            assert field.map_types is not None
-            ktype, vtype = field.map_types
-            for k in sorted(value):
-                entry = bytearray()
-                _scalar(1, ktype, k, entry)
-                _map_value(2, vtype, value[k], entry)
-                out += _key(field.number, 2) + _varint(len(entry)) + entry
-        elif isinstance(value, list):
-            if ptype == "message":
-                for item in value:
-                    _submessage(field.number, item, out, force=True)
-            elif ptype in _VARINT_TYPES or ptype in _FIXED_FORMATS:
-                if value:
-                    packed = b"".join(_packed_item(ptype, v) for v in value)
-                    out += _key(field.number, 2) + _varint(len(packed)) + packed
-            else:
-                for item in value:
-                    _scalar(field.number, ptype, item, out)
-        elif ptype == "message":
-            _submessage(field.number, value, out, force=(type_name, name) in _ALWAYS_PRESENT)
-        elif field.optional or not _is_zero(ptype, value):
-            _scalar(field.number, ptype, value, out)
-    out += msg._unknown_fields

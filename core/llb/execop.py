@@ -6,9 +6,11 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
+from bkcore.llb.pbmake import make
 from bkcore.llb.state import State
 from bkcore.llb.vertex import InputTable, MarshalContext, Marshalled, OpMeta, Output, Vertex
 
@@ -320,41 +322,47 @@ class ExecOp(Vertex):
     def marshal(self, ctx: MarshalContext) -> Marshalled:
         base = self._base
         caps = {"exec.meta.base"}
-        op = ctx.op(base.platform, self._meta, platform=True)
         table = InputTable(ctx.input_of)
         add, inputs = table.add, table.inputs
 
         mounts: list[pb.Mount] = []
         for m in self._fs_mounts:
             src = m.state.output if m.state is not None else None
-            pm = pb.Mount(
-                input=add(src) if src is not None else -1,
-                selector=m.selector,
-                dest=m.dest,
-                output=m.output,
-                readonly=m.readonly,
-                mount_type=m.kind,
-            )
+            opts: dict[str, Any] = {}
             if m.selector:
                 caps.add("exec.mount.selector")
             if m.kind == _CACHE:
-                pm.cache_opt = pb.CacheOpt(id=m.cache_id, sharing=pb.CacheSharingOpt(m.sharing))
+                sharing = pb.CacheSharingOpt(m.sharing)
+                opts["cache_opt"] = make(pb.CacheOpt, id=m.cache_id, sharing=sharing)
                 caps.update(("exec.mount.cache", "exec.mount.cache.sharing"))
             elif m.kind == _TMPFS:
-                pm.tmpfs_opt = pb.TmpfsOpt(size=m.tmpfs_size)
+                opts["tmpfs_opt"] = make(pb.TmpfsOpt, size=m.tmpfs_size)
                 caps.add("exec.mount.tmpfs")
                 if m.tmpfs_size > 0:
                     caps.add("exec.mount.tmpfs.size")
             elif src is not None:
                 caps.add("exec.mount.bind")
-            mounts.append(pm)
+            mounts.append(
+                make(
+                    pb.Mount,
+                    input=add(src) if src is not None else -1,
+                    selector=m.selector,
+                    dest=m.dest,
+                    output=m.output,
+                    readonly=m.readonly,
+                    mount_type=m.kind,
+                    **opts,
+                )
+            )
         for s in self._secrets:
-            opt = pb.SecretOpt(id=s.id, uid=s.uid, gid=s.gid, mode=s.mode, optional=s.optional)
-            mounts.append(pb.Mount(dest=s.dest, mount_type=_SECRET, secret_opt=opt))
+            opt = make(
+                pb.SecretOpt, id=s.id, uid=s.uid, gid=s.gid, mode=s.mode, optional=s.optional
+            )
+            mounts.append(make(pb.Mount, dest=s.dest, mount_type=_SECRET, secret_opt=opt))
             caps.add("exec.mount.secret")
         for h in self._ssh:
-            sopt = pb.SshOpt(id=h.id, uid=h.uid, gid=h.gid, mode=h.mode, optional=h.optional)
-            mounts.append(pb.Mount(dest=h.dest, mount_type=_SSH, ssh_opt=sopt))
+            sopt = make(pb.SshOpt, id=h.id, uid=h.uid, gid=h.gid, mode=h.mode, optional=h.optional)
+            mounts.append(make(pb.Mount, dest=h.dest, mount_type=_SSH, ssh_opt=sopt))
             caps.add("exec.mount.ssh")
 
         env = list(self._env)
@@ -363,18 +371,11 @@ class ExecOp(Vertex):
                 caps.add("exec.meta.setsdefaultpath")
             elif not any(e.startswith("PATH=") for e in env):
                 env.append("PATH=" + DEFAULT_PATH)
-        meta = pb.Meta(
-            args=list(self._args),
-            env=env,
-            cwd=base.cwd,
-            user=base.get_user(),
-            hostname=base.get_hostname(),
-            cgroup_parent=base._cgroup_parent,
-            remove_mount_stubs_recursive=True,
-        )
+        extra: dict[str, Any] = {}
         if self._proxy is not None:
             p = self._proxy
-            meta.proxy_env = pb.ProxyEnv(
+            extra["proxy_env"] = make(
+                pb.ProxyEnv,
                 http_proxy=p.http_proxy,
                 https_proxy=p.https_proxy,
                 ftp_proxy=p.ftp_proxy,
@@ -383,30 +384,47 @@ class ExecOp(Vertex):
             )
             caps.add("exec.meta.proxyenv")
         if base._extra_hosts:
-            meta.extra_hosts = [pb.HostIp(host=h.host, ip=h.ip) for h in base._extra_hosts]
+            extra["extra_hosts"] = [
+                make(pb.HostIp, host=h.host, ip=h.ip) for h in base._extra_hosts
+            ]
         if base._ulimits:
-            meta.ulimit = [pb.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in base._ulimits]
+            extra["ulimit"] = [
+                make(pb.Ulimit, name=u.name, soft=u.soft, hard=u.hard) for u in base._ulimits
+            ]
             caps.add("exec.meta.ulimit")
         if base._cgroup_parent:
             caps.add("exec.meta.cgroup.parent")
+        meta = make(
+            pb.Meta,
+            args=list(self._args),
+            env=env,
+            cwd=base.cwd,
+            user=base.get_user(),
+            hostname=base.get_hostname(),
+            cgroup_parent=base._cgroup_parent,
+            remove_mount_stubs_recursive=True,
+            **extra,
+        )
         network = base.get_network()
         security = base.get_security()
         if network != 0:
             caps.add("exec.meta.network")
         if security != 0:
             caps.add("exec.meta.security")
-        execop = pb.ExecOp(
+        secretenv: dict[str, Any] = {}
+        if self._secret_env:
+            secretenv["secretenv"] = [
+                make(pb.SecretEnv, id=s.id or s.name, name=s.name, optional=s.optional)
+                for s in self._secret_env
+            ]
+            caps.add("exec.secretenv")
+        execop = make(
+            pb.ExecOp,
             meta=meta,
             mounts=mounts,
             network=pb.NetMode(int(network)),
             security=pb.SecurityMode(int(security)),
+            **secretenv,
         )
-        if self._secret_env:
-            execop.secretenv = [
-                pb.SecretEnv(id=s.id or s.name, name=s.name, optional=s.optional)
-                for s in self._secret_env
-            ]
-            caps.add("exec.secretenv")
-        op.inputs = inputs
-        op.exec = execop
+        op = ctx.op(base.platform, self._meta, platform=True, inputs=inputs, exec=execop)
         return Marshalled(op, self._meta, frozenset(caps))

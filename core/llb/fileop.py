@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 from bkcore.errors import DefinitionError
 from bkcore.llb import paths, pb
+from bkcore.llb.pbmake import make
 from bkcore.llb.state import State
 from bkcore.llb.vertex import InputTable, MarshalContext, Marshalled, OpMeta, Output, Vertex
 
@@ -22,8 +23,8 @@ class UserRef:
 
     def to_pb(self, base: int) -> pb.UserOpt:
         if self.id is not None:
-            return pb.UserOpt(by_id=self.id)
-        return pb.UserOpt(by_name=pb.NamedUserOpt(name=self.name, input=base))
+            return make(pb.UserOpt, by_id=self.id)
+        return make(pb.UserOpt, by_name=make(pb.NamedUserOpt, name=self.name, input=base))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +43,12 @@ class Chown:
         return cls(refs[0], refs[1] if len(refs) > 1 else None)
 
     def to_pb(self, base: int) -> pb.ChownOpt:
-        opt = pb.ChownOpt()
+        fields: dict[str, pb.UserOpt] = {}
         if self.user is not None:
-            opt.user = self.user.to_pb(base)
+            fields["user"] = self.user.to_pb(base)
         if self.group is not None:
-            opt.group = self.group.to_pb(base)
-        return opt
+            fields["group"] = self.group.to_pb(base)
+        return make(pb.ChownOpt, **fields)
 
 
 def _user_ref(text: str) -> UserRef:
@@ -292,7 +293,6 @@ class FileOp(Vertex):
 
     def marshal(self, ctx: MarshalContext) -> Marshalled:
         caps = {"file.base"}
-        op = ctx.op(self._base.platform, self._meta, platform=True)
         table = InputTable(ctx.input_of)
         add, inputs = table.add, table.inputs
 
@@ -314,59 +314,80 @@ class FileOp(Vertex):
         for k, (a, (inp, rel, secondary, base_idx)) in enumerate(
             zip(self._actions, wiring, strict=True)
         ):
-            fa = pb.FileAction(
-                input=n + inp if rel else inp,
-                secondary_input=secondary,
-                output=0 if k == last else -1,
-            )
+            owner: dict[str, pb.ChownOpt] = {}
+            if not isinstance(a, _Rm) and a.owner is not None:
+                owner["owner"] = self._chown(a.owner, base_idx, n)
+            body: dict[str, Any]
             if isinstance(a, _Mkdir):
-                fa.mkdir = pb.FileActionMkDir(
-                    path=paths.resolve(parent, a.path),
-                    mode=a.mode,
-                    make_parents=a.parents,
-                    timestamp=a.created,
-                )
-                if a.owner is not None:
-                    fa.mkdir.owner = self._chown(a.owner, base_idx, n)
+                body = {
+                    "mkdir": make(
+                        pb.FileActionMkDir,
+                        path=paths.resolve(parent, a.path),
+                        mode=a.mode,
+                        make_parents=a.parents,
+                        timestamp=a.created,
+                        **owner,
+                    )
+                }
             elif isinstance(a, _Mkfile):
-                fa.mkfile = pb.FileActionMkFile(
-                    path=paths.resolve(parent, a.path),
-                    mode=a.mode,
-                    data=a.data,
-                    timestamp=a.created,
-                )
-                if a.owner is not None:
-                    fa.mkfile.owner = self._chown(a.owner, base_idx, n)
+                body = {
+                    "mkfile": make(
+                        pb.FileActionMkFile,
+                        path=paths.resolve(parent, a.path),
+                        mode=a.mode,
+                        data=a.data,
+                        timestamp=a.created,
+                        **owner,
+                    )
+                }
             elif isinstance(a, _Rm):
-                fa.rm = pb.FileActionRm(
-                    path=paths.resolve(parent, a.path),
-                    allow_not_found=a.allow_not_found,
-                    allow_wildcard=a.allow_wildcard,
-                )
+                body = {
+                    "rm": make(
+                        pb.FileActionRm,
+                        path=paths.resolve(parent, a.path),
+                        allow_not_found=a.allow_not_found,
+                        allow_wildcard=a.allow_wildcard,
+                    )
+                }
                 if a.allow_wildcard:
                     caps.add("file.rm.wildcard")
             else:
-                fa.copy = pb.FileActionCopy(
-                    src=a.src,
-                    dest=paths.resolve(parent, a.dest, keep_slash=True),
-                    mode=-1 if a.mode is None else a.mode,
-                    follow_symlink=a.follow_symlinks,
-                    dir_copy_contents=a.dir_contents_only,
-                    attempt_unpack_docker_compatibility=a.attempt_unpack,
-                    create_dest_path=a.create_dest_path,
-                    allow_wildcard=a.allow_wildcard,
-                    allow_empty_wildcard=a.allow_empty_wildcard,
-                    timestamp=a.created,
-                    include_patterns=list(a.include_patterns),
-                    exclude_patterns=list(a.exclude_patterns),
-                )
-                if a.owner is not None:
-                    fa.copy.owner = self._chown(a.owner, base_idx, n)
+                body = {
+                    "copy": make(
+                        pb.FileActionCopy,
+                        src=a.src,
+                        dest=paths.resolve(parent, a.dest, keep_slash=True),
+                        mode=-1 if a.mode is None else a.mode,
+                        follow_symlink=a.follow_symlinks,
+                        dir_copy_contents=a.dir_contents_only,
+                        attempt_unpack_docker_compatibility=a.attempt_unpack,
+                        create_dest_path=a.create_dest_path,
+                        allow_wildcard=a.allow_wildcard,
+                        allow_empty_wildcard=a.allow_empty_wildcard,
+                        timestamp=a.created,
+                        include_patterns=list(a.include_patterns),
+                        exclude_patterns=list(a.exclude_patterns),
+                        **owner,
+                    )
+                }
                 if a.include_patterns or a.exclude_patterns:
                     caps.add("file.copy.includeexcludepatterns")
-            actions.append(fa)
-        op.inputs = inputs
-        op.file = pb.FileOp(actions=actions)
+            actions.append(
+                make(
+                    pb.FileAction,
+                    input=n + inp if rel else inp,
+                    secondary_input=secondary,
+                    output=0 if k == last else -1,
+                    **body,
+                )
+            )
+        op = ctx.op(
+            self._base.platform,
+            self._meta,
+            platform=True,
+            inputs=inputs,
+            file=make(pb.FileOp, actions=actions),
+        )
         return Marshalled(op, self._meta, frozenset(caps))
 
     @staticmethod

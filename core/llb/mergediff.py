@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bkcore.llb import pb
+from bkcore.llb.pbmake import make
 from bkcore.llb.state import State
 from bkcore.llb.vertex import MarshalContext, Marshalled, OpMeta, Output, Vertex
 
@@ -26,9 +27,11 @@ class MergeOp(Vertex):
         return f"merge of {len(self._inputs)}"
 
     def marshal(self, ctx: MarshalContext) -> Marshalled:
-        op = ctx.op(None, self._meta, platform=False)
-        op.inputs = [ctx.input_of(o) for o in self._inputs]
-        op.merge = pb.MergeOp(inputs=[pb.MergeInput(input=i) for i in range(len(self._inputs))])
+        merge = make(
+            pb.MergeOp, inputs=[make(pb.MergeInput, input=i) for i in range(len(self._inputs))]
+        )
+        inputs = [ctx.input_of(o) for o in self._inputs]
+        op = ctx.op(None, self._meta, platform=False, inputs=inputs, merge=merge)
         return Marshalled(op, self._meta, frozenset({"mergeop"}))
 
 
@@ -50,7 +53,6 @@ class DiffOp(Vertex):
         return "diff"
 
     def marshal(self, ctx: MarshalContext) -> Marshalled:
-        op = ctx.op(None, self._meta, platform=False)
         inputs: list[pb.Input] = []
         lower = upper = -1
         if self._lower is not None:
@@ -59,10 +61,12 @@ class DiffOp(Vertex):
         if self._upper is not None:
             upper = len(inputs)
             inputs.append(ctx.input_of(self._upper))
-        op.inputs = inputs
-        op.diff = pb.DiffOp(
-            lower=pb.LowerDiffInput(input=lower), upper=pb.UpperDiffInput(input=upper)
+        diff = make(
+            pb.DiffOp,
+            lower=make(pb.LowerDiffInput, input=lower),
+            upper=make(pb.UpperDiffInput, input=upper),
         )
+        op = ctx.op(None, self._meta, platform=False, inputs=inputs, diff=diff)
         return Marshalled(op, self._meta, frozenset({"diffop"}))
 
 

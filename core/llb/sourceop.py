@@ -11,6 +11,7 @@ from typing import Literal
 from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.llb.imageref import normalize_image_ref
+from bkcore.llb.pbmake import make
 from bkcore.llb.platforms import Platform
 from bkcore.llb.state import State
 from bkcore.llb.vertex import MarshalContext, Marshalled, OpMeta, Output, Vertex
@@ -76,8 +77,8 @@ class SourceOp(Vertex):
         if self.identifier.startswith("local://") and "local.session" not in attrs:
             attrs.setdefault("local.unique", ctx.local_unique_id)
             caps.add("source.local.unique")
-        op = ctx.op(self._platform, self._meta, platform=self._platform_specific())
-        op.source = pb.SourceOp(identifier=self.identifier, attrs=dict(sorted(attrs.items())))
+        source = make(pb.SourceOp, identifier=self.identifier, attrs=dict(sorted(attrs.items())))
+        op = ctx.op(self._platform, self._meta, platform=self._platform_specific(), source=source)
         return Marshalled(op, self._meta, frozenset(caps))
 
 

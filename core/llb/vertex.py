@@ -6,9 +6,10 @@ import abc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bkcore.llb import pb
+from bkcore.llb.pbmake import make
 from bkcore.llb.platforms import Platform
 
 if TYPE_CHECKING:
@@ -37,9 +38,10 @@ class Range:
 
     def to_pb(self) -> pb.Range:
         end = self.start_line if self.end_line is None else self.end_line
-        return pb.Range(
-            start=pb.Position(line=self.start_line, character=self.start_character),
-            end=pb.Position(line=end, character=self.end_character),
+        return make(
+            pb.Range,
+            start=make(pb.Position, line=self.start_line, character=self.start_character),
+            end=make(pb.Position, line=end, character=self.end_character),
         )
 
 
@@ -120,14 +122,19 @@ class OpMeta:
         )
 
     def to_pb(self, caps: Iterable[str]) -> pb.OpMetadata:
-        md = pb.OpMetadata(ignore_cache=self.ignore_cache, description=dict(self.description))
+        fields: dict[str, Any] = {}
         if self.export_cache is not None:
-            md.export_cache = pb.ExportCache(value=self.export_cache)
-        md.caps = dict.fromkeys(sorted(set(caps)), True)
+            fields["export_cache"] = make(pb.ExportCache, value=self.export_cache)
         if self.progress_group is not None:
             g = self.progress_group
-            md.progress_group = pb.ProgressGroup(id=g.id, name=g.name, weak=g.weak)
-        return md
+            fields["progress_group"] = make(pb.ProgressGroup, id=g.id, name=g.name, weak=g.weak)
+        return make(
+            pb.OpMetadata,
+            ignore_cache=self.ignore_cache,
+            description=dict(self.description),
+            caps=dict.fromkeys(sorted(set(caps)), True),
+            **fields,
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -149,15 +156,20 @@ class MarshalContext:
     input_of: Callable[[Output], pb.Input]
     daemon_caps: frozenset[str] | None = None
 
-    def op(self, own_platform: Platform | None, meta: OpMeta, *, platform: bool) -> pb.Op:
-        """An ``Op`` with platform (if ``platform``) and the always-present constraints."""
-        op = pb.Op()
+    def op(
+        self, own_platform: Platform | None, meta: OpMeta, *, platform: bool, **fields: Any
+    ) -> pb.Op:
+        """An ``Op`` with platform (if ``platform``) and the always-present constraints.
+
+        ``fields`` are further ``pb.Op`` fields (``inputs=``, ``exec=``, ...), set at once.
+        """
         if platform:
             p = own_platform or self.platform
-            op.platform = pb.Platform(architecture=p.architecture, os=p.os, variant=p.variant)
+            fields["platform"] = make(
+                pb.Platform, architecture=p.architecture, os=p.os, variant=p.variant
+            )
         filters = list(self.meta.worker_filters + meta.worker_filters)
-        op.constraints = pb.WorkerConstraints(filter=filters)
-        return op
+        return make(pb.Op, constraints=make(pb.WorkerConstraints, filter=filters), **fields)
 
 
 class InputTable:

@@ -6,23 +6,15 @@ refused) and ``tcp://HOST:PORT``, which needs ``--tlscert``/``--tlskey`` (with `
 clients must present a certificate signed by that CA). HTTP/2 with ALPN ``h2`` over TLS.
 
 The TOML config (``--config``, default :func:`bkcore.config.daemon_config_file`, read only if
-present) uses BuildKit's ``buildkitd.toml`` names where they exist::
+present) uses BuildKit's ``buildkitd.toml`` names (``[grpc]``, ``[worker.oci]`` with ``gc``,
+``gckeepstorage``, ``max-parallelism``, ``[[worker.oci.gcpolicy]]``), plus bkcore's
+``registries`` (hosts file) and ``[worker] name``; docs/daemon.md describes every key.
+Command-line flags win over the file. An unknown key or a bad value is one error line
+``FILE:LINE: ...``.
 
-    root = "/var/lib/bkcore"
-    registries = "/etc/bkcore/registries.toml"   # registry hosts file for this daemon
-    insecure-entitlements = ["network.host", "security.insecure"]
-    [grpc]
-    address = ["unix:///run/bkcore/bkcore.sock"]
-    [grpc.tls]
-    cert = "..."; key = "..."; ca = "..."
-    [worker]
-    name = "runc"
-    max-parallelism = 4
-    [[worker.gcpolicy]]
-    all = false; keepDuration = "48h"; keepBytes = 10000000000; filters = ["type==regular"]
-
-Command-line flags win over the file. An unknown key or a value of the wrong type is one
-error line naming the file and the key.
+GC (:mod:`bkcore.cache.gc`): a pass at start-up and after builds end (throttled), by the
+configured policies or BuildKit's default ones (:func:`gc_policies`); ``gc = false`` turns it
+off.
 
 SIGTERM / SIGINT: stop accepting connections, cancel running builds (each unwinds: containers
 killed, leases released), wait for the handlers to end, close the controller, remove the

@@ -84,6 +84,9 @@ class DaemonConfig:
     gc: bool = True
     gc_keep_storage: int = 0
     debug: bool = False
+    #: ``[history]``: completed builds kept (buildkitd's defaults: 50, 48 h).
+    history_max_entries: int = 50
+    history_max_age: float = 48 * 3600.0
     #: Owner of the unix sockets (``[grpc] uid``/``gid``, ``--group``); None: unchanged.
     socket_uid: int | None = None
     socket_gid: int | None = None
@@ -263,7 +266,7 @@ class _Reader:
         )
 
 
-_TOP_KEYS = ("root", "debug", "registries", "insecure-entitlements", "grpc", "worker")
+_TOP_KEYS = ("root", "debug", "registries", "insecure-entitlements", "grpc", "worker", "history")
 _GRPC_KEYS = ("address", "uid", "gid", "tls")
 _WORKER_KEYS = ("name", "max-parallelism", "gc", "gckeepstorage", "gcpolicy", "oci")
 _OCI_KEYS = ("enabled", "max-parallelism", "gc", "gckeepstorage", "gcpolicy")
@@ -330,6 +333,15 @@ def load_config(path: Path | None, *, root: str | None = None) -> DaemonConfig:
         tls_key=str(tls.get("key", "")),
         tls_ca=str(tls.get("ca", "")),
     )
+    history = r.table(data, ("history",))
+    r.keys(history, ("history",), ("maxAge", "maxEntries"))
+    if "maxAge" in history:
+        out = replace(out, history_max_age=r.duration(history, ("history",), "maxAge"))
+    if "maxEntries" in history:
+        n = r.typed(history, ("history",), "maxEntries", int)
+        if n < 0:
+            raise r.error(("history", "maxEntries"), "'maxEntries' must not be negative")
+        out = replace(out, history_max_entries=n)
     worker = r.table(data, ("worker",))
     r.keys(worker, ("worker",), _WORKER_KEYS)
     oci = r.table(worker, ("worker", "oci"))

@@ -20,6 +20,9 @@ def test_buildkitd_toml_spelling(tmp_path: Path) -> None:
     file.write_text(
         """
 debug = true
+[history]
+  maxAge = 3600
+  maxEntries = 10
 [grpc]
   address = ["unix:///tmp/a.sock", "tcp://127.0.0.1:1234"]
   uid = 0
@@ -43,6 +46,7 @@ debug = true
     assert cfg.addresses == ("unix:///tmp/a.sock", "tcp://127.0.0.1:1234")
     assert (cfg.socket_uid, cfg.socket_gid) == (0, 42)
     assert cfg.gc_keep_storage == 2_000_000_000
+    assert (cfg.history_max_age, cfg.history_max_entries) == (3600.0, 10)
     assert daemon.gc_policies(cfg) == (
         GCPolicy(
             keep_duration=172800.0,
@@ -96,6 +100,7 @@ def test_default_policies_gc_off_and_keepstorage(tmp_path: Path) -> None:
         ("[worker.containerd]\nenabled = true\n", 1, "unknown key 'containerd' in [worker]"),
         ("[[worker.oci.gcpolicy]]\nfilters = ['id~=(']\n", 2, "invalid filter"),
         ("[[worker.gcpolicy]]\nkeepDuration = -5\n", 2, "must not be negative"),
+        ("[history]\nmaxAge = '2d'\nmaxEntry = 3\n", 3, "unknown key 'maxEntry' in [history]"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from bkcore.frontend import BuildResult, FileStat
     from bkcore.llb import pb
     from bkcore.progress import ProgressStream
-    from bkcore.session.session import Session
     from bkcore.solver.types import Result
 
 __all__ = [
@@ -240,62 +239,20 @@ async def forwarded_build(
     forwarders: Forwarders,
     *,
     progress: ProgressStream | None = None,
-    session: Session | None = None,
 ) -> BuildResponse:
-    """Run the forwarded build ``ref``: a solver job whose bridge the client drives over
+    """Run the forwarded build ``ref``: a build job whose bridge the client drives over
     LLBBridge until it calls Return; export the returned result with ``options.outputs``.
+    The build's session is ``options.session`` (the client's), else an in-process one."""
+    from bkcore.controller import BuildResponse
 
-    ``session`` is the build's client session (default: the controller's for ``options``).
-    """
-    from bkcore.bridge import LLBBridge
-    from bkcore.controller import BuildResponse, _check_outputs
-    from bkcore.ops.execmounts import CACHE_DROPS
-    from bkcore.progress import ProgressStream
-
-    engine = controller.engine
-    _check_outputs(options.outputs, controller.plugins)
-    stream = progress if progress is not None else ProgressStream()
-    own_session = session is None
-    if session is None:
-        session = controller._session(options)
-        engine.sessions.attach(session)
-    try:
-        values = {
-            "session": session.id,
-            "no_cache": options.no_cache,
-            "entitlements": frozenset(options.entitlements),
-            CACHE_DROPS: {},
-        }
-        async with (
-            controller.solver.job(progress=stream, values=values) as job,
-            forwarders.register(ref, options.frontend_inputs) as forwarder,
-        ):
-            bridge = LLBBridge(
-                engine,
-                controller.solver,
-                job,
-                session_id=session.id,
-                progress=stream,
-                no_cache=options.no_cache,
-                entitlements=frozenset(options.entitlements),
-            )
-            forwarder.bridge = bridge
-            forwarder.ready.set()
-            try:
-                result = await forwarder.returned
-                response = await controller._export(
-                    options.outputs,
-                    result.ref,
-                    session,
-                    stream,
-                    metadata=result.metadata,
-                    refs=result.refs,
-                )
-            finally:
-                await bridge.release()
-    finally:
-        if own_session:
-            engine.sessions.unregister(session.id)
+    async with (
+        controller.build_job(options, progress=progress) as build,
+        forwarders.register(ref, options.frontend_inputs) as forwarder,
+    ):
+        forwarder.bridge = build.bridge()
+        forwarder.ready.set()
+        result = await forwarder.returned
+        response = await build.export(result.ref, metadata=result.metadata, refs=result.refs)
     return BuildResponse(response)
 
 

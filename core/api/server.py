@@ -5,8 +5,7 @@
 * ``ListWorkers``: the worker's info (id, labels, platforms) plus the daemon's GC policy and
   bkcore's version; ``filter`` as containerd filters over ``id`` and ``labels.<key>``.
 * ``Info``: ``BuildkitVersion{package: "bkcore", version}``.
-* GC: with ``[[worker.gcpolicy]]`` in the daemon config, :meth:`ControlServicer.run_gc`
-  prunes by each policy (filters, keepDuration, keepBytes, as ``Prune``) after builds.
+* GC runs in the daemon (:mod:`bkcore.api.daemon`); ListWorkers reports its policies.
 * ``DiskUsage`` / ``Prune``: what ``bkcore du`` / ``bkcore prune`` compute, on a store opened
   for the call in a thread (as a second process would), so a running build is never touched.
   ``UsageRecord.Shared`` marks a record that nothing uses directly but that a used snapshot
@@ -17,8 +16,9 @@
   controller; ``Exporter``/``ExporterAttrs`` become the output, ``FrontendAttrs`` the frontend
   options, ``FrontendInputs`` its named inputs, ``Entitlements`` are checked against the daemon's
   allowed ones. ``Session`` names the client's ``Control.Session`` (waited for
-  :data:`SESSION_WAIT` seconds): the build then syncs its local sources from the client and
-  sends ``local``/``tar``/``oci``/``docker`` outputs to it (:class:`DaemonController`).
+  :data:`SESSION_WAIT` seconds): the build (``BuildOptions.session``) then syncs its local
+  sources from the client and sends ``local``/``tar``/``oci``/``docker`` outputs to it; the
+  build is cancelled when that session closes (CANCELLED, as buildkitd).
   Those client-side outputs without a session are refused (they would otherwise be written
   on the daemon's host). No Definition and no Frontend is a forwarded build (buildctl's
   form): the client drives it over LLBBridge (:mod:`bkcore.api.gateway`) and Returns the
@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import grpclib.const
 from grpclib.const import Status
@@ -63,11 +62,8 @@ if TYPE_CHECKING:
 
     from bkcore.api.gateway import Forwarders
     from bkcore.cli.du_cmd import Record
-    from bkcore.controller import BuildOptions
     from bkcore.progress import Event
     from bkcore.session.manager import ConnectedSession
-    from bkcore.session.session import Session
-    from bkcore.session.transport import Caller
 
 __all__ = [
     "CLIENT_SIDE_EXPORTERS",
@@ -273,42 +269,11 @@ def event_to_status(events: Sequence[Event]) -> cpb.StatusResponse:
     return out
 
 
-# -- client sessions -------------------------------------------------------------------------------
+# -- the controller -------------------------------------------------------------------------------
 
-#: The client's connected session for the Solve running in this task (None: daemon-side only).
-_CLIENT_SESSION: contextvars.ContextVar[ConnectedSession | None] = contextvars.ContextVar(
-    "bkcore_client_session", default=None
-)
-
-
-class _ClientSession:
-    """Stands in for the build's :class:`~bkcore.session.Session`: the controller registers
-    it under a fresh id, and every attachable call (file sync of the build's locals, FileSend
-    of a local/tar output, auth, secrets, ssh) goes to the client's tunnel."""
-
-    def __init__(self, conn: ConnectedSession) -> None:
-        from bkcore.session.session import new_session_id
-
-        self.id = new_session_id()
-        self.name = conn.name
-        self.shared_key = conn.shared_key
-        self._caller = conn.caller
-
-    def caller(self) -> Caller:
-        return self._caller
-
-
-class DaemonController(Controller):
-    """The daemon's controller: a Solve that names the client's session builds with that
-    session (the client serves its directories and receives its outputs), not with
-    attachables made in the daemon."""
-
-    def _session(self, options: BuildOptions) -> Session:
-        conn = _CLIENT_SESSION.get()
-        if conn is None:
-            return super()._session(options)
-        session: Any = _ClientSession(conn)
-        return cast("Session", session)
+#: The daemon's controller is the embedded one: a Solve naming the client's session builds
+#: over that connected session (``BuildOptions.session``). Kept as a name for callers.
+DaemonController = Controller
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -378,7 +343,6 @@ class ControlServicer:
         self._jobs: dict[str, _Job] = {}
         self._job_waiters: dict[str, asyncio.Event] = {}
         self._builds: set[asyncio.Task[Any]] = set()
-        self._gc_wanted = asyncio.Event()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -647,6 +611,7 @@ class ControlServicer:
         return BuildOptions(
             definition=definition,
             source=where,
+            session=request.session,
             outputs=tuple(outputs),
             no_cache="no-cache" in frontend_opts and not request.frontend,
             entitlements=wanted,
@@ -682,7 +647,6 @@ class ControlServicer:
         task = asyncio.current_task()
         if task is not None:
             self._builds.add(task)
-        token = _CLIENT_SESSION.set(conn)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pump())
@@ -704,11 +668,8 @@ class ControlServicer:
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from None
         finally:
-            _CLIENT_SESSION.reset(token)
             if task is not None:
                 self._builds.discard(task)
-            if self.settings.gc_policy:
-                self._gc_wanted.set()
             await job.finish()
             if ref:
                 asyncio.get_running_loop().call_later(FINISHED_TTL, self._forget, ref, job)
@@ -746,26 +707,6 @@ class ControlServicer:
                     metadata={methods.CURRENT_TIMESTAMP: _rfc3339(time.time())}
                 )
             yield event_to_status(batch)
-
-    async def run_gc(self, on_error: Callable[[str], None] | None = None) -> None:
-        """Apply the daemon's GC policies, in order, after each build (one pass at a time;
-        builds finishing during a pass ask for one more). Runs until cancelled; a failed pass
-        is reported to ``on_error`` and the loop goes on."""
-        while True:
-            await self._gc_wanted.wait()
-            self._gc_wanted.clear()
-            for policy in self.settings.gc_policy:
-                request = cpb.PruneRequest(
-                    filter=list(policy.filters),
-                    all=policy.all,
-                    keep_duration=int(policy.keep_duration * 1e9),
-                    keep_bytes=policy.keep_bytes,
-                )
-                try:
-                    await asyncio.to_thread(self._prune, request)
-                except Exception as exc:
-                    if on_error is not None:
-                        on_error(f"gc: {exc}")
 
     async def cancel_builds(self) -> None:
         """Cancel every running Solve and wait for them to unwind (SIGTERM)."""
@@ -812,9 +753,12 @@ async def _until_session_closes(
             if await _settle(task):
                 raise asyncio.CancelledError
             if task.cancelled():
-                raise SessionError(
+                closed_error = SessionError(
                     f"{where}: the client's session {conn.id} closed; build cancelled"
                 )
+                # as buildkitd, whose build context is cancelled with the session
+                closed_error.grpc_status = Status.CANCELLED  # type: ignore[attr-defined]
+                raise closed_error
         return task.result()
     finally:
         closed.cancel()

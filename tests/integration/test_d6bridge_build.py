@@ -516,13 +516,22 @@ def test_forwarded_build_error_returned_by_the_client(daemon: Daemon, tmp_path: 
             return exc
         return None
 
-    async def go() -> tuple[BkError | None, BkError | None]:
+    def new_session() -> Session:
         session = Session(name="fwd", shared_key="fwd")
         session.allow(FileSyncProvider({"context": str(ctx), "dockerfile": str(ctx)}))
+        return session
+
+    async def go() -> tuple[BkError | None, BkError | None]:
+        # a session per build, as buildctl: the build's local sources are keyed by the
+        # session id (BuildKit's local source cache key), so a second build in the same
+        # session would reuse the first one's Dockerfile
         async with Client(daemon.address) as client:
+            session = new_session()
             async with attach_session(client.channel(), session):
                 failed = await forwarded(client, session, "fwd-error")
-                (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+            (ctx / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+            session = new_session()
+            async with attach_session(client.channel(), session):
                 ok = await forwarded(client, session, "fwd-ok")
         return failed, ok
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +125,28 @@ class FakeController:
 
     def _session(self, options: BuildOptions) -> Any:
         return SimpleNamespace(id="session-1", caller=lambda: None)
+
+    @contextlib.asynccontextmanager
+    async def build_job(
+        self, options: BuildOptions, *, progress: ProgressStream | None = None
+    ) -> AsyncIterator[Any]:
+        """Controller.build_job's contract: an in-process session attached for the build
+        and unregistered, the bridge's refs released, however the block ends."""
+        from bkcore.controller import BuildJob
+
+        stream = progress if progress is not None else ProgressStream()
+        session = self._session(options)
+        self.engine.sessions.attach(session)
+        try:
+            values = {"session": session.id, "no_cache": options.no_cache}
+            async with self.solver.job(progress=stream, values=values) as job:
+                build = BuildJob(self, options, job, session.id, session.caller(), stream)  # type: ignore[arg-type]
+                try:
+                    yield build
+                finally:
+                    await build._release()
+        finally:
+            self.engine.sessions.unregister(session.id)
 
     async def _export(
         self,

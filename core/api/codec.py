@@ -32,7 +32,15 @@ from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 
-__all__ = ["MAX_DEPTH", "NON_NULLABLE", "GoCodec", "MalformedMessageError", "decode", "encode"]
+__all__ = [
+    "MAX_DEPTH",
+    "NON_NULLABLE",
+    "GoCodec",
+    "MalformedMessageError",
+    "decode",
+    "encode",
+    "recv_limited",
+]
 
 # (message class name, field) written even when unset: gogoproto.nullable=false in BuildKit.
 NON_NULLABLE: frozenset[tuple[str, str]] = frozenset(
@@ -334,3 +342,29 @@ class GoCodec(CodecBase):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         return decode(data, message_type)
+
+
+async def recv_limited(stream: Any, message_type: Any, max_recv: int) -> Any:
+    """Read the one request message of a grpclib server ``stream`` with a size limit, as
+    grpc-go's server does (buildkitd keeps its 4 MiB default): the length prefix is read
+    before the body is buffered, and a longer message is RESOURCE_EXHAUSTED with grpc-go's
+    wording. A missing or truncated body is INVALID_ARGUMENT, compression UNIMPLEMENTED, and
+    the body is decoded strictly (:class:`MalformedMessageError`)."""
+    import struct
+
+    inner = stream._stream  # the h2 stream: read the length before the body is buffered
+    meta = await inner.recv_data(5)
+    if len(meta) < 5:
+        raise GRPCError(Status.INVALID_ARGUMENT, "request message is missing")
+    compressed, length = struct.unpack(">?I", meta)
+    if compressed:
+        raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
+    if length > max_recv:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"grpc: received message larger than max ({length} vs. {max_recv})",
+        )
+    body = await inner.recv_data(length) if length else b""
+    if len(body) != length:
+        raise GRPCError(Status.INVALID_ARGUMENT, "request message is truncated")
+    return decode(body, message_type)

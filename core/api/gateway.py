@@ -324,16 +324,20 @@ _Call = Callable[[Forwarder, Any], Awaitable[Any]]
 class LLBBridgeServicer:
     """``moby.buildkit.v1.frontend.LLBBridge`` for the forwarded builds in ``forwarders``."""
 
-    def __init__(self, controller: Controller, forwarders: Forwarders) -> None:
+    def __init__(
+        self, controller: Controller, forwarders: Forwarders, *, max_recv: int = 4 << 20
+    ) -> None:
         self.controller = controller
         self.forwarders = forwarders
+        #: request size limit (grpc-go's default, as the Control service's)
+        self.max_recv = max_recv
 
     def _unary(self, request_type: Any, call: _Call) -> Callable[[Any], Awaitable[None]]:
         async def handler(stream: grpclib.server.Stream[Any, Any]) -> None:
+            from bkcore.api.codec import recv_limited
+
             build_id = stream.metadata.get(methods.BUILD_ID) if stream.metadata else None
-            request = await stream.recv_message()
-            if request is None:
-                raise GRPCError(Status.INVALID_ARGUMENT, "request message is missing")
+            request = await recv_limited(stream, request_type, self.max_recv)
             if not build_id:
                 raise GRPCError(
                     Status.INVALID_ARGUMENT,

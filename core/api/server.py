@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,26 +347,9 @@ class ControlServicer:
 
     async def _recv(self, stream: grpclib.server.Stream[Any, Any], message_type: Any) -> Any:
         """Read the one request message with the size limit; map bad bodies to statuses."""
-        inner = stream._stream  # the h2 stream: read the length before the body is buffered
-        meta = await inner.recv_data(5)
-        if len(meta) < 5:
-            raise GRPCError(Status.INVALID_ARGUMENT, "request message is missing")
-        compressed, length = struct.unpack(">?I", meta)
-        if compressed:
-            raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
-        if length > self.settings.max_recv:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"grpc: received message larger than max ({length} vs. {self.settings.max_recv})",
-            )
-        body = await inner.recv_data(length) if length else b""
-        if len(body) != length:
-            raise GRPCError(Status.INVALID_ARGUMENT, "request message is truncated")
-        from bkcore.api.codec import decode
+        from bkcore.api.codec import recv_limited
 
-        # Strict: betterproto alone accepts truncated bytes (MalformedMessageError is an
-        # INVALID_ARGUMENT GRPCError naming the message type).
-        return decode(body, message_type)
+        return await recv_limited(stream, message_type, self.settings.max_recv)
 
     def _unary(
         self, request_type: Any, call: Callable[[Any], Awaitable[Any]]

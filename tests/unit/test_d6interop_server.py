@@ -1,0 +1,107 @@
+"""The daemon's services as BuildKit's client expects them: LLBBridge requests are read with
+the same 4 MiB limit as Control's (grpc-go's default, which buildkitd keeps) and checked
+strictly, and a build whose client session closes ends CANCELLED (buildkitd cancels the
+build's context with the session)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+from grpclib.testing import ChannelFor
+
+from bkcore.api import errors as apierr
+from bkcore.api import gateway, methods
+from bkcore.api.codec import GoCodec
+from bkcore.api.errors import StatusDetailsCodec
+from bkcore.api.server import _until_session_closes
+from bkcore.errors import SessionError
+
+
+async def raw_unary(
+    channel: Any, path: str, frame: bytes, metadata: dict[str, str] | None = None
+) -> GRPCError | None:
+    """Send ``frame`` (already framed) as the request body of a unary call."""
+    async with channel.request(path, Cardinality.UNARY_UNARY, bytes, bytes, metadata=metadata) as s:
+        await s.send_request()
+        await s._stream.send_data(frame, end_stream=True)
+        s._send_message_done = s._end_done = True  # sent by hand, past grpclib's framing
+        try:
+            await s.recv_message()
+            await s.recv_trailing_metadata()
+        except GRPCError as err:
+            return err
+    return None
+
+
+def test_llbbridge_requests_have_the_receive_limit_and_strict_decoding() -> None:
+    async def main() -> None:
+        servicer = gateway.LLBBridgeServicer(None, gateway.Forwarders(), max_recv=1024)  # type: ignore[arg-type]
+        async with ChannelFor(
+            [servicer], codec=GoCodec(), status_details_codec=StatusDetailsCodec()
+        ) as channel:
+            md = {methods.BUILD_ID: "nosuch"}
+            read_file = methods.path(methods.LLBBRIDGE, "ReadFile")
+            # a header announcing 1 GiB: refused from the header, the body is never read
+            err = await raw_unary(
+                channel, read_file, struct.pack(">?I", False, 1 << 30) + b"x" * 10, md
+            )
+            assert err is not None and err.status == Status.RESOURCE_EXHAUSTED
+            assert err.message == f"grpc: received message larger than max ({1 << 30} vs. 1024)"
+            big = b"\x0a" + b"\x80\x08" + b"r" * 1024  # ReadFileRequest{ref: 1024 bytes}
+            err = await raw_unary(channel, read_file, struct.pack(">?I", False, len(big)) + big, md)
+            assert err is not None and err.status == Status.RESOURCE_EXHAUSTED
+            # malformed: a length running past the end (betterproto alone reads ref "ab")
+            garbage = b"\x0a\x64ab"
+            err = await raw_unary(
+                channel, read_file, struct.pack(">?I", False, len(garbage)) + garbage, md
+            )
+            assert err is not None and err.status == Status.INVALID_ARGUMENT
+            assert (err.message or "").startswith("malformed ReadFileRequest message: ")
+            # the service goes on: a well-formed request under the limit reaches the
+            # forwarder lookup (no such build here)
+            ok = b"\x0a\x02ab"
+            err = await raw_unary(channel, read_file, struct.pack(">?I", False, len(ok)) + ok, md)
+            assert err is not None and err.status == Status.NOT_FOUND
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+class _Conn:
+    id = "sess-1"
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+
+def test_build_of_a_closed_session_ends_cancelled() -> None:
+    async def main() -> None:
+        conn = _Conn()
+        stopped = asyncio.Event()
+
+        async def build() -> None:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                stopped.set()
+
+        async def close_soon() -> None:
+            await asyncio.sleep(0)
+            conn.closed.set()
+
+        closer = asyncio.ensure_future(close_soon())
+        try:
+            await _until_session_closes(build(), conn, "Solve ref1")  # type: ignore[arg-type]
+        except SessionError as exc:
+            assert stopped.is_set()  # the build was cancelled and unwound first
+            status, message, _ = apierr.to_status(exc)
+            assert status == Status.CANCELLED
+            assert message == "Solve ref1: the client's session sess-1 closed; build cancelled"
+        else:
+            raise AssertionError("the build outlived its session")
+        await closer
+
+    asyncio.run(asyncio.wait_for(main(), 60))

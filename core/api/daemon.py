@@ -500,9 +500,10 @@ async def serve(
     from bkcore.api.codec import GoCodec
     from bkcore.api.errors import StatusDetailsCodec
     from bkcore.api.gateway import Forwarders, LLBBridgeServicer
-    from bkcore.api.server import ControlServicer, DaemonController, DaemonSettings
+    from bkcore.api.server import ControlServicer, DaemonSettings
     from bkcore.api.server import GCPolicy as ConfiguredPolicy
     from bkcore.cache.gc import GarbageCollector
+    from bkcore.controller import Controller
 
     addresses = cfg.addresses or (f"unix://{config.daemon_socket()}",)
     policies = gc_policies(cfg)
@@ -530,7 +531,7 @@ async def serve(
     sockets: list[str] = []
     servers: list[Server] = []
     try:
-        async with DaemonController(
+        async with Controller(
             plugins, cfg.root, worker=cfg.worker, parallelism=cfg.max_parallelism
         ) as controller:
             settings = DaemonSettings(

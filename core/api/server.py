@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ from bkcore.api.errors import to_grpc_error
 from bkcore.api.pb import control as cpb
 from bkcore.api.pb import wkt
 from bkcore.api.pb import worker as wpb
+from bkcore.cache.gc import match_filters, record_fields
 from bkcore.controller import Controller
 from bkcore.errors import BkError, DefinitionError, ExportError, SessionError
 
@@ -147,75 +148,32 @@ def usage_record(record: Record) -> cpb.UsageRecord:
     return out
 
 
-def _split_filter(text: str) -> tuple[str, str, str]:
-    for op in ("==", "!=", "~="):
-        key, sep, value = text.partition(op)
-        if sep:
-            return key.strip(), op, value.strip().strip('"')
-    key = text.strip()
-    if not key:
-        raise DefinitionError(f"invalid filter {text!r}")
-    return key, "?", ""
+#: A containerd filter field: identifiers (letters, digits, ``_``) joined by ``.``.
+_FIELD = r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*"
 
 
-def match_filters(filters: Sequence[str], fields: Mapping[str, str]) -> bool:
-    """containerd-style filters: a list item is ``a,b`` (all must hold); items are OR'd.
-
-    Operators: ``==``, ``!=``, ``~=`` (regular expression search) and a bare key (present
-    and non-empty). An empty list matches everything. A malformed item or regular
-    expression raises :class:`DefinitionError`.
-    """
+def check_filters(filters: Sequence[str], what: str = "") -> None:
+    """Raise :class:`DefinitionError` for a malformed filter, before any work is done, with
+    BuildKit's wording (``failed to parse diskusage filters [A B]: ...``). The syntax is
+    containerd's: a field name, then ``==``, ``!=`` or ``~=`` and a value without spaces or
+    commas (or a quoted one), or a field name alone; a ``~=`` value must compile."""
     import re
 
-    if not filters:
-        return True
-    for item in filters:
-        ok = True
-        for part in item.split(","):
-            key, op, value = _split_filter(part)
-            got = fields.get(key)
-            if op == "?":
-                ok = bool(got)
-            elif op == "==":
-                ok = got == value
-            elif op == "!=":
-                ok = got != value
-            else:
-                try:
-                    ok = got is not None and re.search(value, got) is not None
-                except re.error as exc:
-                    raise DefinitionError(f"invalid filter {part!r}: {exc}") from exc
-            if not ok:
-                break
-        if ok:
-            return True
-    return False
+    from bkcore.cache.gc import check_filters as check_values
 
-
-def check_filters(filters: Sequence[str]) -> None:
-    """Raise :class:`DefinitionError` for a malformed filter (before any work is done)."""
-    import re
-
+    where = f"failed to parse {what + ' ' if what else ''}filters [{' '.join(filters)}]"
+    pattern = re.compile(rf'\s*({_FIELD})\s*(?:(==|!=|~=)\s*("[^"]*"|[^\s,"]+)\s*)?')
     for item in filters:
         for part in item.split(","):
-            _key, op, value = _split_filter(part)
-            if op == "~=":
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise DefinitionError(f"invalid filter {part!r}: {exc}") from exc
-
-
-def _record_fields(record: Record) -> dict[str, str]:
-    return {
-        "id": record.id,
-        "type": record.type,
-        "description": record.description,
-        "inuse": str(record.in_use).lower(),
-        "mutable": str(record.mutable).lower(),
-        "parent": record.parent or "",
-        "reclaimable": str(record.reclaimable).lower(),
-    }
+            if pattern.fullmatch(part) is None:
+                raise DefinitionError(
+                    f"{where}: {part!r}: expected a field name, then an operator "
+                    '("=="|"!="|"~=") and a value'
+                )
+    try:
+        check_values(filters)
+    except DefinitionError as exc:
+        raise DefinitionError(f"{where}: {exc}") from exc
 
 
 def event_to_status(events: Sequence[Event]) -> cpb.StatusResponse:
@@ -506,10 +464,10 @@ class ControlServicer:
             records = collect(store)
         finally:
             store.close()
-        return [r for r in records if match_filters(filters, _record_fields(r))]
+        return [r for r in records if match_filters(filters, record_fields(r))]
 
     async def disk_usage(self, request: cpb.DiskUsageRequest) -> cpb.DiskUsageResponse:
-        check_filters(request.filter)
+        check_filters(request.filter, "diskusage")
         records = await asyncio.to_thread(self._collect, list(request.filter))
         return cpb.DiskUsageResponse(record=[usage_record(r) for r in records])
 
@@ -522,7 +480,7 @@ class ControlServicer:
             return []
         try:
             others = {
-                r.id for r in collect(store) if not match_filters(request.filter, _record_fields(r))
+                r.id for r in collect(store) if not match_filters(request.filter, record_fields(r))
             }
             report = prune(
                 store,
@@ -535,7 +493,7 @@ class ControlServicer:
         return report.removed
 
     async def prune(self, request: cpb.PruneRequest, stream: Any) -> AsyncIterator[cpb.UsageRecord]:
-        check_filters(request.filter)
+        check_filters(request.filter, "prune")
         removed = await asyncio.to_thread(self._prune, request)
         for record in removed:
             yield usage_record(record)

@@ -105,3 +105,31 @@ def test_build_of_a_closed_session_ends_cancelled() -> None:
         await closer
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_filters_follow_containerds_syntax_and_buildkits_wording() -> None:
+    import pytest
+
+    from bkcore.api.server import check_filters
+    from bkcore.errors import DefinitionError
+
+    for ok in (
+        ["type==regular"],
+        ["type~=local", "inuse==false,mutable!=true"],
+        ["id"],
+        ["labels.org.mobyproject.buildkit.worker.executor==oci"],
+        ['description=="local source for src"'],
+    ):
+        check_filters(ok, "diskusage")
+    # what buildctl v0.11.6 got from buildkitd for `du --filter 'bad filter==='`:
+    # failed to parse diskusage filters [bad filter===]: filters: parse error: ...
+    with pytest.raises(DefinitionError) as info:
+        check_filters(["bad filter==="], "diskusage")
+    assert str(info.value).startswith("failed to parse diskusage filters [bad filter===]: ")
+    assert apierr.to_status(info.value)[0] == Status.INVALID_ARGUMENT
+    with pytest.raises(DefinitionError) as info:
+        check_filters(["type==a b"], "prune")
+    assert str(info.value).startswith("failed to parse prune filters [type==a b]: ")
+    with pytest.raises(DefinitionError) as info:
+        check_filters(["id~=("], "prune")
+    assert "failed to parse prune filters [id~=(]: invalid filter 'id~=('" in str(info.value)

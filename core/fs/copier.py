@@ -72,6 +72,7 @@ class _PendingDir:
     overwrite_meta: bool
     materialized: bool = False
     apply_meta: bool = False
+    restore_time: bool = False
 
 
 @dataclass
@@ -168,7 +169,7 @@ class Copier:
         self._pending.append(pending)
         try:
             if include:
-                self._materialize_parents()
+                self._materialize_parents(pending)
             for name in sorted(os.listdir(src), key=os.fsencode):
                 child_rel = f"{rel}/{name}" if rel else name
                 self.copy(os.path.join(src, name), child_rel, os.path.join(dst, name), True)
@@ -176,24 +177,49 @@ class Copier:
             self._pending.pop()
         if pending.apply_meta:
             self._apply_meta(src, dst, st)
+        elif pending.restore_time:
+            # fsutil: an existing target directory copied without overwriting its metadata
+            # (the top of a copy) still gets the source's (or the set) timestamp back
+            if self.ns is not None:
+                set_times(dst, self.ns)
+            else:
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
-    def _materialize_parents(self) -> None:
+    def _materialize_parents(self, current: _PendingDir | None = None) -> None:
+        """Create the pending directories on the way to an included entry.
+
+        *current* is a directory included by itself: it gets its metadata after its
+        children, as BuildKit's copier does. The others are parents created only because
+        something below them is included (fsutil's delayed ``createParentDirs``): a new one
+        gets the source's metadata at once (its children then bump its mtime), an existing
+        one only the source's mode when metadata may be overwritten.
+        """
         for pending in self._pending:
             if pending.materialized:
                 continue
             pending.materialized = True
+            delayed = pending is not current
             try:
                 existing = os.lstat(pending.dst)
             except FileNotFoundError:
                 os.mkdir(pending.dst, 0o700)
                 made = os.lstat(pending.dst)
                 self._made.add((made.st_dev, made.st_ino))
-                pending.apply_meta = True
+                if delayed:
+                    self._apply_meta(pending.src, pending.dst, pending.st)
+                else:
+                    pending.apply_meta = True
                 continue
             if not stat.S_ISDIR(existing.st_mode):
                 where = self._where(pending.dst)
                 raise FileOpError(f"copy {where}: cannot copy to non-directory")
+            if delayed:
+                if pending.overwrite_meta:
+                    mode = stat.S_IMODE(pending.st.st_mode)
+                    os.chmod(pending.dst, mode)
+                continue
             pending.apply_meta = pending.overwrite_meta
+            pending.restore_time = not pending.overwrite_meta
 
     def _apply_meta(self, src: str, dst: str, st: os.stat_result) -> None:
         uid, gid = (self.owner.uid, self.owner.gid) if self.owner else (st.st_uid, st.st_gid)

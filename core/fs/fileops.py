@@ -98,6 +98,9 @@ def mkfile(
 
 
 def _rm_one(root: str, path: str, allow_not_found: bool) -> None:
+    """Remove one path. A missing final component is not an error, with or without
+    *allow_not_found*: BuildKit v0.11 removes with Go's ``os.RemoveAll``, which succeeds on
+    a path that does not exist; a non-directory in the parent path is one unless allowed."""
     cleaned = posixpath.normpath("/" + path.lstrip("/"))
     parent, base = posixpath.split(cleaned)
     if not base or base == "..":
@@ -105,10 +108,12 @@ def _rm_one(root: str, path: str, allow_not_found: bool) -> None:
     target = os.path.join(resolve(root, parent, follow_final=True), base)
     try:
         st = os.lstat(target)
-    except (FileNotFoundError, NotADirectoryError) as exc:
+    except FileNotFoundError:
+        return
+    except NotADirectoryError as exc:
         if allow_not_found:
             return
-        raise PathNotFoundError(f"rm {path}: no such file or directory") from exc
+        raise FileOpError(f"rm {path}: not a directory") from exc
     try:
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(target)
@@ -153,7 +158,7 @@ def _copy_one(
     head, tail = posixpath.split(dest)
     ensure = head if tail not in ("", ".") else dest
     ensure_comps = resolve_components(dest_root, ensure, follow_final=True)
-    created = mkdir_all(dest_root, ensure_comps, 0o755, copier.owner, copier.ns, action="copy")
+    mkdir_all(dest_root, ensure_comps, 0o755, copier.owner, copier.ns, action="copy")
     dst = os.path.join(dest_root, *resolve_components(dest_root, dest, follow_final=True))
 
     src_host = resolve(src_root, src, follow_final=follow_symlink)
@@ -171,11 +176,15 @@ def _copy_one(
     ):
         base = posixpath.basename(posixpath.normpath(src))
         dst = os.path.join(dst, base) if base else dst
-    # A source directory's own target is made like a created parent (0755, owner, time);
-    # BuildKit v0.11 never copies the top directory's metadata (conformance case 007).
-    target_dir = dst if src_is_dir else os.path.dirname(dst)
+    # As BuildKit v0.11 (fsutil's prepareTargetDir): the contents of a directory copied to
+    # a missing destination go into a directory made like a created parent (0755, owner,
+    # time; conformance case 007); otherwise only the target's parent is made here, and a
+    # source directory's own target, when the copy creates it, gets the source's metadata.
+    # Either way the copy then gives the top directory the source's (or the set) mtime.
+    contents_into_new = src_is_dir and dir_copy_contents and dest_is_dir is None
+    target_dir = dst if contents_into_new else os.path.dirname(dst)
     rel = os.path.relpath(target_dir, dest_root)
-    created += mkdir_all(
+    mkdir_all(
         dest_root,
         [] if rel == "." else rel.split("/"),
         0o755,
@@ -183,12 +192,9 @@ def _copy_one(
         copier.ns,
         action="copy",
     )
-    if src_is_dir:
+    if src_is_dir and os.path.isdir(dst):
         copier.never_descend(dst)
     copier.copy(src_host, "", dst, False)
-    if copier.ns is not None:  # entries written into new parents bumped their mtimes
-        for path in reversed(created):
-            set_times(path, copier.ns)
 
 
 def copy(

@@ -48,9 +48,11 @@ def mkdir_all(
 ) -> list[str]:
     """Create every missing directory of *components* (already resolved inside *root*).
 
-    New directories get *mode* (umask does not apply), *owner* and *ns* (all of them, unlike
-    BuildKit where creating a child bumps its parent's mtime); existing ones are left
-    untouched. A non-directory in the way is an error. Returns the created host paths.
+    New directories get *mode* (umask does not apply), *owner* and *ns*, each right after it
+    is made, as BuildKit v0.11's ``MkdirAll``: creating the next one bumps its parent's
+    mtime, so only the deepest new directory keeps *ns* (until something is written into
+    it). Existing ones are left untouched. A non-directory in the way is an error. Returns
+    the created host paths.
     """
     path = root
     created: list[str] = []
@@ -65,10 +67,9 @@ def mkdir_all(
                 raise FileOpError(f"{action} {inroot(root, path)}: {exc.strerror}") from exc
             set_owner(path, owner)
             os.chmod(path, mode)
+            set_times(path, ns)
             created.append(path)
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise FileOpError(f"{action} {inroot(root, path)}: not a directory")
-    for path in reversed(created):  # deepest first: a child would bump its parent's mtime
-        set_times(path, ns)
     return created

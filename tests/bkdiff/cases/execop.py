@@ -72,6 +72,7 @@ CASES: dict[str, dict[str, Any]] = {
                 dir_contents_only=True,
             )
         ),
+        "outputs": ["local", "tar"],
     },
     "exec-user-name-out": {
         "graph": lambda c: c.scratch().file(
@@ -84,6 +85,7 @@ CASES: dict[str, dict[str, Any]] = {
                 dir_contents_only=True,
             )
         ),
+        "outputs": ["local", "tar"],
     },
     "exec-user-unknown": {
         "graph": _out("true", user="nobody9"),
@@ -123,6 +125,7 @@ CASES: dict[str, dict[str, Any]] = {
             .get_mount("/ctx")
         ),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "exec-bind-selector": {
         "graph": _out(

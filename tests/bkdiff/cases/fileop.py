@@ -76,6 +76,7 @@ CASES: dict[str, dict[str, Any]] = {
     "copy-dir-contents-only": {
         "graph": _copy("/dir", "/d", dir_contents_only=True, create_dest_path=True),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "copy-dir-into-existing": {
         "graph": lambda c: c.scratch().file(
@@ -143,24 +144,29 @@ CASES: dict[str, dict[str, Any]] = {
     "copy-chown-ids": {
         "graph": _copy("/dir", "/d", owner="1234:5678", create_dest_path=True),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "copy-chown-names": {
         "graph": _on_base(
             lambda c: c.llb.copy(c.local("ctx"), "/dir", "/home/user/d", owner="user:user")
         ),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "copy-chown-unknown-name": {
         "graph": _on_base(lambda c: c.llb.copy(c.local("ctx"), "/a.txt", "/x", owner="nobody9")),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "copy-mode": {
         "graph": _copy("/dir", "/d", mode=0o700),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "copy-timestamp": {
         "graph": _copy("/dir", "/d", created=T2001),
         "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
     },
     "copy-include-exclude": {
         "graph": _copy(
@@ -214,6 +220,7 @@ CASES: dict[str, dict[str, Any]] = {
             .mkdir("/a/b/c", 0o700, parents=True)
             .mkdir("/plain", 0o700)
         ),
+        "outputs": ["local", "tar"],
     },
     "mkdir-missing-parent": {
         "graph": lambda c: c.scratch().file(c.llb.mkdir("/x/y", 0o755)),
@@ -229,6 +236,7 @@ CASES: dict[str, dict[str, Any]] = {
             .mkfile("/d/empty", 0o600, created=T2001)
             .mkfile("/d/now", 0o644, "now")
         ),
+        "outputs": ["local", "tar"],
     },
     "mkfile-missing-parent": {
         "graph": lambda c: c.scratch().file(c.llb.mkfile("/no/f", 0o644, "x")),
@@ -238,6 +246,7 @@ CASES: dict[str, dict[str, Any]] = {
         "graph": _on_base(
             lambda c: c.llb.mkfile("/home/user/f", 0o640, "u", owner="user", created=T2001)
         ),
+        "outputs": ["local", "tar"],
     },
     "rm-variants": {
         "graph": lambda c: c.scratch().file(

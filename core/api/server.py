@@ -72,7 +72,6 @@ __all__ = [
     "STATUS_WAIT",
     "WORKER_NAME_LABEL",
     "ControlServicer",
-    "DaemonController",
     "DaemonSettings",
     "GCPolicy",
     "check_filters",
@@ -224,13 +223,6 @@ def event_to_status(events: Sequence[Event]) -> cpb.StatusResponse:
                 )
             )
     return out
-
-
-# -- the controller -------------------------------------------------------------------------------
-
-#: The daemon's controller is the embedded one: a Solve naming the client's session builds
-#: over that connected session (``BuildOptions.session``). Kept as a name for callers.
-DaemonController = Controller
 
 
 # -- jobs ----------------------------------------------------------------------------------------

@@ -559,3 +559,63 @@ def test_du_and_prune_as_buildctl_sends_them(daemon: Daemon, source: Path, tmp_p
     assert {r.id for r in usage.record} <= removed
     after = replay(daemon.address, du_streams, []).one(CONTROL + "DiskUsage")
     assert list(after.record) == []
+
+
+def test_go_llb_with_secret_env_ssh_and_patterns(
+    daemon: Daemon, source: Path, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    """A definition marshalled by BuildKit's own Go ``client/llb`` (llb_go.def: local sources
+    with include/exclude patterns and a shared key hint, a secret as a file and as env
+    ``SENV``, the default SSH agent socket, a read-only bind, copy and mkfile), sent by
+    ``buildctl build --local src --local rootfs --secret id=x --ssh default
+    --output type=local``."""
+    import socket
+
+    from bkcore.sessions.filesync.filesend import FileSendTarget
+    from bkcore.sessions.filesync.provider import FileSyncProvider
+    from bkcore.sessions.secrets.provider import SecretsProvider
+    from bkcore.sessions.sshforward.agent import SSHProvider
+
+    streams = load("llb_go")
+    bridge = check_sent(streams, BRIDGE + "Solve")
+    from bkcore.llb.digest import marshal
+
+    assert marshal(bridge.definition) == (DATA / "llb_go.def").read_bytes()
+    agent_dir = Path(tempfile_dir())
+    agent = socket.socket(socket.AF_UNIX)
+    agent.bind(str(agent_dir / "agent.sock"))
+    agent.listen()
+    out = tmp_path / "out"
+    try:
+        got = replay(
+            daemon.address,
+            streams,
+            [
+                FileSyncProvider({"src": str(source), "rootfs": str(busybox_rootfs)}),
+                SecretsProvider({"x": SECRET}),
+                SSHProvider({"default": str(agent_dir / "agent.sock")}),
+                FileSendTarget(dest_dir=str(out)),
+            ],
+        )
+    finally:
+        agent.close()
+        import shutil
+
+        shutil.rmtree(agent_dir, ignore_errors=True)
+    got.one(CONTROL + "Solve")
+    files = tree(out)
+    assert files["secret"][1] == SECRET and files["env"][1] == SECRET
+    assert files["made.txt"] == (0o100600, b"made")
+    # the include/exclude patterns: a.txt and sub/ (without c.txt), not b.log
+    assert sorted(k for k in files if k.startswith("src/")) == [
+        "src/a.txt",
+        "src/sub",
+        "src/sub/link",
+    ]
+    assert files["ssh"][1].startswith(b"s") and b"/run/buildkit/ssh_agent.0" in files["ssh"][1]
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="bkio-agent-", dir="/tmp")

@@ -78,7 +78,8 @@ def mkfile(
     owner: Owner | None = None,
     timestamp: int = -1,
 ) -> None:
-    """Create or truncate file *path* holding *data*, with permission bits *mode*."""
+    """Create file *path* holding *data* with permission bits *mode*, or truncate and
+    rewrite an existing one, which keeps its mode (BuildKit v0.11: ``os.WriteFile``)."""
     root = os.path.abspath(root)
     comps = resolve_components(root, path, follow_final=True)
     if not comps:
@@ -86,14 +87,22 @@ def mkfile(
     target = os.path.join(root, *comps)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(target, flags, 0o600)
+        fd = os.open(target, flags | os.O_EXCL, 0o600)
+        created = True
+    except FileExistsError:
+        try:
+            fd = os.open(target, flags, 0o600)
+        except OSError as exc:
+            raise _err("mkfile", path, exc) from exc
+        created = False
     except OSError as exc:
         raise _err("mkfile", path, exc) from exc
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         if owner is not None:
             os.fchown(fd, owner.uid, owner.gid)
-        os.fchmod(fd, mode & 0o777)
+        if created:
+            os.fchmod(fd, mode & 0o777)
     set_times(target, timestamp_ns(timestamp))
 
 

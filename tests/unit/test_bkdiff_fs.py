@@ -75,3 +75,14 @@ def test_rm_of_missing_path_succeeds(tmp_path: Path) -> None:
     (tmp_path / "keep").write_text("k")
     fileops.rm(str(tmp_path), "/missing")
     assert os.listdir(tmp_path) == ["keep"]
+
+
+def test_mkfile_over_existing_file_keeps_its_mode(tmp_path: Path) -> None:
+    """mkfile of an existing 0644 file with mode 0600 rewrites it, mode kept (BuildKit:
+    diff-file-states); a new file gets mode & 0777 (buildkitd runs with umask 0)."""
+    fileops.mkfile(str(tmp_path), "/f", 0o644, b"old")
+    fileops.mkfile(str(tmp_path), "/f", 0o600, b"new")
+    st = os.lstat(tmp_path / "f")
+    assert (stat.S_IMODE(st.st_mode), (tmp_path / "f").read_bytes()) == (0o644, b"new")
+    fileops.mkfile(str(tmp_path), "/g", 0o4777, b"")
+    assert stat.S_IMODE(os.lstat(tmp_path / "g").st_mode) == 0o777

@@ -2,7 +2,10 @@
 
 They are recorded before the run and removed afterwards, so a container's mounts never leak
 into the rootfs snapshot. The modification times of the directories that held them are
-restored too, so a diffing snapshotter sees no change either.
+restored too, so a diffing snapshotter sees no change either: to their time before the run
+when the process left their entries as they were, else (the process added or removed
+something there) to their time after the run, before the stubs went -- what BuildKit v0.11
+keeps (its stub cleaner restores the time it finds just before removing a stub).
 
 Runs may share a rootfs directory concurrently, and removing a directory that is a mount point
 in another container's mount namespace silently detaches that mount there. So stubs are
@@ -48,6 +51,7 @@ class MountStubs:
     paths: list[str] = field(default_factory=list)
     used: list[str] = field(default_factory=list)
     parent_times: dict[str, tuple[int, int]] = field(default_factory=dict)
+    parent_names: dict[str, list[str]] = field(default_factory=dict)
 
     def record(self, rootfs: str, dests: Iterable[str]) -> None:
         """Remember which of the paths ``dests`` (inside ``rootfs``) runc will have to create."""
@@ -65,6 +69,7 @@ class MountStubs:
                         if parent not in self.parent_times:
                             st = os.stat(parent)
                             self.parent_times[parent] = (st.st_atime_ns, st.st_mtime_ns)
+                            self.parent_names[parent] = sorted(os.listdir(parent))
                     if missing and path not in seen:
                         seen.add(path)
                         self.paths.append(path)
@@ -89,6 +94,13 @@ class MountStubs:
                 if _in_use[path] <= 0:
                     del _in_use[path]
             self.used.clear()
+            after_run: dict[str, tuple[int, int]] = {}
+            for parent in self.parent_times:
+                try:
+                    st = os.stat(parent)
+                except OSError:
+                    continue
+                after_run[parent] = (st.st_atime_ns, st.st_mtime_ns)
             for path in sorted(self.paths, key=lambda p: p.count(os.sep), reverse=True):
                 if path in _in_use:
                     continue
@@ -97,9 +109,13 @@ class MountStubs:
             for parent, times in self.parent_times.items():
                 if parent in _in_use:
                     continue
+                names = self.parent_names.get(parent)
                 try:
+                    if names is not None and parent in after_run:
+                        if sorted(os.listdir(parent)) != names:
+                            times = after_run[parent]  # the process changed the directory
                     os.utime(parent, ns=times, follow_symlinks=False)
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError):
                     continue
             self.paths.clear()
 

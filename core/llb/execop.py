@@ -12,7 +12,15 @@ from bkcore.errors import DefinitionError
 from bkcore.llb import pb
 from bkcore.llb.pbmake import make
 from bkcore.llb.state import State
-from bkcore.llb.vertex import InputTable, MarshalContext, Marshalled, OpMeta, Output, Vertex
+from bkcore.llb.vertex import (
+    InputTable,
+    MarshalContext,
+    Marshalled,
+    OpMeta,
+    Output,
+    Vertex,
+    unique_outputs,
+)
 
 SSH_AUTH_SOCK = "SSH_AUTH_SOCK"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -310,11 +318,7 @@ class ExecOp(Vertex):
 
     # ---------------------------------------------------------------- vertex
     def inputs(self) -> tuple[Output, ...]:
-        seen: list[Output] = []
-        for st in self._walk:
-            if st is not None and st.output is not None and all(o is not st.output for o in seen):
-                seen.append(st.output)
-        return tuple(seen)
+        return unique_outputs(st.output for st in self._walk if st is not None)
 
     def describe(self) -> str:
         return "exec " + " ".join(self._args)

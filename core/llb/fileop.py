@@ -11,7 +11,15 @@ from bkcore.errors import DefinitionError
 from bkcore.llb import paths, pb
 from bkcore.llb.pbmake import make
 from bkcore.llb.state import State
-from bkcore.llb.vertex import InputTable, MarshalContext, Marshalled, OpMeta, Output, Vertex
+from bkcore.llb.vertex import (
+    InputTable,
+    MarshalContext,
+    Marshalled,
+    OpMeta,
+    Output,
+    Vertex,
+    unique_outputs,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,14 +287,10 @@ class FileOp(Vertex):
         self.output = Output(self, 0, base.platform)
 
     def inputs(self) -> tuple[Output, ...]:
-        outs: list[Output] = []
         cands = [self._base.output] + [
             a.source.output for a in self._actions if isinstance(a, _Copy)
         ]
-        for o in cands:
-            if o is not None and all(o is not x for x in outs):
-                outs.append(o)
-        return tuple(outs)
+        return unique_outputs(cands)
 
     def describe(self) -> str:
         return "file " + ", ".join(type(a).__name__.strip("_").lower() for a in self._actions)

@@ -172,6 +172,15 @@ class MarshalContext:
         return make(pb.Op, constraints=make(pb.WorkerConstraints, filter=filters), **fields)
 
 
+def unique_outputs(outputs: Iterable[Output | None]) -> tuple[Output, ...]:
+    """``outputs`` without ``None`` and repeats (by identity), in first-seen order."""
+    seen: dict[int, Output] = {}
+    for o in outputs:
+        if o is not None:
+            seen.setdefault(id(o), o)
+    return tuple(seen.values())
+
+
 class InputTable:
     """The ``Op.inputs`` of one vertex being marshalled: each input once, in first-use order."""
 

@@ -62,6 +62,7 @@ __all__ = [
     "Forwarders",
     "LLBBridgeServicer",
     "forwarded_build",
+    "solve_response",
 ]
 
 #: How long an LLBBridge call waits for the Control.Solve that registers its build id.
@@ -89,6 +90,8 @@ FRONTEND_CAPS: tuple[str, ...] = (
     "gateway.evaluate",
     "gateway.warnings",
 )
+#: Caps buildkitd v0.11.6 marks deprecated (still enabled).
+_DEPRECATED_CAPS = frozenset({"solve.inlinereturn"})
 _DISABLED_CAPS: tuple[str, ...] = (
     "gateway.exec",
     "gateway.exec.extrahosts",
@@ -253,7 +256,27 @@ async def forwarded_build(
         forwarder.ready.set()
         result = await forwarder.returned
         response = await build.export(result.ref, metadata=result.metadata, refs=result.refs)
-    return BuildResponse(response)
+    return BuildResponse(solve_response(response, result.metadata))
+
+
+#: The build-info key of a result's metadata and of BuildKit's Solve response.
+BUILDINFO = "containerimage.buildinfo"
+
+
+def solve_response(exported: Mapping[str, str], metadata: Mapping[str, bytes]) -> dict[str, str]:
+    """The Control.Solve response of a build as buildkitd makes it: the exporters' response,
+    then the result's ``frontend.*`` metadata (as text) and build info (base64; ``{}`` when
+    the build recorded none), whatever the exporter (buildctl --metadata-file writes it)."""
+    import base64
+
+    out = dict(exported)
+    for key, value in metadata.items():
+        if key.startswith("frontend."):
+            out[key] = value.decode("utf-8", "replace")
+        elif key.startswith(BUILDINFO):
+            out[key] = base64.b64encode(value).decode("ascii")
+    out.setdefault(BUILDINFO, base64.b64encode(b"{}").decode("ascii"))
+    return out
 
 
 # -- conversions ------------------------------------------------------------------------------
@@ -437,7 +460,12 @@ class LLBBridgeServicer:
             )
             for c in _DISABLED_CAPS
         ]
+        for cap in frontend:
+            cap.deprecated = cap.id in _DEPRECATED_CAPS
         llb = [apicaps.ApiCap(id=c, enabled=True) for c in LLB_CAPS]
+        # sorted by id, as buildkitd lists them
+        frontend.sort(key=lambda c: c.id)
+        llb.sort(key=lambda c: c.id)
         return gpb.PongResponse(
             frontend_api_caps=frontend, llb_caps=llb, workers=[self._worker_record()]
         )

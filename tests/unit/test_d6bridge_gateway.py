@@ -35,6 +35,8 @@ from bkcore.llb import pb
 from bkcore.progress import ProgressStream, WarningEvent
 from bkcore.worker import WorkerInfo
 
+BUILDINFO = "containerimage.buildinfo"  # in every Solve response, as buildkitd's
+
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors"
 REF = "buildref1"
 
@@ -357,7 +359,7 @@ def test_solve_read_and_return_exports_the_returned_ref(
             gpb.ReturnResponse,
         )
         response = await build
-        assert response.exporter_response == {"exported": "two"}
+        assert response.exporter_response == {"exported": "two", BUILDINFO: "e30="}
 
     controller = run(body, tmp_path, monkeypatch)
     (result, metadata, refs) = controller.exported[0]
@@ -406,7 +408,7 @@ def test_unknown_ref_and_refs_after_return(tmp_path: Path, monkeypatch: pytest.M
             info.value.message
         )
         await call(channel, "Return", gpb.ReturnRequest(result=gpb.Result()), gpb.ReturnResponse)
-        assert (await build).exporter_response == {"exported": ""}
+        assert (await build).exporter_response == {"exported": "", BUILDINFO: "e30="}
 
     controller = run(body, tmp_path, monkeypatch)
     assert controller.exported[0][0] is None  # an empty result is scratch
@@ -645,7 +647,7 @@ def test_captured_buildctl_bridge_requests_are_accepted(
         assert reply.result.ref.id == "one"
         ret = bytes(gpb.ReturnRequest(result=gpb.Result(ref=gpb.Ref(id="one"))))
         assert await raw(channel, f"/{methods.LLBBRIDGE}/Return", ret) == b""
-        assert (await build).exporter_response == {"exported": "one"}
+        assert (await build).exporter_response == {"exported": "one", BUILDINFO: "e30="}
 
     run(body, tmp_path, monkeypatch, frontends={"dockerfile.v0": Dockerfile()})
     assert calls and calls[0].opts == {}

@@ -133,3 +133,79 @@ def test_filters_follow_containerds_syntax_and_buildkits_wording() -> None:
     with pytest.raises(DefinitionError) as info:
         check_filters(["id~=("], "prune")
     assert "failed to parse prune filters [id~=(]: invalid filter 'id~=('" in str(info.value)
+
+
+def test_solve_response_carries_frontend_metadata_and_buildinfo_as_buildkitd() -> None:
+    # buildctl --metadata-file of a local output against buildkitd:
+    # {"containerimage.buildinfo": "e30="}
+    assert gateway.solve_response({}, {}) == {"containerimage.buildinfo": "e30="}
+    got = gateway.solve_response(
+        {"containerimage.digest": "sha256:x"},
+        {
+            "frontend.caps": b"a,b",
+            "containerimage.buildinfo": b'{"sources":[]}',
+            "containerimage.buildinfo/linux/amd64": b"{}",
+            "other": b"not passed",
+        },
+    )
+    assert got == {
+        "containerimage.digest": "sha256:x",
+        "frontend.caps": "a,b",
+        "containerimage.buildinfo": "eyJzb3VyY2VzIjpbXX0=",
+        "containerimage.buildinfo/linux/amd64": "e30=",
+    }
+
+
+def test_ping_caps_in_buildkitds_order_and_flags() -> None:
+    """LLBBridge.Ping against what buildkitd v0.11.6 answered buildctl (recorded): the same
+    frontend caps in the same order (sorted by id) with the same deprecated flags; every cap
+    buildkitd enables is enabled here too except the ones bkcore refuses with a reason; LLB
+    caps sorted likewise."""
+    import json
+    from pathlib import Path
+
+    from bkcore.api.pb import gateway as gpb
+
+    data = Path(__file__).resolve().parents[1] / "data" / "buildctl" / "buildkitd_pong.json"
+    want = gpb.PongResponse().parse(bytes.fromhex(json.loads(data.read_text())["hex"]))
+
+    async def ping() -> Any:
+        servicer = gateway.LLBBridgeServicer(_FakeController(), gateway.Forwarders())  # type: ignore[arg-type]
+        return await servicer.ping(None, gpb.PingRequest())  # type: ignore[arg-type]
+
+    got = asyncio.run(ping())
+    assert [c.id for c in got.frontend_api_caps] == [c.id for c in want.frontend_api_caps]
+    for mine, theirs in zip(got.frontend_api_caps, want.frontend_api_caps, strict=True):
+        assert mine.deprecated == theirs.deprecated, mine.id
+        if not mine.enabled:
+            assert mine.disabled_reason == "unsupported" and mine.id in mine.disabled_reason_msg
+    refused = {c.id for c in got.frontend_api_caps if not c.enabled}
+    assert refused == {
+        "gateway.exec",
+        "gateway.exec.extrahosts",
+        "gateway.exec.signals",
+        "reference.attestations",
+    }
+    ids = [c.id for c in got.llb_caps]
+    assert ids == sorted(ids)
+    # bkcore has no cache backends for azblob/gha/s3, attestations or source policies
+    missing = {c.id for c in want.llb_caps} - set(ids)
+    assert missing <= {
+        "cache.azblob",
+        "cache.gha",
+        "cache.s3",
+        "exporter.image.attestations",
+        "source.policy",
+    }
+
+
+class _FakeController:
+    class engine:
+        class worker:
+            name = "runc"
+
+            @staticmethod
+            def info() -> Any:
+                from bkcore.worker import WorkerInfo
+
+                return WorkerInfo(id="w1", labels={}, platforms=("linux/amd64",))

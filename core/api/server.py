@@ -522,13 +522,18 @@ class ControlServicer:
                 attrs.setdefault("source-date-epoch", epoch)
             outputs.append(OutputSpec(request.exporter, attrs))
         cache = request.cache
-        kinds = [e.type for e in (*cache.exports, *cache.imports)]
-        if cache.export_ref_deprecated or cache.import_refs_deprecated or kinds:
-            raise GRPCError(
-                Status.UNIMPLEMENTED,
-                f"{where}: cache export/import ({', '.join(kinds) or 'deprecated refs'}) is "
-                "not supported by this daemon",
-            )
+        for what, kinds, deprecated in (
+            ("export", [e.type for e in cache.exports], cache.export_ref_deprecated),
+            ("import", [e.type for e in cache.imports], cache.import_refs_deprecated),
+        ):
+            if kinds or deprecated:
+                named = ", ".join(f"type={k}" for k in kinds) or "registry ref"
+                # one line; buildctl prints "failed to solve: Unimplemented: <this>"
+                raise GRPCError(
+                    Status.UNIMPLEMENTED,
+                    f"cache {what} ({named}) is not supported by bkcore daemon; "
+                    f"build without --{what}-cache",
+                )
         wanted = frozenset(request.entitlements)
         refused = sorted(wanted - self.settings.allowed_entitlements)
         if refused:

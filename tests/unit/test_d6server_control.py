@@ -266,7 +266,8 @@ def test_solve_requests_that_cannot_run_are_refused_before_any_work(tmp_path: Pa
                     ),
                 ),
                 Status.UNIMPLEMENTED,
-                "Solve f: cache export/import (registry) is not supported",
+                "cache export (type=registry) is not supported by bkcore daemon; "
+                "build without --export-cache",
                 None,
             ),
             (

@@ -160,7 +160,7 @@ class _Setup:
         self.stack = stack
         self.views: dict[str, Path] = {}
         self.secret_dir: Path | None = None
-        self.description = "exec " + " ".join(exec_op.meta.args)[:200]
+        self.args_text = " ".join(exec_op.meta.args)
 
     def _input(self, m: pb.Mount) -> str | None:
         if m.input < 0:
@@ -246,8 +246,9 @@ class _Setup:
 
     # -- binds ----------------------------------------------------------------------------
 
-    def _mutable(self, parent: str | None) -> MutableSnapshot:
-        mutable = self.snaps.prepare(parent, self.description)
+    def _mutable(self, parent: str | None, dest: str) -> MutableSnapshot:
+        # BuildKit's description of an exec's writable mount (the image history's created_by)
+        mutable = self.snaps.prepare(parent, f"mount {dest} from exec {self.args_text}")
         self.sync.callback(mutable.discard)
         return mutable
 
@@ -265,7 +266,7 @@ class _Setup:
                 raise SolveError("the root mount cannot have a selector")
 
             def root() -> None:
-                mutable = self._mutable(parent)
+                mutable = self._mutable(parent, m.dest)
                 self.out.rootfs = os.fspath(mutable.mount())
                 if m.output != -1 and not m.readonly:
                     self.out.outputs.append((m.output, mutable))
@@ -283,7 +284,7 @@ class _Setup:
             return
 
         def writable() -> str:
-            mutable = self._mutable(parent)
+            mutable = self._mutable(parent, m.dest)
             if m.output != -1:
                 self.out.outputs.append((m.output, mutable))
             return _subpath(mutable.mount(), m.selector, m.dest)

@@ -11,6 +11,10 @@ Exec:
   inputs replayed); no input gives an empty snapshot and one input is that input itself;
 * diff: what changed from ``lower`` to ``upper`` (index ``-1`` = scratch). Scratch to upper is
   upper itself, a snapshot against itself is empty, lower to scratch deletes lower's entries.
+  When lower's layers are the bottom of upper's (upper was built on lower), the diff keeps
+  upper's layers above lower as they are -- each its own layer, with its own description
+  (the image history's ``created_by``) -- as BuildKit v0.11's cache manager does
+  (tests/bkdiff: merge-base-and-exec, diff-file-states).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from bkcore.ops.cachejson import diff_document, merge_document
 from bkcore.solver.types import CacheMap, Dep, OpContext, Result
 
 if TYPE_CHECKING:
+    from bkcore.cache.snapshots import SnapshotStore
     from bkcore.cache.store import CacheStore
     from bkcore.engine import Engine
     from bkcore.llb import pb
@@ -61,6 +66,40 @@ async def _snapshot_in_thread(store: CacheStore, make: Callable[[], str]) -> Sna
     except BaseException:
         if store.snapshots.exists(sid):
             await asyncio.to_thread(store.snapshots.delete, sid)
+        raise
+
+
+def diff_keeping_layers(snaps: SnapshotStore, lower: str, upper: str, description: str) -> str:
+    """A committed snapshot of the changes from ``lower`` to ``upper`` (blocking).
+
+    If ``lower``'s layer chain is the start of ``upper``'s, the layers above it stay separate
+    layers: one more layer is diffed under that layer's description; several are each taken
+    as they are (a layer without parent) or diffed against their own parent, then stacked.
+    Otherwise the trees are diffed under ``description``.
+    """
+    low_chain = snaps.get(lower).chain
+    up_chain = snaps.get(upper).chain
+    n = len(low_chain)
+    if len(up_chain) <= n or tuple(up_chain[:n]) != tuple(low_chain):
+        return snaps.diff_snapshot(lower, upper, description)
+    extra = [snaps.get(m) for m in up_chain[n:]]
+    if len(extra) == 1:
+        return snaps.diff_snapshot(lower, upper, extra[0].description or description)
+    made: list[str] = []
+    try:
+        parts = []
+        for info in extra:
+            if info.parent is None:
+                parts.append(info.id)
+            else:
+                sid = snaps.diff_snapshot(info.parent, info.id, info.description)
+                made.append(sid)
+                parts.append(sid)
+        return snaps.merge(parts, description)
+    except BaseException:
+        for sid in made:
+            if snaps.exists(sid):
+                snaps.delete(sid)
         raise
 
 
@@ -159,8 +198,9 @@ class DiffOpAdapter(_Base):
         low_id, up_id = _snapshot_ids([lower, upper])
         if low_id == up_id:
             return [await _empty(store, description)]
+        snaps = store.snapshots
         return [
             await _snapshot_in_thread(
-                store, lambda: store.snapshots.diff_snapshot(low_id, up_id, description)
+                store, lambda: diff_keeping_layers(snaps, low_id, up_id, description)
             )
         ]

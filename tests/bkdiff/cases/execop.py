@@ -216,6 +216,12 @@ CASES: dict[str, dict[str, Any]] = {
             " && chmod 700 /home/user && ln -s /newdir/f /lnk"
         ),
         "outputs": ["local", "tar", "oci"],
+        "differences": {
+            "reason": "BuildKit's tar of the diff leaks the overlay copy-up xattr of a"
+            " directory whose mode changed (pax SCHILY.xattr.trusted.overlay.origin on"
+            " home/user, a host detail); bkcore never exports trusted.overlay.* xattrs",
+            "ignore": ["home/user:pax"],
+        },
     },
     "exec-no-changes": {
         "graph": _rootdiff("true"),

@@ -107,6 +107,14 @@ async def _empty(store: CacheStore, description: str) -> SnapshotResult:
     return await commit_result(store, await prepare(store, None, description))
 
 
+async def _nothing(store: CacheStore, description: str) -> SnapshotResult:
+    """BuildKit's nil result (scratch) of a diff of a snapshot against itself or of a merge
+    of nothing: an empty tree with no layers (an image of it has none), where an empty
+    snapshot would still be one (empty) layer (tests/bkdiff: empty-output)."""
+    snaps = store.snapshots
+    return await _snapshot_in_thread(store, lambda: snaps.merge([], description))
+
+
 def _snapshot_ids(inputs: Sequence[Result]) -> list[str]:
     for r in inputs:
         if not isinstance(r, SnapshotResult):
@@ -153,7 +161,7 @@ class MergeOpAdapter(_Base):
         refs = [inputs[i] for i in self.order if i != SCRATCH]
         description = ctx.vertex.name or "merge"
         if not refs:
-            return [await _empty(self.store, description)]
+            return [await _nothing(self.store, description)]
         if len(refs) == 1:
             return [refs[0].clone()]
         ids = _snapshot_ids(refs)
@@ -181,7 +189,7 @@ class DiffOpAdapter(_Base):
         store = self.store
         if upper is None:
             if lower is None:
-                return [await _empty(store, description)]
+                return [await _nothing(store, description)]
             # Lower to scratch: a diff whose deletions remove everything lower holds.
             empty = await _empty(store, f"{description} (scratch upper)")
             try:
@@ -197,7 +205,7 @@ class DiffOpAdapter(_Base):
             return [upper.clone()]
         low_id, up_id = _snapshot_ids([lower, upper])
         if low_id == up_id:
-            return [await _empty(store, description)]
+            return [await _nothing(store, description)]
         snaps = store.snapshots
         return [
             await _snapshot_in_thread(

@@ -7,8 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from bkcore.cache.results import SnapshotResult, commit_result, prepare
-from bkcore.cache.snapshots import COPY
+from bkcore.cache.snapshots import COPY, OVERLAY, detect_driver
 from bkcore.cache.store import CacheStore
 from bkcore.engine import Engine
 from bkcore.layers.chain import layer_groups
@@ -18,6 +20,18 @@ from bkcore.ops.mergediff import DiffOpAdapter, MergeOpAdapter
 from bkcore.solver.types import OpContext, Result, Vertex
 
 PLATFORM = Platform("linux", "amd64", "")
+
+
+def _drivers() -> list[str]:
+    probe = Path("/tmp") / f"bk-bkdiff-probe-{id(object())}"
+    probe.mkdir(exist_ok=True)
+    try:
+        return [COPY, OVERLAY] if detect_driver(probe) == OVERLAY else [COPY]
+    finally:
+        probe.rmdir()
+
+
+DRIVERS = _drivers()
 
 
 def _ctx(name: str) -> OpContext:
@@ -64,3 +78,22 @@ def test_diff_over_stacked_layers_keeps_each_layer(tmp_path: Path) -> None:
     got = asyncio.run(main())
     # two layers above base stay two layers, each with its own description
     assert got == ["mount / from exec run", "mount / from exec run", "top"]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_diff_of_a_snapshot_against_itself_has_no_layers(tmp_path: Path, driver: str) -> None:
+    """BuildKit returns a nil ref (no layers at all), not an empty layer."""
+
+    async def main() -> tuple[int, list[str]]:
+        store = CacheStore.open(tmp_path, driver)
+        engine = Engine(
+            store=store, worker=cast(Any, None), sessions=cast(Any, None), plugins=cast(Any, None)
+        )
+        base = await _snap(store, {"b": "b"}, "base")
+        diff = DiffOpAdapter(_op("diff", [0, 1]), "sha256:d", engine, PLATFORM)
+        (same,) = await diff.exec(_ctx("diff same"), [base, base])
+        with store.snapshots.view(same.id) as root:
+            names = sorted(p.name for p in root.iterdir())
+        return len(layer_groups(store.snapshots, same.id)), names
+
+    assert asyncio.run(main()) == (0, [])

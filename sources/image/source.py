@@ -9,13 +9,13 @@ snapshots shared with other images.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from bkcore.layers.imagesource import LayerChainInstance
 from bkcore.session.auth import registry_client_for
-from bkcore.sources.image.resolve import Layer, ResolvedImage, resolve_image
-from bkcore.sources.image.spec import ImageSpec, chain_ids, parse, root_key
+from bkcore.sources.image.resolve import ResolvedImage, resolve_image
+from bkcore.sources.image.spec import ImageSpec, parse
 
 if TYPE_CHECKING:
     from bkcore.engine import Engine
@@ -25,36 +25,16 @@ if TYPE_CHECKING:
 __all__ = ["ImageInstance", "ImageSource"]
 
 
-class ImageInstance:
+class ImageInstance(LayerChainInstance[ResolvedImage]):
     """One ``docker-image://`` op (:class:`bkcore.source.SourceInstance`)."""
 
     def __init__(self, spec: ImageSpec) -> None:
+        super().__init__(spec.platform, spec.layer_limit)
         self.spec = spec
-        self._resolved: ResolvedImage | None = None
-        self._lock = asyncio.Lock()
 
-    async def resolve(self, ctx: SourceContext) -> ResolvedImage:
-        """The reference resolved for the op's platform, once per instance."""
-        async with self._lock:
-            if self._resolved is None:
-                async with registry_client_for(ctx) as client:
-                    self._resolved = await resolve_image(
-                        client, self.spec.ref, self.spec.platform, ctx.progress
-                    )
-            return self._resolved
-
-    def layers(self, image: ResolvedImage) -> tuple[Layer, ...]:
-        """The layers this op uses (cut to ``image.layerlimit``)."""
-        limit = self.spec.layer_limit
-        return image.layers if limit is None else image.layers[:limit]
-
-    async def cache_key(self, ctx: SourceContext, index: int) -> tuple[str, bool]:
-        image = await self.resolve(ctx)
-        layers = self.layers(image)
-        if index == 0:
-            key = root_key(image.root_digest, self.spec.platform, self.spec.layer_limit)
-            return key, not layers
-        return chain_ids([layer.diff_id for layer in layers])[-1], True
+    async def fetch_resolved(self, ctx: SourceContext) -> ResolvedImage:
+        async with registry_client_for(ctx) as client:
+            return await resolve_image(client, self.spec.ref, self.spec.platform, ctx.progress)
 
     async def snapshot(self, ctx: SourceContext) -> Result:
         from bkcore.sources.image.pull import pull_chain

@@ -13,14 +13,13 @@ in turn (a session without the store moves on to the next).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from bkcore.errors import SessionError, SourceError
-from bkcore.layers.images import Layer, chain_ids, root_key
+from bkcore.layers.imagesource import LayerChainInstance
 from bkcore.sources.oci_layout.content import SessionContentStore
 from bkcore.sources.oci_layout.resolve import ResolvedLayout, resolve_layout
 from bkcore.sources.oci_layout.spec import OCILayoutSpec, parse
@@ -72,49 +71,32 @@ async def with_store(
         raise SourceError(text if text.startswith(label) else f"{label}: {text}") from exc
 
 
-class OCILayoutInstance:
+class OCILayoutInstance(LayerChainInstance[ResolvedLayout]):
     """One ``oci-layout://`` op (:class:`bkcore.source.SourceInstance`)."""
 
     def __init__(self, spec: OCILayoutSpec) -> None:
+        super().__init__(spec.platform, spec.layer_limit)
         self.spec = spec
-        self._resolved: ResolvedLayout | None = None
-        self._lock = asyncio.Lock()
 
     def _group(self, ctx: SourceContext) -> list[str]:
         return session_group(self.spec.session, list(ctx.jobs()))
 
-    async def resolve(self, ctx: SourceContext) -> ResolvedLayout:
-        """The image resolved in the client's layout, once per instance."""
-        async with self._lock:
-            if self._resolved is None:
-                spec = self.spec
-                status = f"resolve {spec.identifier}"
-                started = time.time()
-                ctx.progress.status(status, started=started)
-                try:
-                    self._resolved = await with_store(
-                        ctx.engine,
-                        self._group(ctx),
-                        spec.store_id,
-                        spec.identifier,
-                        lambda store: resolve_layout(store, spec.digest, spec.platform),
-                    )
-                finally:
-                    ctx.progress.status(status, started=started, completed=time.time())
-            return self._resolved
-
-    def layers(self, image: ResolvedLayout) -> tuple[Layer, ...]:
-        """The layers this op uses (cut to ``oci.layerlimit``)."""
-        limit = self.spec.layer_limit
-        return image.layers if limit is None else image.layers[:limit]
-
-    async def cache_key(self, ctx: SourceContext, index: int) -> tuple[str, bool]:
-        image = await self.resolve(ctx)
-        layers = self.layers(image)
-        if index == 0:
-            key = root_key(image.root_digest, self.spec.platform, self.spec.layer_limit)
-            return key, not layers
-        return chain_ids([layer.diff_id for layer in layers])[-1], True
+    async def fetch_resolved(self, ctx: SourceContext) -> ResolvedLayout:
+        """The image resolved in the client's layout."""
+        spec = self.spec
+        status = f"resolve {spec.identifier}"
+        started = time.time()
+        ctx.progress.status(status, started=started)
+        try:
+            return await with_store(
+                ctx.engine,
+                self._group(ctx),
+                spec.store_id,
+                spec.identifier,
+                lambda store: resolve_layout(store, spec.digest, spec.platform),
+            )
+        finally:
+            ctx.progress.status(status, started=started, completed=time.time())
 
     async def snapshot(self, ctx: SourceContext) -> Result:
         from bkcore.layers.pull import pull_layers

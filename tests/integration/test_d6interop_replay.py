@@ -619,3 +619,33 @@ def tempfile_dir() -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="bkio-agent-", dir="/tmp")
+
+
+def test_dockerfile_parse_error_as_buildctl_reads_it(daemon: Daemon, tmp_path: Path) -> None:
+    """A Dockerfile with an unknown instruction on line 3: the message buildkitd sends
+    (buildctl prints 'failed to solve: ' + it) and the Dockerfile in the Source detail, from
+    which buildctl draws the same snippet as against buildkitd."""
+    import base64
+
+    from bkcore.api import errors as apierr
+    from bkcore.sessions.filesync.provider import FileSyncProvider
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    dockerfile = b"FROM busybox\nRUN echo hi\nFOO bar\nRUN true\n"
+    (ctx / "Dockerfile").write_bytes(dockerfile)
+    message = "dockerfile parse error on line 3: unknown instruction: FOO (did you mean FROM?)"
+    got = replay(
+        daemon.address,
+        load("df_parse"),
+        [FileSyncProvider({"context": str(ctx), "dockerfile": str(ctx)})],
+    )
+    live = got.errors[BRIDGE + "Solve"]
+    assert (int(live.status.value), live.message) == (2, message)
+    found = {d.type_url: json.loads(d.value) for d in live.details}
+    source = found[apierr.SOURCE]
+    assert base64.b64decode(source["info"]["data"]) == dockerfile
+    assert source["info"]["filename"] == "Dockerfile"
+    assert source["ranges"] == [{"start": {"line": 3}, "end": {"line": 3}}]
+    solve = got.errors[CONTROL + "Solve"]
+    assert (int(solve.status.value), solve.message) == (2, message)

@@ -649,3 +649,61 @@ def test_dockerfile_parse_error_as_buildctl_reads_it(daemon: Daemon, tmp_path: P
     assert source["ranges"] == [{"start": {"line": 3}, "end": {"line": 3}}]
     solve = got.errors[CONTROL + "Solve"]
     assert (int(solve.status.value), solve.message) == (2, message)
+
+
+def _running(argv: bytes) -> list[int]:
+    """Pids whose command line is ``argv`` (NUL-separated)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if proc.joinpath("cmdline").read_bytes().rstrip(b"\0") == argv:
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_ctrl_c_of_buildctl_mid_run_cancels_the_build_and_the_daemon_serves_on(
+    daemon: Daemon, busybox_rootfs: Path
+) -> None:
+    """buildctl Ctrl-C'd while its RUN (``sleep 47``) runs (cancel.json: the forwarded
+    build's LLBBridge Solve is in flight, no Return comes): when the client goes away the
+    daemon cancels the build -- the process is gone -- and serves the next client."""
+    from bkcore.sessions.filesync.provider import FileSyncProvider
+
+    sleeper = b"sleep\x0047"
+    assert not _running(sleeper)
+    streams = load("cancel")
+    assert [s.path for s in streams if s.path == BRIDGE + "Return"] == []
+
+    async def go() -> None:
+        task = asyncio.ensure_future(
+            _replay(daemon.address, streams, [FileSyncProvider({"rootfs": str(busybox_rootfs)})])
+        )
+        deadline = time.monotonic() + 120
+        while not _running(sleeper):
+            assert not task.done(), task.result()
+            assert time.monotonic() < deadline, "the RUN never started"
+            await asyncio.sleep(0.05)
+        task.cancel()  # buildctl's Ctrl-C: its streams and connection go away
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    deadline = time.monotonic() + 60
+    while _running(sleeper):
+        assert time.monotonic() < deadline, "the cancelled RUN is still running"
+        time.sleep(0.05)
+    after = replay(daemon.address, load("du"), [])
+    assert CONTROL + "DiskUsage" not in after.errors
+    assert daemon.proc.poll() is None
+    # runc keeps no container of it
+    for state in daemon.root.rglob("runc"):
+        if state.is_dir() and (state.parent / "bundles").is_dir():
+            listed = subprocess.run(
+                ["runc", "--root", str(state), "list", "-q"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert listed.stdout.split() == []

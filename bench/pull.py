@@ -27,60 +27,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import io
 import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_registry(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        sys.exit("docker-registry not installed (apt-get install docker-registry)")
-    host = f"127.0.0.1:{free_port()}"
-    (base / "storage").mkdir(parents=True)
-    config = base / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'storage'}\n"
-        f"http:\n  addr: {host}\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
-            return proc, host
-        except (urllib.error.URLError, OSError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                sys.exit("docker-registry did not start")
-            time.sleep(0.05)
+from _registry import running_registry, sha
 
 
 def layer_tar(index: int, size: int) -> bytes:
@@ -199,13 +160,9 @@ def main() -> None:
         os.nice(args.nice)
     with tempfile.TemporaryDirectory(prefix="bk-pull-bench-", dir=args.dir) as tmp:
         work = Path(tmp)
-        proc, host = start_registry(work / "registry")
-        try:
+        with running_registry(work / "registry") as host:
             ref, compressed, unpacked = build_image(host, work, args.size_mb, args.layers)
             run_cases(work, ref, compressed, unpacked, args.rounds, args.layers)
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def run_cases(work: Path, ref: str, compressed: int, unpacked: int, rounds: int, n: int) -> None:

@@ -91,10 +91,17 @@ def main() -> None:
             tm: list[float] = []
             tb: list[float] = []
             ts: list[float] = []
+
+            def encode(msgs: list[pb.Op] = msgs) -> list[bytes]:
+                return [bytes(m) for m in msgs]
+
+            def digest(raw: tuple[bytes, ...] = raw) -> list[bytes]:
+                return [hashlib.sha256(b).digest() for b in raw]
+
             for _ in range(rounds):  # interleaved rounds; medians
                 tm.append(_time(do_marshal))
-                tb.append(_time(lambda msgs=msgs: [bytes(m) for m in msgs]))
-                ts.append(_time(lambda raw=raw: [hashlib.sha256(b).digest() for b in raw]))
+                tb.append(_time(encode))
+                ts.append(_time(digest))
             t_marshal, t_bp, t_sha = (statistics.median(t) for t in (tm, tb, ts))
             print(
                 f"{shape:<16}{ops:>7}{build * 1e3:>10.1f}{ops / t_marshal:>15,.0f}"

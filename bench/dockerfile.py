@@ -53,16 +53,15 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from _registry import start_registry
 
 REPO = Path(__file__).resolve().parents[1]
 # bkcore runs as an installed program does: with its bytecode cache (an environment that turns
@@ -74,12 +73,6 @@ DOCKER = "/usr/bin/docker"
 ROW_GROUPS = ("small", "parallel", "ctx", "export")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while not check():
@@ -87,33 +80,6 @@ def wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes]
             proc.kill()
             sys.exit(f"{what} did not start")
         time.sleep(0.1)
-
-
-def start_registry(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        sys.exit("docker-registry not installed (apt-get install docker-registry)")
-    host = f"127.0.0.1:{free_port()}"
-    (base / "storage").mkdir(parents=True)
-    config = base / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'storage'}\n"
-        f"http:\n  addr: {host}\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-    def up() -> bool:
-        try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
-            return True
-        except (urllib.error.URLError, OSError):
-            return False
-
-    wait_for("docker-registry", up, proc)
-    return proc, host
 
 
 class Docker:
@@ -430,7 +396,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bkdf-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         BK_ENV["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
-        registry, host = start_registry(tmp / "registry")
+        registry, host = start_registry(tmp / "registry", timeout=60)
         docker: Docker | None = None
         try:
             subprocess.run(

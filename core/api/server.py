@@ -53,7 +53,7 @@ from bkcore.api.errors import to_grpc_error
 from bkcore.api.pb import control as cpb
 from bkcore.api.pb import wkt
 from bkcore.api.pb import worker as wpb
-from bkcore.cache.gc import match_filters, record_fields
+from bkcore.cache.gc import GCPolicy, match_filters, record_fields
 from bkcore.controller import Controller
 from bkcore.errors import BkError, DefinitionError, ExportError, SessionError
 
@@ -93,16 +93,6 @@ SESSION_WAIT = 5.0
 VERSION_PACKAGE = "bkcore"
 #: Label carrying the worker's registry name (``runc``), which a WorkerRecord has no field for.
 WORKER_NAME_LABEL = "org.bkcore.worker.name"
-
-
-@dataclass(frozen=True, slots=True)
-class GCPolicy:
-    """One ``[[worker.gcpolicy]]`` of the daemon config (as BuildKit's ``GCPolicy``)."""
-
-    all: bool = False
-    keep_duration: float = 0.0  # seconds
-    keep_bytes: int = 0
-    filters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,28 +322,13 @@ class FileOp(Vertex):
             if not isinstance(a, _Rm) and a.owner is not None:
                 owner["owner"] = self._chown(a.owner, base_idx, n)
             body: dict[str, Any]
-            if isinstance(a, _Mkdir):
-                body = {
-                    "mkdir": make(
-                        pb.FileActionMkDir,
-                        path=paths.resolve(parent, a.path),
-                        mode=a.mode,
-                        make_parents=a.parents,
-                        timestamp=a.created,
-                        **owner,
-                    )
-                }
-            elif isinstance(a, _Mkfile):
-                body = {
-                    "mkfile": make(
-                        pb.FileActionMkFile,
-                        path=paths.resolve(parent, a.path),
-                        mode=a.mode,
-                        data=a.data,
-                        timestamp=a.created,
-                        **owner,
-                    )
-                }
+            if isinstance(a, _Mkdir | _Mkfile):
+                path = paths.resolve(parent, a.path)
+                common = {"path": path, "mode": a.mode, "timestamp": a.created, **owner}
+                if isinstance(a, _Mkdir):
+                    body = {"mkdir": make(pb.FileActionMkDir, make_parents=a.parents, **common)}
+                else:
+                    body = {"mkfile": make(pb.FileActionMkFile, data=a.data, **common)}
             elif isinstance(a, _Rm):
                 body = {
                     "rm": make(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -73,6 +74,7 @@ __all__ = [
 ]
 
 M = TypeVar("M")
+_PREFIX = struct.Struct(">?I").pack  # gRPC message prefix: compressed flag, length
 
 CONTROL_SESSION = "/moby.buildkit.v1.Control/Session"
 # Largest message either inner end accepts (gRPC-Go's default receive limit); raw byte
@@ -80,6 +82,9 @@ CONTROL_SESSION = "/moby.buildkit.v1.Control/Session"
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 # Largest ``BytesMessage`` sent on the outer stream, and the split size of raw byte messages.
 TUNNEL_CHUNK = 1024 * 1024
+# Largest tunnel chunk per outer message: with its BytesMessage and gRPC headers (9 bytes) it
+# fits one outer HTTP/2 frame of TUNNEL_CHUNK bytes when the peer accepts those.
+_OUTER_CHUNK = TUNNEL_CHUNK - 64
 # Queued tunnel bytes above which the inner HTTP/2 connection is paused (and resumed below
 # a quarter of it): back-pressure from the outer stream to the inner writers.
 _HIGH_WATER = 4 * TUNNEL_CHUNK
@@ -163,6 +168,113 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# Queued message bytes of one inner stream above which its senders wait for the flusher.
+_OUTBOX_HIGH = TUNNEL_CHUNK
+
+
+class _Outbox:
+    """The sending half of one inner gRPC stream.
+
+    ``send`` frames a message (gRPC's 5-byte prefix, the codec's bytes) and queues it; one
+    flusher task writes everything queued since its last write as a single HTTP/2 DATA write.
+    The messages on the wire are the same, in the same order, but a burst of small packets
+    (a listing's STATs, the empty DATA ending each file, REQs) costs one frame and one h2
+    event on each side instead of one per message -- and several tasks sending on one stream
+    (diffcopy's listing and file readers) can never interleave the frames of two messages.
+    Senders wait only while more than :data:`_OUTBOX_HIGH` bytes are queued.
+
+    The flusher is started by the first ``send`` and belongs to the stream: :meth:`drain`
+    waits until everything is written, :meth:`close` stops it (both are called before the
+    stream's scope ends). A write error is kept and raised by the next ``send``/``drain``.
+    """
+
+    def __init__(
+        self, grpc_stream: Any, codec: Any, start: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        self._grpc = grpc_stream
+        self._codec = codec
+        self._start = start
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        encode = self._codec.encode
+        parts = self._parts
+        for part in _split(message):
+            data = encode(part, None)
+            parts.append(_PREFIX(0, len(data)))
+            parts.append(data)
+            self._size += len(data) + 5
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        while self._size > _OUTBOX_HIGH and self.error is None:
+            self._room.clear()
+            await self._room.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def _run(self) -> None:
+        h2stream = self._grpc._stream
+        try:
+            if self._start is not None:
+                await self._start()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._parts:
+                    data = b"".join(self._parts) if len(self._parts) > 1 else self._parts[0]
+                    self._parts = []
+                    self._size = 0
+                    self._room.set()
+                    wrapper = getattr(self._grpc, "_wrapper", None)
+                    if wrapper is not None:
+                        with wrapper:
+                            await h2stream.send_data(data)
+                    else:
+                        await h2stream.send_data(data)
+                self._idle.set()
+        except asyncio.CancelledError:
+            if self.error is None:
+                self.error = _OutboxClosed()
+            raise
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self._parts = []
+            self._size = 0
+            self._room.set()
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until every queued message is written; raise the write error, if any."""
+        if self._task is not None and not self._task.done():
+            await self._idle.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def close(self) -> None:
+        """Stop the flusher (queued messages not yet written are dropped)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class _OutboxClosed(Exception):
+    """A send after the stream's scope ended."""
+
+
 # -- the tunnel ------------------------------------------------------------------------------
 
 _REPR_PATCHED = False
@@ -192,6 +304,30 @@ def _bounded_frame_repr() -> None:
     _REPR_PATCHED = True
 
 
+def _accept_large_frames(connection: Any) -> None:
+    """Advertise ``SETTINGS_MAX_FRAME_SIZE`` = :data:`TUNNEL_CHUNK` on a grpclib connection
+    (once per connection). Accepting frames up to 1 MiB (as Go's session server does on the
+    inner connection, session.md §4) lets a bkcore peer send a tunnel chunk or a 32 KiB
+    DATA packet in one frame: the 16 KiB default costs a frame header, an h2 event and a
+    buffer hop per 16 KiB on both layers. A peer that keeps sending 16 KiB frames (grpc-go
+    does) is unaffected."""
+    if connection is None or getattr(connection, "_bk_large_frames", False):
+        return
+    from h2.settings import SettingCodes
+
+    h2conn: Any = getattr(connection, "_connection", None)
+    if h2conn is None:
+        return
+    connection._bk_large_frames = True
+    h2conn.update_settings({SettingCodes.MAX_FRAME_SIZE: TUNNEL_CHUNK})
+    connection.flush()
+
+
+def _stream_connection(stream: Any) -> Any:
+    """The grpclib ``Connection`` under a grpclib client or server stream (None for others)."""
+    return getattr(getattr(stream, "_stream", None), "connection", None)
+
+
 class _Tunnel(asyncio.Transport):
     """The transport of one inner HTTP/2 connection, carried in outer ``BytesMessage``s.
 
@@ -214,13 +350,7 @@ class _Tunnel(asyncio.Transport):
     def attach(self, protocol: H2Protocol) -> None:
         self._protocol = protocol
         protocol.connection_made(self)
-        # Accept frames up to 1 MiB (as Go's session server advertises, session.md §4): the
-        # 16 KiB default costs a frame header and an h2 event per 16 KiB on both layers.
-        from h2.settings import SettingCodes
-
-        h2conn: Any = protocol.connection._connection
-        h2conn.update_settings({SettingCodes.MAX_FRAME_SIZE: TUNNEL_CHUNK})
-        protocol.connection.flush()
+        _accept_large_frames(protocol.connection)
 
     # asyncio.Transport
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -258,13 +388,13 @@ class _Tunnel(asyncio.Transport):
             self._wakeup.clear()
             await self._wakeup.wait()
         first = self._chunks.popleft()
-        if len(first) > TUNNEL_CHUNK:
-            self._chunks.appendleft(first[TUNNEL_CHUNK:])
-            out = first[:TUNNEL_CHUNK]
+        if len(first) > _OUTER_CHUNK:
+            self._chunks.appendleft(first[_OUTER_CHUNK:])
+            out = first[:_OUTER_CHUNK]
         else:
             parts = [first]
             size = len(first)
-            while self._chunks and size + len(self._chunks[0]) <= TUNNEL_CHUNK:
+            while self._chunks and size + len(self._chunks[0]) <= _OUTER_CHUNK:
                 nxt = self._chunks.popleft()
                 parts.append(nxt)
                 size += len(nxt)
@@ -322,6 +452,11 @@ class _WireServerStream:
     def __init__(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         self._stream = stream
         self._metadata = _from_grpclib(stream.metadata)
+        self.outbox = _Outbox(stream, stream._codec, self._start)
+
+    async def _start(self) -> None:
+        if not self._stream._send_initial_metadata_done:
+            await self._stream.send_initial_metadata()
 
     @property
     def metadata(self) -> Metadata:
@@ -331,8 +466,7 @@ class _WireServerStream:
         return await self._stream.recv_message()
 
     async def send(self, message: Any) -> None:
-        for part in _split(message):
-            await self._stream.send_message(part)
+        await self.outbox.send(message)
 
 
 def _grpc_error(exc: Exception) -> Exception:
@@ -389,10 +523,21 @@ class _ServedSession:
     @staticmethod
     def _stream(func: StreamFunc) -> Callable[[Any], Awaitable[None]]:
         async def serve(stream: grpclib.server.Stream[Any, Any]) -> None:
+            wire = _WireServerStream(stream)
             try:
-                await func(_WireServerStream(stream))
+                try:
+                    await func(wire)
+                except Exception:
+                    # what the handler sent before failing (an ERR packet) goes first
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await wire.outbox.drain()
+                    raise
+                await wire.outbox.drain()
             except Exception as exc:
                 raise _grpc_error(exc) from None
+            finally:
+                await wire.outbox.close()
 
         return serve
 
@@ -402,17 +547,15 @@ async def serve_tunnel(outer: grpclib.client.Stream[Any, Any], session: Session)
     ``send_request``) until the daemon ends it; every task is gone when this returns."""
     from grpclib.server import Server
 
-    from bkcore.api.pb.control import BytesMessage
-
     server = Server([_ServedSession(session.handlers())], codec=_make_codec())
     protocol = server._protocol_factory()
     tunnel = _Tunnel()
     tunnel.attach(protocol)
 
-    wire = _WireClientStream(outer, CONTROL_SESSION, session.id)
+    wire = _WireClientStream(outer, CONTROL_SESSION, session.id, coalesce=False)
 
     async def send(chunk: bytes) -> None:
-        await wire.send(BytesMessage(data=chunk))
+        await wire.send(RawBytes(chunk))
 
     async def recv() -> bytes | None:
         msg = await wire.recv()
@@ -435,16 +578,17 @@ async def attach_session(
     the stream is half-closed and the daemon's end of it awaited (session.md §4 Closing)."""
     from grpclib.const import Cardinality
 
-    from bkcore.api.pb.control import BytesMessage
-
+    # BytesMessage{bytes data = 1} in its hand-written form: the same bytes as the
+    # generated class, decoded without betterproto's per-message cost
     async with channel.request(
         CONTROL_SESSION,
         Cardinality.STREAM_STREAM,
-        BytesMessage,
-        BytesMessage,
+        RawBytes,
+        RawBytes,
         metadata=session.headers(),
     ) as outer:
         await outer.send_request()
+        _accept_large_frames(_stream_connection(outer))
         serving = asyncio.ensure_future(serve_tunnel(outer, session))
         try:
             yield serving
@@ -529,7 +673,12 @@ class _WireClientStream:
     """A :class:`~bkcore.session.ClientStream` over a grpclib client stream."""
 
     def __init__(
-        self, stream: grpclib.client.Stream[Any, Any], method: str, session_id: str
+        self,
+        stream: grpclib.client.Stream[Any, Any],
+        method: str,
+        session_id: str,
+        *,
+        coalesce: bool = True,
     ) -> None:
         self._stream = stream
         self._method = method
@@ -537,6 +686,8 @@ class _WireClientStream:
         self._ended = False
         self._done = False
         self._draining = False
+        # the outer Control.Session stream has one sender of large chunks: no outbox
+        self._outbox = _Outbox(stream, stream._codec) if coalesce else None
 
     async def send(self, message: Any) -> None:
         if self._done:
@@ -547,8 +698,11 @@ class _WireClientStream:
         from h2.exceptions import StreamClosedError
 
         try:
-            for part in _split(message):
-                await self._stream.send_message(part)
+            if self._outbox is not None:
+                await self._outbox.send(message)
+            else:
+                for part in _split(message):
+                    await self._stream.send_message(part)
         except (StreamTerminatedError, StreamClosedError):
             # The server finished and reset its end (grpc-go does after its trailers,
             # grpclib after an error): drop the message as the in-process transport does;
@@ -603,12 +757,54 @@ class _WireClientStream:
             raise _call_error(exc, self._method, self._sid, self._stream) from exc
         return msg
 
+    async def _flush(self) -> None:
+        """Write what the outbox holds, then stop its flusher."""
+        from grpclib.exceptions import StreamTerminatedError
+        from h2.exceptions import StreamClosedError
+
+        if self._outbox is None:
+            return
+        try:
+            await self._outbox.drain()
+        except (StreamTerminatedError, StreamClosedError):
+            pass  # as in send: the server finished and reset; recv reads its status
+        except _transport_errors() as exc:
+            raise _call_error(exc, self._method, self._sid, self._stream) from exc
+        finally:
+            await self._outbox.close()
+
+    async def close(self) -> None:
+        """Stop the outbox's flusher without writing what it holds (the call is abandoned)."""
+        if self._outbox is not None:
+            await self._outbox.close()
+
+    async def send_last(self, message: Any) -> None:
+        """Send ``message`` with END_STREAM on its DATA frame (a unary request: one frame
+        less than ``send`` + ``end``)."""
+        from grpclib.exceptions import StreamTerminatedError
+        from h2.exceptions import StreamClosedError
+
+        if self._ended or len(_split(message)) != 1:
+            await self.send(message)
+            await self.end()
+            return
+        await self._flush()
+        self._ended = True
+        try:
+            await self._stream.send_message(message, end=True)
+        except (StreamTerminatedError, StreamClosedError) as exc:
+            if not _ended_before_reset(self._stream):
+                raise _call_error(exc, self._method, self._sid, self._stream) from exc
+        except _transport_errors() as exc:
+            raise _call_error(exc, self._method, self._sid, self._stream) from exc
+
     async def end(self) -> None:
         from grpclib.exceptions import StreamTerminatedError
         from h2.exceptions import StreamClosedError
 
         if not self._ended:
             self._ended = True
+            await self._flush()
             try:
                 await self._stream.end()
             except (StreamTerminatedError, StreamClosedError) as exc:
@@ -654,8 +850,8 @@ class TunnelCaller:
         reply: Any = None
         # Opened as a stream: the wire is the same, and one code path reads the status.
         async with self._stream(method, response_type, _to_grpclib(metadata)) as st:
-            await st.send(request)
-            await st.end()
+            assert isinstance(st, _WireClientStream)
+            await st.send_last(request)
             reply = await st.recv()
         if not isinstance(reply, response_type):
             raise CallError(Status.INTERNAL, "the client sent no response", method)
@@ -690,6 +886,7 @@ class TunnelCaller:
             while await client.recv() is not None:
                 pass
         except BaseException as exc:
+            await client.close()
             with contextlib.suppress(Exception):
                 await stream.cancel()
             with contextlib.suppress(Exception):
@@ -747,8 +944,7 @@ async def handle_session(
     from grpclib.const import Status as GStatus
     from grpclib.exceptions import GRPCError
 
-    from bkcore.api.pb.control import BytesMessage
-
+    _accept_large_frames(_stream_connection(stream))
     md = _from_grpclib(stream.metadata)
     session_id = md.get(HEADER_UUID)
     if not session_id or ":" in session_id:
@@ -774,7 +970,7 @@ async def handle_session(
         raise GRPCError(GStatus.ALREADY_EXISTS, str(exc)) from None
 
     async def send(chunk: bytes) -> None:
-        await stream.send_message(BytesMessage(data=chunk))
+        await stream.send_message(RawBytes(chunk))
 
     async def recv() -> bytes | None:
         msg = await stream.recv_message()
@@ -803,12 +999,11 @@ def session_handlers(
     from grpclib.const import Cardinality
     from grpclib.const import Handler as GHandler
 
-    from bkcore.api.pb.control import BytesMessage
-
     async def serve(stream: grpclib.server.Stream[Any, Any]) -> None:
         await handle_session(stream, manager, health_interval=health_interval)
 
-    return {CONTROL_SESSION: GHandler(serve, Cardinality.STREAM_STREAM, BytesMessage, BytesMessage)}
+    # BytesMessage{bytes data = 1}, hand-written: same bytes, no betterproto decoding
+    return {CONTROL_SESSION: GHandler(serve, Cardinality.STREAM_STREAM, RawBytes, RawBytes)}
 
 
 class SessionService:

@@ -57,7 +57,9 @@ class FileSendTarget:
         assert self.dest_dir is not None
         self.metadata = stream.metadata
         dest = os.path.realpath(self.dest_dir)
-        tmp = await asyncio.to_thread(_sibling_dir, dest)
+        # Created in the loop (a few syscalls) rather than in a thread: a cancellation that
+        # arrives while a thread creates it would leave the directory behind.
+        tmp = _sibling_dir(dest)
         try:
             await receive_diffcopy(stream, tmp, delete=False, apply_owner=False)
             await asyncio.to_thread(_swap_into_place, tmp, dest)
@@ -75,7 +77,8 @@ class FileSendTarget:
             return
         assert self.file is not None
         directory = os.path.dirname(self.file)
-        fd, tmp = await asyncio.to_thread(tempfile.mkstemp, prefix=".bkexport-", dir=directory)
+        # one open(O_EXCL) in the loop: cancelled while a thread made it, it would be left
+        fd, tmp = tempfile.mkstemp(prefix=".bkexport-", dir=directory)
         f: BinaryIO = os.fdopen(fd, "wb")
         try:
             while (msg := await stream.recv()) is not None:

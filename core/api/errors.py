@@ -74,6 +74,8 @@ __all__ = [
     "encode_details",
     "from_grpc_error",
     "from_status",
+    "go_code_name",
+    "strip_go_code",
     "to_grpc_error",
     "to_status",
 ]
@@ -317,6 +319,25 @@ def decode_details(data: bytes) -> list[AnyMessage]:
         return [d for d in msg.details if isinstance(d.type_url, str)]
     except Exception:  # a garbled trailer loses its details, not the error
         return []
+
+
+def go_code_name(status: Status) -> str:
+    """The name grpc-go gives a status code (``codes.Code.String()``): ``InvalidArgument``,
+    ``Canceled``, ..."""
+    if status == Status.CANCELLED:
+        return "Canceled"
+    return "".join(word.capitalize() for word in status.name.split("_"))
+
+
+def strip_go_code(status: Status | int, message: str) -> str:
+    """``message`` without the ``<Code>: `` prefix a Go client puts in front of a status it
+    received (BuildKit's ``grpcStatusError.Error()``, for codes other than Unknown) when it
+    sends that error back (buildctl's LLBBridge Return): the status already says the code,
+    and buildctl would print it twice."""
+    status = as_status(status)
+    if status in (Status.OK, Status.UNKNOWN):
+        return message
+    return message.removeprefix(go_code_name(status) + ": ")
 
 
 # -- client side -----------------------------------------------------------------------------

@@ -573,7 +573,7 @@ class LLBBridgeServicer:
         return gpb.WarnResponse()
 
     async def return_(self, forwarder: Forwarder, request: gpb.ReturnRequest) -> gpb.ReturnResponse:
-        from bkcore.api.errors import from_details
+        from bkcore.api.errors import from_details, strip_go_code
 
         if forwarder.returned.done():
             raise GRPCError(
@@ -582,7 +582,9 @@ class LLBBridgeServicer:
         if request.error is not None and request.error.code:
             error = request.error
             forwarder.returned.set_exception(
-                from_details(error.code, error.message, list(error.details))
+                from_details(
+                    error.code, strip_go_code(error.code, error.message), list(error.details)
+                )
             )
         else:
             result = request.result if request.result is not None else gpb.Result()

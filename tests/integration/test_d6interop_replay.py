@@ -707,3 +707,20 @@ def test_ctrl_c_of_buildctl_mid_run_cancels_the_build_and_the_daemon_serves_on(
                 check=False,
             )
             assert listed.stdout.split() == []
+
+
+def test_invalid_llb_error_is_said_once(daemon: Daemon) -> None:
+    """Raw LLB whose only op names an input the definition lacks: the bridge Solve is
+    INVALID_ARGUMENT naming the op; buildctl Returns it as 'InvalidArgument: <message>' (Go
+    puts the code in front) and the Control.Solve fails with the code and the message once
+    (buildctl prints 'failed to solve: InvalidArgument: invalid LLB ...')."""
+    streams = load("dangling")
+    (returned,) = [s for s in streams if s.path == BRIDGE + "Return"]
+    assert b"InvalidArgument: invalid LLB with 1 vertexes" in returned.sent[0]
+    got = replay(daemon.address, streams, [])
+    live = got.errors[BRIDGE + "Solve"]
+    assert live.status.name == "INVALID_ARGUMENT"
+    assert (live.message or "").startswith("invalid LLB with 1 vertexes (op sha256:")
+    solve = got.errors[CONTROL + "Solve"]
+    assert solve.status.name == "INVALID_ARGUMENT"
+    assert solve.message == live.message

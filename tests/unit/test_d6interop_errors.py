@@ -73,3 +73,17 @@ def test_parse_error_message_without_the_location_prefix() -> None:
     assert apierr.to_status(err)[1] == (
         "dockerfile parse error on line 3: unknown instruction: FOO (did you mean FROM?)"
     )
+
+
+def test_go_code_prefix_of_a_returned_error_is_dropped_once() -> None:
+    from grpclib.const import Status
+
+    assert apierr.go_code_name(Status.INVALID_ARGUMENT) == "InvalidArgument"
+    assert apierr.go_code_name(Status.CANCELLED) == "Canceled"
+    assert apierr.go_code_name(Status.RESOURCE_EXHAUSTED) == "ResourceExhausted"
+    msg = "InvalidArgument: invalid LLB with 1 vertexes"
+    assert apierr.strip_go_code(Status.INVALID_ARGUMENT, msg) == "invalid LLB with 1 vertexes"
+    assert apierr.strip_go_code(3, "InvalidArgument: InvalidArgument: x") == "InvalidArgument: x"
+    # Go adds nothing for Unknown: a message that merely starts like a code name stays
+    assert apierr.strip_go_code(Status.UNKNOWN, "NotFound: x") == "NotFound: x"
+    assert apierr.strip_go_code(Status.NOT_FOUND, "InvalidArgument: x") == "InvalidArgument: x"

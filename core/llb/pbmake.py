@@ -30,10 +30,11 @@ def _dict_of(obj: object) -> dict[str, Any]:
 
 class _Spec(NamedTuple):
     template: dict[str, Any]  # every field unset, as __init__ leaves it
-    order: tuple[str, ...]  # field names in betterproto's order
-    group_of: dict[str, str]  # oneof member -> group
+    names: frozenset[str]  # the message's field names
+    members: tuple[tuple[str, str], ...]  # (oneof member, group) in betterproto's order
     groups: dict[str, str | None]  # every group, nothing selected
     optional: frozenset[str]  # proto3 optional fields (None = unset)
+    empty_messages: frozenset[str]  # fields whose message class has no fields
 
 
 _SPECS: dict[type, _Spec] = {}
@@ -45,16 +46,28 @@ def _spec(cls: type) -> _Spec:
     template: dict[str, Any] = {"_serialized_on_wire": False}
     template.update(dict.fromkeys(by_name, _PLACEHOLDER))
     template["_unknown_fields"] = b""
-    group_of = {name: f.group for name, f in by_name.items() if f.group}
+    members = tuple((name, f.group) for name, f in by_name.items() if f.group)
+    empty = frozenset(
+        name
+        for name, f in by_name.items()
+        if f.proto_type == "message"
+        and not cast(Any, meta.cls_by_field[name])._betterproto.meta_by_field_name
+    )
     spec = _Spec(
         template,
-        tuple(by_name),
-        group_of,
-        dict.fromkeys(group_of.values(), None),
+        frozenset(by_name),
+        members,
+        dict.fromkeys((g for _, g in members), None),
         frozenset(name for name, f in by_name.items() if f.optional),
+        empty,
     )
     _SPECS[cls] = spec
     return spec
+
+
+def _given(name: str, value: Any, optional: frozenset[str]) -> bool:
+    """Whether betterproto's ``__post_init__`` counts ``value`` as set."""
+    return value is not _PLACEHOLDER and not (value is None and name in optional)
 
 
 def make(cls: type[M], /, **fields: Any) -> M:
@@ -67,23 +80,20 @@ def make(cls: type[M], /, **fields: Any) -> M:
     values.update(spec.template)
     groups = dict(spec.groups)
     if fields:
-        for name in fields:
-            if name not in spec.template or name.startswith("_"):
-                raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
+        if not fields.keys() <= spec.names:
+            name = min(fields.keys() - spec.names)
+            raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         values.update(fields)
-        given = False
-        for name in spec.order:  # betterproto's __post_init__ order: the last member given wins
-            value = fields.get(name, _PLACEHOLDER)
-            if value is _PLACEHOLDER or (value is None and name in spec.optional):
-                continue
-            given = True
-            group = spec.group_of.get(name)
-            if group is not None:
+        optional = spec.optional
+        values["_serialized_on_wire"] = any(
+            _given(name, value, optional) for name, value in fields.items()
+        )
+        for name, group in spec.members:  # __post_init__'s order: the last member given wins
+            if name in fields and _given(name, fields[name], optional):
                 groups[group] = name
-            if isinstance(value, betterproto.Message):  # a message class without fields
-                vspec = _SPECS.get(type(value)) or _spec(type(value))
-                if not vspec.order:
-                    _dict_of(value)["_serialized_on_wire"] = True
-        values["_serialized_on_wire"] = given
+        for name in spec.empty_messages.intersection(fields):
+            value = fields[name]
+            if isinstance(value, betterproto.Message):  # as betterproto's __setattr__ does
+                _dict_of(value)["_serialized_on_wire"] = True
     values["_group_current"] = groups
     return obj

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import typing
+from dataclasses import dataclass
 from typing import Any, cast
 
 import betterproto
@@ -122,3 +123,22 @@ def test_unknown_field_is_refused() -> None:
         make(pb.Op, nope=1)
     with pytest.raises(TypeError, match="_serialized_on_wire"):
         make(pb.Op, _serialized_on_wire=True)
+
+
+@dataclass(eq=False, repr=False)
+class _Empty(betterproto.Message):
+    pass
+
+
+@dataclass(eq=False, repr=False)
+class _Holder(betterproto.Message):
+    empty: _Empty = betterproto.message_field(1)  # noqa: RUF009 (betterproto fields)
+    name: str = betterproto.string_field(2)
+
+
+def test_a_given_message_without_fields_is_marked_present_like_the_constructor() -> None:
+    got, want = make(_Holder, empty=make(_Empty)), _Holder(empty=_Empty())
+    assert _state(got.empty) == _state(want.empty)
+    assert object.__getattribute__(got.empty, "__dict__")["_serialized_on_wire"] is True
+    assert marshal(got) == marshal(want) == bytes.fromhex("0a00")
+    assert marshal(make(_Holder, name="x")) == marshal(_Holder(name="x")) == b"\x12\x01x"

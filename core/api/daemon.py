@@ -43,7 +43,6 @@ from bkcore.errors import BkError
 if TYPE_CHECKING:
     import ssl
 
-    from bkcore.api.server import GCPolicy as ConfiguredPolicy
     from bkcore.cache.gc import GCPolicy
     from bkcore.pluginmanager import BkPluginManager
 
@@ -76,7 +75,7 @@ class DaemonConfig:
     tls_ca: str = ""
     worker: str = "runc"
     max_parallelism: int | None = None
-    gc_policy: tuple[ConfiguredPolicy, ...] = ()
+    gc_policy: tuple[GCPolicy, ...] = ()
     registries: str = ""
     entitlements: frozenset[str] = frozenset()
     #: ``gc = false`` turns garbage collection off; ``gckeepstorage`` (bytes, 0: 10% of the
@@ -282,7 +281,7 @@ def load_config(path: Path | None, *, root: str | None = None) -> DaemonConfig:
     """
     import tomllib
 
-    from bkcore.api.server import GCPolicy
+    from bkcore.cache.gc import GCPolicy
 
     explicit = path is not None
     file = path if path is not None else config.daemon_config_file()
@@ -400,18 +399,11 @@ def load_config(path: Path | None, *, root: str | None = None) -> DaemonConfig:
 def gc_policies(cfg: DaemonConfig) -> tuple[GCPolicy, ...]:
     """The policies the daemon collects by: none with ``gc = false``; the configured ones;
     else BuildKit's defaults capped at ``gckeepstorage`` (or 10% of the disk)."""
-    from bkcore.cache.gc import GCPolicy, default_policies
+    from bkcore.cache.gc import default_policies
 
     if not cfg.gc:
         return ()
-    if cfg.gc_policy:
-        return tuple(
-            GCPolicy(
-                all=p.all, keep_duration=p.keep_duration, keep_bytes=p.keep_bytes, filters=p.filters
-            )
-            for p in cfg.gc_policy
-        )
-    return default_policies(cfg.root, cfg.gc_keep_storage)
+    return cfg.gc_policy or default_policies(cfg.root, cfg.gc_keep_storage)
 
 
 def _server_ssl(cfg: DaemonConfig) -> ssl.SSLContext:
@@ -500,8 +492,8 @@ async def serve(
     from bkcore.api.codec import GoCodec
     from bkcore.api.errors import StatusDetailsCodec
     from bkcore.api.gateway import Forwarders, LLBBridgeServicer
+    from bkcore.api.history import BuildHistory
     from bkcore.api.server import ControlServicer, DaemonSettings
-    from bkcore.api.server import GCPolicy as ConfiguredPolicy
     from bkcore.cache.gc import GarbageCollector
     from bkcore.controller import Controller
 
@@ -536,10 +528,7 @@ async def serve(
         ) as controller:
             settings = DaemonSettings(
                 root=cfg.root,
-                gc_policy=tuple(
-                    ConfiguredPolicy(p.all, p.keep_duration, p.keep_bytes, p.filters)
-                    for p in policies
-                ),
+                gc_policy=policies,
                 allowed_entitlements=cfg.entitlements,
             )
             collector = GarbageCollector(
@@ -551,6 +540,12 @@ async def serve(
                 settings,
                 session_handler=_session_handler(controller),
                 forwarders=forwarders,
+                history=await asyncio.to_thread(
+                    BuildHistory,
+                    cfg.root,
+                    max_entries=cfg.history_max_entries,
+                    max_age=cfg.history_max_age,
+                ),
             )
             bridge = LLBBridgeServicer(controller, forwarders)
             try:

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     import grpclib.server
 
     from bkcore.api.gateway import Forwarders
+    from bkcore.api.history import BuildHistory
     from bkcore.cli.du_cmd import Record
     from bkcore.progress import Event
     from bkcore.session.manager import ConnectedSession
@@ -274,11 +275,13 @@ class ControlServicer:
         *,
         session_handler: _Handler | None = None,
         forwarders: Forwarders | None = None,
+        history: BuildHistory | None = None,
     ) -> None:
         self.controller = controller
         self.settings = settings
         self.session_handler = session_handler
         self.forwarders = forwarders
+        self.history = history
         self._jobs: dict[str, _Job] = {}
         self._job_waiters: dict[str, asyncio.Event] = {}
         self._builds: set[asyncio.Task[Any]] = set()
@@ -373,18 +376,36 @@ class ControlServicer:
                 cpb.InfoResponse,
             ),
             methods.CONTROL_LISTEN_BUILD_HISTORY: H(
-                self._unimplemented,
+                self._server_stream(cpb.BuildHistoryRequest, self.listen_build_history)
+                if self.history is not None
+                else self._unimplemented,
                 card.UNARY_STREAM,
                 cpb.BuildHistoryRequest,
                 cpb.BuildHistoryEvent,
             ),
             methods.CONTROL_UPDATE_BUILD_HISTORY: H(
-                self._unimplemented,
+                self._unary(cpb.UpdateBuildHistoryRequest, self.update_build_history)
+                if self.history is not None
+                else self._unimplemented,
                 card.UNARY_UNARY,
                 cpb.UpdateBuildHistoryRequest,
                 cpb.UpdateBuildHistoryResponse,
             ),
         }
+
+    # -- build history (bkcore.api.history) -------------------------------------------------
+
+    def listen_build_history(
+        self, request: cpb.BuildHistoryRequest, stream: Any
+    ) -> AsyncIterator[cpb.BuildHistoryEvent]:
+        assert self.history is not None
+        return self.history.listen(request)
+
+    async def update_build_history(
+        self, request: cpb.UpdateBuildHistoryRequest
+    ) -> cpb.UpdateBuildHistoryResponse:
+        assert self.history is not None
+        return self.history.update(request)
 
     # -- workers and info -----------------------------------------------------------------------
 
@@ -574,6 +595,9 @@ class ControlServicer:
         task = asyncio.current_task()
         if task is not None:
             self._builds.add(task)
+        if self.history is not None:
+            self.history.start_solve(request)
+        failure: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pump())
@@ -593,8 +617,17 @@ class ControlServicer:
                 finally:
                     stream.close()
         except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
+            failure = group.exceptions[0]
+            raise failure from None
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
+            if self.history is not None:
+                done = failure is None
+                self.history.finish_solve(
+                    ref, dict(response.exporter_response) if done else None, error=failure
+                )
             if task is not None:
                 self._builds.discard(task)
             await job.finish()

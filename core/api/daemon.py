@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bkcore import config
+from bkcore.api.address import DaemonConfigError, Listener, parse_address
 from bkcore.cache.gc import check_filters
 from bkcore.errors import BkError
 
@@ -58,10 +59,6 @@ __all__ = [
 ]
 
 SOCKET_MODE = 0o660
-
-
-class DaemonConfigError(BkError):
-    """The daemon's configuration (file or flags) cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,41 +86,6 @@ class DaemonConfig:
     #: Owner of the unix sockets (``[grpc] uid``/``gid``, ``--group``); None: unchanged.
     socket_uid: int | None = None
     socket_gid: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """One parsed address."""
-
-    scheme: str  # "unix" | "tcp"
-    path: str = ""
-    host: str = ""
-    port: int = 0
-
-    def __str__(self) -> str:
-        if self.scheme == "unix":
-            return f"unix://{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def parse_address(address: str) -> Listener:
-    """``unix:///path`` or ``tcp://host:port`` (DaemonConfigError for anything else)."""
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        raise DaemonConfigError(
-            f"invalid address {address!r} (want unix://PATH or tcp://HOST:PORT)"
-        )
-    if scheme == "unix":
-        if not rest:
-            raise DaemonConfigError(f"invalid address {address!r}: no socket path")
-        return Listener("unix", path=os.path.abspath(rest))
-    if scheme == "tcp":
-        host, colon, port = rest.rpartition(":")
-        if not colon or not port.isdigit() or int(port) > 65535:
-            raise DaemonConfigError(f"invalid address {address!r}: want tcp://HOST:PORT")
-        return Listener("tcp", host=host.strip("[]") or "0.0.0.0", port=int(port))
-    raise DaemonConfigError(f"unsupported address scheme {scheme!r} in {address!r}")
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")

@@ -31,12 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
-import json
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +40,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from bkcore.errors import BkError, CacheError, ExportError, PluginError, SessionError
-from bkcore.progress import ProgressReader, ProgressStream
 
 if TYPE_CHECKING:
     from bkcore.bridge import LLBBridge
@@ -53,6 +48,7 @@ if TYPE_CHECKING:
     from bkcore.engine import Engine
     from bkcore.llb import pb
     from bkcore.pluginmanager import BkPluginManager
+    from bkcore.progress import ProgressReader, ProgressStream
     from bkcore.session.session import Session
     from bkcore.session.transport import Attachable, Caller
     from bkcore.solver.scheduler import Job, Solver
@@ -163,6 +159,9 @@ def client_shared_key(locals: Mapping[str, str]) -> str:
     Local sources keep one synced copy per (name, shared key hint, shared key), so two
     projects (different directories) never sync into, and so never clobber, the same copy.
     """
+    import hashlib
+    import json
+
     doc = json.dumps({n: os.path.abspath(d) for n, d in sorted(locals.items())}, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
@@ -208,6 +207,8 @@ class _ExportContext:
 
 @contextlib.contextmanager
 def _empty_dir() -> Iterator[Path]:
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="bkcore-empty-") as tmp:
         os.chmod(tmp, 0o555)
         yield Path(tmp)
@@ -337,6 +338,8 @@ class Controller:
 
     def _lock_root(self, root: Path) -> bool:
         """Take the root's run lock shared; True when no other controller held it."""
+        import fcntl
+
         run_dir = root / "run"
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -391,6 +394,8 @@ class Controller:
         engine = self.engine
         solver = self.solver
         _check_outputs(options.outputs, self.plugins)
+        from bkcore.progress import ProgressStream
+
         stream = progress if progress is not None else ProgressStream()
         own: str | None = None
         if options.session:
@@ -669,6 +674,8 @@ async def run_build(
     definition = None if options.frontend else decode(options)
     _check_outputs(options.outputs, plugins)
     renderer = make_renderer(plugins, progress, out)
+    from bkcore.progress import ProgressStream
+
     stream = ProgressStream()
     reader = stream.subscribe()
     response: BuildResponse | None = None

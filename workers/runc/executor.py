@@ -82,8 +82,8 @@ class RuncExecutor:
         self.state_dir = os.path.abspath(state_dir)
         self.snapshotter = snapshotter
         self.runc = runc
-        self.runc_root = os.path.join(self.state_dir, "runc")
-        self.bundles_dir = os.path.join(self.state_dir, "bundles")
+        self.runc_root = os.path.join(self.state_dir, "runc")  # worker.RUNC_STATE
+        self.bundles_dir = os.path.join(self.state_dir, "bundles")  # worker.BUNDLES
         self._active: set[str] = set()
 
     @property

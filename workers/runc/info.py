@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import secrets
 import socket
 from typing import Any
@@ -48,7 +47,7 @@ def _cpu_flags(cpuinfo: str) -> set[str]:
 
 def host_platforms(machine: str | None = None, cpuinfo: str | None = None) -> list[dict[str, str]]:
     """The host platform in OCI form, then the amd64 micro-architecture levels it supports."""
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     arch, variant = _ARCHES.get(machine, (machine, ""))
     first: dict[str, str] = {"os": "linux", "architecture": arch}
     if variant:

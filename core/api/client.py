@@ -83,8 +83,8 @@ class Client:
         from grpclib.client import Channel
         from grpclib.config import Configuration
 
+        from bkcore.api.address import parse_address
         from bkcore.api.codec import GoCodec
-        from bkcore.api.daemon import parse_address
         from bkcore.api.errors import StatusDetailsCodec
 
         where = parse_address(self.address)

@@ -265,7 +265,9 @@ class LLBBridge:
     async def _resolve(self, ref: str, call: Awaitable[tuple[str, bytes]]) -> tuple[str, bytes]:
         """Await a resolver as the progress vertex ``[internal] load metadata for REF``."""
         vertex = self._status_vertex(f"[internal] load metadata for {ref}")
-        started = time.time()
+        # the completion repeats the start time: a client (buildctl) keys a vertex's
+        # intervals by it, and a second start would leave the first one open (no DONE)
+        started = vertex.started if vertex.started is not None else time.time()
         error = ""
         try:
             digest, config = await call

@@ -209,3 +209,36 @@ class _FakeController:
                 from bkcore.worker import WorkerInfo
 
                 return WorkerInfo(id="w1", labels={}, platforms=("linux/amd64",))
+
+
+def test_metadata_vertex_completes_with_its_start_time() -> None:
+    """buildctl keys a vertex's intervals by their start time: the completion of "[internal]
+    load metadata for REF" must repeat the start of the first event, or buildctl shows the
+    vertex as still running (no DONE) -- seen with --oci-layout named contexts."""
+    from types import SimpleNamespace
+
+    from bkcore.bridge import LLBBridge
+    from bkcore.progress import ProgressStream, VertexEvent
+
+    class Source:
+        async def resolve_image_config(self, ref: str, **kwargs: Any) -> tuple[str, bytes]:
+            await asyncio.sleep(0.01)  # the completion comes later than the start
+            return "sha256:abc", b"{}"
+
+    class Registry:
+        def __contains__(self, key: object) -> bool:
+            return key == "docker-image"
+
+        def load(self, key: str) -> Any:
+            return Source
+
+    plugins = SimpleNamespace(registry=lambda family: Registry())
+    engine: Any = SimpleNamespace(plugins=plugins, platform="linux/amd64")
+    stream = ProgressStream()
+    reader = stream.subscribe()
+    bridge = LLBBridge(engine, None, None, session_id="s", progress=stream)  # type: ignore[arg-type]
+    asyncio.run(bridge.resolve_image_config("busybox"))
+    events = [e for e in reader.read_nowait() if isinstance(e, VertexEvent)]
+    first, last = events[0], events[-1]
+    assert first.digest == last.digest and first.completed is None
+    assert last.completed is not None and last.started == first.started

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -106,9 +107,10 @@ def _make_codec() -> Any:
         __content_subtype__ = "proto"
 
         def encode(self, message: Any, message_type: Any) -> bytes:
-            import betterproto
-
-            if isinstance(message, betterproto.Message):
+            # a betterproto message exists only once betterproto is imported: the session's
+            # own messages (filesync packets, health) are hand-written and never load it
+            bp = sys.modules.get("betterproto")
+            if bp is not None and isinstance(message, bp.Message):
                 from bkcore.api.codec import encode
 
                 data = encode(message)

@@ -77,6 +77,7 @@ def test_raw_llb_build_imports_no_registry_daemon_or_runtime_code(tmp_path: Path
             "httpcore",
             "importlib.metadata",
             "email",
+            "dateutil.parser",
             "grpclib.server",
             "grpclib.client",
             "bkcore.registry_client",
@@ -114,6 +115,46 @@ def test_betterproto_through_bkcore_skips_importlib_metadata() -> None:
     assert probe("import bkcore") == [expected, False]
     # Control: betterproto alone reads its version through importlib.metadata.
     assert probe("") == [expected, True]
+
+
+DATEUTIL_PROBE = """
+import json, sys
+from dataclasses import dataclass
+from datetime import datetime
+import bkcore
+import betterproto
+
+before = sorted(m for m in ("dateutil.parser", "decimal", "six") if m in sys.modules)
+
+@dataclass(eq=False, repr=False)
+class Stamped(betterproto.Message):
+    at: datetime = betterproto.message_field(1)
+
+stamped = Stamped().from_dict({"at": "2024-01-02T03:04:05Z"})  # JSON timestamps: isoparse
+import dateutil.parser
+print(json.dumps({
+    "before": before,
+    "parsed": stamped.at.isoformat(),
+    "real_module": hasattr(dateutil.parser, "parser"),  # a class only the real module has
+    "parse": dateutil.parser.parse("2020-05-06").isoformat(),
+}))
+"""
+
+
+def test_betterproto_through_bkcore_imports_dateutil_parser_on_first_use() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", DATEUTIL_PROBE], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == {
+        "before": [],
+        "parsed": "2024-01-02T03:04:05+00:00",
+        "real_module": True,
+        "parse": "2020-05-06T00:00:00",
+    }
+    # Control: betterproto alone imports dateutil.parser (and decimal) at once.
+    code = "import sys, betterproto; print('dateutil.parser' in sys.modules)"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert plain.stdout.strip() == "True"
 
 
 def test_runc_worker_recover_with_nothing_left_starts_nothing(tmp_path: Path) -> None:

@@ -339,9 +339,12 @@ class SnapshotStore:
         apply when it is merged on top of another snapshot. Callers hold leases on both
         inputs while this runs.
         """
-        self._committed(upper)
+        up_info = self._committed(upper)
         if lower is not None:
             self._committed(lower)
+        # ``upper`` is a layer on ``lower``: its own changes are the diff (as BuildKit diffs
+        # the layer itself), which also sees a rewrite that keeps size and mtime.
+        own_layer = up_info.kind == "layer" and up_info.parent == lower
         sid, num = self._insert(
             kind="diff",
             state="active",
@@ -356,9 +359,11 @@ class SnapshotStore:
         try:
             target.mkdir(parents=True)
             with ExitStack() as stack:
-                low_view = stack.enter_context(self.view(lower)) if lower is not None else None
-                up_view = stack.enter_context(self.view(upper))
-                changes = tree_changes(low_view, up_view)
+                if own_layer:
+                    changes = stack.enter_context(self.diff(upper))
+                else:
+                    low = stack.enter_context(self.view(lower)) if lower is not None else None
+                    changes = tree_changes(low, stack.enter_context(self.view(upper)))
                 apply_changes([c for c in changes if c.kind != "delete"], target)
             deletions = [c.path for c in changes if c.kind == "delete"]
             self._finish(

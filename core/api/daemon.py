@@ -256,7 +256,11 @@ def load_config(path: Path | None, *, root: str | None = None) -> DaemonConfig:
         except OSError as exc:
             raise DaemonConfigError(f"cannot read daemon config {file}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise DaemonConfigError(f"{file}: invalid TOML: {exc}") from exc
+            at = re.search(r" \(at line (\d+), column \d+\)$", str(exc))
+            if at is None:
+                raise DaemonConfigError(f"{file}: invalid TOML: {exc}") from exc
+            detail = str(exc)[: at.start()]
+            raise DaemonConfigError(f"{file}:{at.group(1)}: invalid TOML: {detail}") from exc
     r = _Reader(file, text)
     r.keys(data, (), _TOP_KEYS)
     out = DaemonConfig(root=Path(root).absolute() if root else config.state_dir())

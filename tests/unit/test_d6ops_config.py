@@ -101,6 +101,7 @@ def test_default_policies_gc_off_and_keepstorage(tmp_path: Path) -> None:
         ("[[worker.oci.gcpolicy]]\nfilters = ['id~=(']\n", 2, "invalid filter"),
         ("[[worker.gcpolicy]]\nkeepDuration = -5\n", 2, "must not be negative"),
         ("[history]\nmaxAge = '2d'\nmaxEntry = 3\n", 3, "unknown key 'maxEntry' in [history]"),
+        ("debug = true\n[grpc\n", 2, "invalid TOML: Expected ']' at the end of a table"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, message: str) -> None:

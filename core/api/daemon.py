@@ -79,6 +79,8 @@ class DaemonConfig:
     #: disk) caps BuildKit's default policies, used when no ``gcpolicy`` is configured.
     gc: bool = True
     gc_keep_storage: int = 0
+    #: bkcore's ``[worker] gc-interval``: a pass at least this often, builds or not.
+    gc_interval: float | None = None
     debug: bool = False
     #: ``[history]``: completed builds kept (buildkitd's defaults: 50, 48 h).
     history_max_entries: int = 50
@@ -229,7 +231,7 @@ class _Reader:
 
 _TOP_KEYS = ("root", "debug", "registries", "insecure-entitlements", "grpc", "worker", "history")
 _GRPC_KEYS = ("address", "uid", "gid", "tls")
-_WORKER_KEYS = ("name", "max-parallelism", "gc", "gckeepstorage", "gcpolicy", "oci")
+_WORKER_KEYS = ("name", "max-parallelism", "gc", "gckeepstorage", "gc-interval", "gcpolicy", "oci")
 _OCI_KEYS = ("enabled", "max-parallelism", "gc", "gckeepstorage", "gcpolicy")
 _POLICY_KEYS = ("all", "keepDuration", "keepBytes", "filters")
 
@@ -313,6 +315,9 @@ def load_config(path: Path | None, *, root: str | None = None) -> DaemonConfig:
     r.keys(oci, ("worker", "oci"), _OCI_KEYS)
     if "name" in worker:
         out = replace(out, worker=r.typed(worker, ("worker",), "name", str))
+    if "gc-interval" in worker:
+        every = r.duration(worker, ("worker",), "gc-interval")
+        out = replace(out, gc_interval=every or None)
     if "enabled" in oci and not r.typed(oci, ("worker", "oci"), "enabled", bool):
         raise r.error(("worker", "oci", "enabled"), "the oci (runc) worker is bkcore's only worker")
     sections: list[tuple[tuple[str | int, ...], dict[str, Any]]] = [(("worker",), worker)]
@@ -498,7 +503,11 @@ async def serve(
                 allowed_entitlements=cfg.entitlements,
             )
             collector = GarbageCollector(
-                cfg.root, policies, on_pass=debug_pass if cfg.debug else None, on_error=_warn
+                cfg.root,
+                policies,
+                interval=cfg.gc_interval,
+                on_pass=debug_pass if cfg.debug else None,
+                on_error=_warn,
             )
             forwarders = Forwarders()
             servicer = ControlServicer(

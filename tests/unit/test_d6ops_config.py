@@ -72,6 +72,9 @@ def test_default_policies_gc_off_and_keepstorage(tmp_path: Path) -> None:
     assert daemon.gc_policies(daemon.DaemonConfig(root=tmp_path))[-1].keep_bytes == cap
     file.write_text("[worker.oci]\ngc = false\n[[worker.oci.gcpolicy]]\nkeepBytes = 1\n")
     assert daemon.gc_policies(daemon.load_config(file, root=str(tmp_path))) == ()
+    file.write_text('[worker]\ngc-interval = "1h"\n')
+    assert daemon.load_config(file, root=str(tmp_path)).gc_interval == 3600.0
+    assert daemon.load_config(None, root=str(tmp_path)).gc_interval is None
     file.write_text('[worker.oci]\ngckeepstorage = "50%"\n')
     half = daemon.load_config(file, root=str(tmp_path)).gc_keep_storage
     assert half == st.f_frsize * st.f_blocks // 2

@@ -91,6 +91,19 @@ def test_collector_runs_at_start_up_and_after_requests(tmp_path: Path) -> None:
     assert _regular(tmp_path) == []
 
 
+def test_collector_interval_runs_passes_without_builds(tmp_path: Path) -> None:
+    async def main() -> int:
+        collector = GarbageCollector(tmp_path, (SMALL,), delay=0, throttle=0, interval=0.01)
+        task = asyncio.create_task(collector.run())
+        while collector.passes < 3:  # start-up, then two by the interval alone
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return collector.passes
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) >= 3
+
+
 def test_collector_without_policies_does_nothing(tmp_path: Path) -> None:
     collector = GarbageCollector(tmp_path, (), delay=0)
     asyncio.run(asyncio.wait_for(collector.run(), 5))

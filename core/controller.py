@@ -11,6 +11,12 @@ and hands the result to the exporter of each ``--output``. With ``BuildOptions.f
 frontend solves through it, and its result (one ref or refs by platform, plus metadata such as
 the image config) is exported; the bridge releases every ref when the build ends.
 
+A daemon uses the same controller: ``BuildOptions.session`` names the client's connected
+session (its ``Control.Session``) instead of an in-process one, ``Controller(parallelism=N)``
+bounds running ops (``max-parallelism``), :meth:`Controller.build_job` gives a build's set-up to
+callers that drive the solve themselves (a forwarded build over LLBBridge), and
+:meth:`Controller.add_build_listener` is told when each build ends (GC scheduling).
+
 :func:`run_build` is the one-shot form the CLI uses: a controller, a progress renderer on
 ``stderr`` and one build. Every failure is a :class:`~bkcore.errors.BkError`; cancellation
 (Ctrl-C) stops the solve, releases everything and re-raises ``CancelledError``.

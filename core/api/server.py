@@ -548,9 +548,9 @@ class ControlServicer:
         wanted = frozenset(request.entitlements)
         refused = sorted(wanted - self.settings.allowed_entitlements)
         if refused:
+            # buildkitd's words exactly (buildctl users grep for them)
             raise BkError(
-                f"{where}: granting entitlement {refused[0]} is not allowed by build daemon "
-                "configuration"
+                f"granting entitlement {refused[0]} is not allowed by build daemon configuration"
             )
         frontend_opts = dict(request.frontend_attrs)
         definition = b""

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 from bkcore.api import errors as apierr
 from bkcore.api.pb import status as rpc
-from bkcore.errors import ExecError, FrontendError, SolveError
+from bkcore.errors import BkError, ExecError, FrontendError, SolveError
 
 DIGEST = "sha256:" + "ab" * 32
 DOCKERFILE = b"FROM busybox\nARG X=1\nRUN echo hello $X && exit 5\nRUN true\n"
@@ -87,3 +88,22 @@ def test_go_code_prefix_of_a_returned_error_is_dropped_once() -> None:
     # Go adds nothing for Unknown: a message that merely starts like a code name stays
     assert apierr.strip_go_code(Status.UNKNOWN, "NotFound: x") == "NotFound: x"
     assert apierr.strip_go_code(Status.NOT_FOUND, "InvalidArgument: x") == "InvalidArgument: x"
+
+
+def test_refused_entitlement_is_worded_as_buildkitd() -> None:
+    """What buildctl printed against buildkitd v0.11.6 for --allow network.host on a daemon
+    that does not allow it: 'failed to solve: granting entitlement network.host is not
+    allowed by build daemon configuration'."""
+    from bkcore.api.pb import control as cpb
+    from bkcore.api.server import ControlServicer, DaemonSettings
+
+    servicer = ControlServicer(None, DaemonSettings(root=Path("/nonexistent")))  # type: ignore[arg-type]
+    request = cpb.SolveRequest(ref="r", frontend="dockerfile.v0", entitlements=["network.host"])
+    try:
+        servicer._options(request)
+    except BkError as exc:
+        assert apierr.to_status(exc)[1] == (
+            "granting entitlement network.host is not allowed by build daemon configuration"
+        )
+    else:
+        raise AssertionError("the entitlement was granted")

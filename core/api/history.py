@@ -54,6 +54,10 @@ class HistoryRecord:
     error_message: str = ""
     pinned: bool = False
     generation: int = 0
+    #: Steps (vertices) of the build: all, completed, and completed from the cache.
+    total_steps: int = 0
+    completed_steps: int = 0
+    cached_steps: int = 0
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -74,6 +78,9 @@ class HistoryRecord:
             error_message=str(doc.get("error_message", "")),
             pinned=bool(doc.get("pinned", False)),
             generation=int(doc.get("generation", 0)),
+            total_steps=int(doc.get("total_steps", 0)),
+            completed_steps=int(doc.get("completed_steps", 0)),
+            cached_steps=int(doc.get("cached_steps", 0)),
         )
 
     def to_proto(self) -> cpb.BuildHistoryRecord:
@@ -89,6 +96,9 @@ class HistoryRecord:
             exporter_response=dict(self.exporter_response),
             generation=self.generation,
             pinned=self.pinned,
+            num_total_steps=self.total_steps,
+            num_completed_steps=self.completed_steps,
+            num_cached_steps=self.cached_steps,
         )
         if self.completed_at is not None:
             out.completed_at = timestamp(self.completed_at)
@@ -97,6 +107,19 @@ class HistoryRecord:
 
             out.error = rpc.Status(code=self.error_code, message=self.error_message)
         return out
+
+
+def _steps(events: Sequence[object]) -> tuple[int, int, int]:
+    """(all, completed, cached) vertices of a build's progress events (the last event of a
+    vertex tells its state)."""
+    from bkcore.progress import VertexEvent
+
+    last: dict[str, VertexEvent] = {}
+    for ev in events:
+        if type(ev) is VertexEvent:
+            last[ev.digest] = ev
+    done = [v for v in last.values() if v.completed is not None and not v.error]
+    return len(last), len(done), sum(1 for v in done if v.cached)
 
 
 def _file_name(ref: str) -> str:
@@ -184,18 +207,24 @@ class BuildHistory:
         exporter_response: Mapping[str, str] | None = None,
         error_code: int = 0,
         error_message: str = "",
+        events: Sequence[object] = (),
         now: float | None = None,
     ) -> None:
-        """The build ``ref`` ended: with the exporters' response, or with an error."""
+        """The build ``ref`` ended: with the exporters' response, or with an error.
+        ``events``: the build's progress events, which give its step counts."""
         started = self._active.pop(ref, None)
         if started is None:
             return
+        total, completed, cached = _steps(events)
         record = replace(
             started,
             completed_at=time.time() if now is None else now,
             exporter_response=dict(exporter_response or {}),
             error_code=error_code,
             error_message=error_message,
+            total_steps=total,
+            completed_steps=completed,
+            cached_steps=cached,
         )
         self._done[ref] = record
         self._write(record)
@@ -219,11 +248,12 @@ class BuildHistory:
         ref: str,
         exporter_response: Mapping[str, str] | None = None,
         error: BaseException | None = None,
+        events: Sequence[object] = (),
     ) -> None:
         """Record the end of the Solve ``ref``: its response, or its error as the gRPC
-        status a client saw (a cancelled build: CANCELLED)."""
+        status a client saw (a cancelled build: CANCELLED); ``events``: its progress."""
         if error is None:
-            self.finish(ref, exporter_response=exporter_response)
+            self.finish(ref, exporter_response=exporter_response, events=events)
             return
         from grpclib.const import Status
 
@@ -234,7 +264,7 @@ class BuildHistory:
         else:
             grpc = to_grpc_error(error)
             code, message = grpc.status.value, grpc.message or ""
-        self.finish(ref, error_code=code, error_message=message)
+        self.finish(ref, error_code=code, error_message=message, events=events)
 
     def _trim(self, now: float) -> None:
         old = [

@@ -116,3 +116,22 @@ def test_limits_spare_pinned_records_and_crash_leftovers_go(tmp_path: Path) -> N
         p.name for p in (tmp_path / "history").glob("*.json")
     )
     assert len(list((tmp_path / "history").iterdir())) == 2
+
+
+def test_step_counts_come_from_the_progress_events(tmp_path: Path) -> None:
+    from bkcore.progress import LogEvent, VertexEvent
+
+    h = BuildHistory(tmp_path)
+    h.start("s")
+    events = [
+        VertexEvent("sha256:a", "a", started=1.0),
+        VertexEvent("sha256:a", "a", started=1.0, completed=2.0),
+        VertexEvent("sha256:b", "b", cached=True, started=1.0, completed=1.0),
+        VertexEvent("sha256:c", "c", started=1.0, completed=3.0, error="boom"),
+        VertexEvent("sha256:d", "d"),
+        LogEvent(vertex="sha256:a", stream=1, data=b"x", timestamp=1.5),
+    ]
+    h.finish_solve("s", {}, events=events)
+    (record,) = BuildHistory(tmp_path).records()
+    proto = record.to_proto()
+    assert (proto.num_total_steps, proto.num_completed_steps, proto.num_cached_steps) == (4, 2, 1)

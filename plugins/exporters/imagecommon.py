@@ -405,10 +405,8 @@ def image_config(
     created = doc.get("created")
     if not isinstance(created, str) or not created:
         timed = [h["created"] for h in history if "created" in h]
-        if timed:
-            doc["created"] = timed[-1]
-        else:
-            doc.pop("created", None)
+        # BuildKit: the last timed history entry, else JSON null (an image of no layers)
+        doc["created"] = timed[-1] if timed else None
     if epoch is not None and isinstance(doc.get("created"), str):
         try:
             if parse_time(doc["created"]) > epoch * 1_000_000_000:

@@ -86,3 +86,17 @@ def test_mkfile_over_existing_file_keeps_its_mode(tmp_path: Path) -> None:
     assert (stat.S_IMODE(st.st_mode), (tmp_path / "f").read_bytes()) == (0o644, b"new")
     fileops.mkfile(str(tmp_path), "/g", 0o4777, b"")
     assert stat.S_IMODE(os.lstat(tmp_path / "g").st_mode) == 0o777
+
+
+def test_image_of_no_layers_has_created_null() -> None:
+    """BuildKit writes "created": null when nothing is timed (bkdiff empty-output)."""
+    import json
+
+    from bkcore.llb.platforms import Platform
+    from bkcore.plugins.exporters.imagecommon import image_config
+
+    doc = json.loads(
+        image_config(None, Platform("linux", "amd64", ""), [], epoch=None, buildinfo=None)
+    )
+    assert "created" in doc and doc["created"] is None
+    assert doc["rootfs"] == {"type": "layers", "diff_ids": None}

@@ -121,7 +121,7 @@ def stage(case: Mapping[str, Any], where: Path) -> tuple[dict[str, Path], dict[s
 
 def _write(root: Path, rel: str, spec: Any, dirs: list[Path]) -> None:
     """spec: text | ("file", text, mode[, uid, gid]) | ("dir", mode[, uid, gid]) |
-    ("symlink", target) | ("hardlink", other-rel-path)."""
+    ("symlink", target) | ("hardlink", other-rel-path) | ("tar", {name: text}[, gzip])."""
     path = root / rel
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +149,20 @@ def _write(root: Path, rel: str, spec: Any, dirs: list[Path]) -> None:
         os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
     elif kind == "hardlink":
         os.link(root / spec[1], path)
+    elif kind == "tar":  # ("tar", {name: text}, gzip?): a deterministic archive
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, text in spec[1].items():
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), EPOCH, 0o640
+                tf.addfile(info, io.BytesIO(data))
+        raw = buf.getvalue()
+        if len(spec) > 2 and spec[2]:
+            raw = gzip.compress(raw, mtime=0)
+        path.write_bytes(raw)
+        os.chmod(path, 0o644)
+        os.utime(path, (EPOCH, EPOCH))
     else:
         raise ValueError(f"unknown context entry kind {kind!r}")
 

@@ -242,4 +242,30 @@ CASES: dict[str, dict[str, Any]] = {
         "graph": lambda c: c.base().run(["/no/such/binary"]).root(),
         "expect_error": "/no/such/binary",
     },
+    "exec-cache-seeded": {
+        "graph": lambda c: (
+            c.base()
+            .sh(
+                "ls -ln /c | tail -n +2 | cut -c1-10 > /out/ls; cat /c/b.txt > /out/b",
+                mounts=[
+                    c.llb.bind("/out", c.scratch()),
+                    c.llb.cache("/c", "bkdiff-seeded", source=c.local("ctx"), selector="d"),
+                ],
+            )
+            .get_mount("/out")
+        ),
+        "contexts": {"ctx": CTX},
+    },
+    "exec-mount-output-owner": {
+        "graph": lambda c: (
+            c.base()
+            .sh(
+                "mkdir /out/d && echo x > /out/d/f && chown -R 1000:1000 /out/d"
+                " && chmod 750 /out/d",
+                mounts=[c.llb.bind("/out", c.scratch())],
+            )
+            .get_mount("/out")
+        ),
+        "outputs": ["local", "tar"],
+    },
 }

@@ -24,6 +24,8 @@ CTX: dict[str, Any] = {
     "hl1": "hard\n",
     "hl2": ("hardlink", "hl1"),
     "empty": ("dir", 0o700),
+    "arch.tar": ("tar", {"t/one": "1", "t/two": "2", "top": "top"}),
+    "arch.tar.gz": ("tar", {"z/inner": "zz"}, True),
     "udir": ("dir", 0o750, 1000, 1000),
     "udir/u.txt": ("file", "u\n", 0o644, 1000, 1000),
 }
@@ -272,5 +274,39 @@ CASES: dict[str, dict[str, Any]] = {
             .rm("/o/x")
         ),
         "contexts": {"ctx": CTX, "other": {"x": "x\n", "y/z": "z\n"}},
+    },
+    "copy-attempt-unpack": {
+        "graph": lambda c: c.scratch().file(
+            c.llb.copy(
+                c.local("ctx"), "/arch.tar", "/u/", attempt_unpack=True, create_dest_path=True
+            )
+            .copy(c.local("ctx"), "/arch.tar.gz", "/u/", attempt_unpack=True)
+            .copy(c.local("ctx"), "/a.txt", "/u/", attempt_unpack=True)
+        ),
+        "contexts": {"ctx": CTX},
+        "outputs": ["local", "tar"],
+    },
+    "copy-dir-dot-and-slash": {
+        "graph": lambda c: c.scratch().file(
+            c.llb.copy(c.local("ctx"), "/dir/.", "/dot", create_dest_path=True).copy(
+                c.local("ctx"), "/link-dir/", "/slash", create_dest_path=True
+            )
+        ),
+        "contexts": {"ctx": CTX},
+    },
+    "copy-abs-symlink-follow": {
+        "graph": _copy("/abs-link", "/abs", follow_symlinks=True),
+        "contexts": {"ctx": CTX},
+    },
+    "copy-dangling-follow": {
+        "graph": _copy("/dangling", "/dd", follow_symlinks=True),
+        "contexts": {"ctx": CTX},
+        "expect_error": "nowhere",
+    },
+    "copy-wildcard-follow": {
+        "graph": _copy(
+            "/link-*", "/wf/", allow_wildcard=True, follow_symlinks=True, create_dest_path=True
+        ),
+        "contexts": {"ctx": CTX},
     },
 }

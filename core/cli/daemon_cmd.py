@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--oci-worker-gc",
         metavar="BOOL",
+        nargs="?",
+        const="true",
         choices=("true", "false"),
         default=None,
         help="collect garbage by the GC policies (default true)",

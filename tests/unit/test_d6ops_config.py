@@ -127,6 +127,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _with_manager(args: argparse.Namespace) -> argparse.Namespace:
+    args.plugin_manager = None
+    return args
+
+
 def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "d.toml"
     file.write_text("[grpc]\naddress = ['unix:///tmp/file.sock']\n[worker.oci]\ngc = false\n")
@@ -155,6 +160,11 @@ def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert cfg.addresses == ("unix:///tmp/one.sock", "tcp://127.0.0.1:9")
     assert cfg.socket_gid == 0 and cfg.gc and cfg.debug
     assert cfg.gc_keep_storage == 7_000_000
+    # buildkitd's spellings of the boolean flag
+    for flag, want in (("--oci-worker-gc", True), ("--oci-worker-gc=false", False)):
+        seen.clear()
+        daemon_cmd.run(_with_manager(_parse(["--config", str(file), flag])))
+        assert seen[0].gc is want
     args = _parse(["--config", str(file), "--group", "no-such-group-xyz"])
     with pytest.raises(daemon.DaemonConfigError, match="no group named 'no-such-group-xyz'"):
         daemon_cmd.run(args)

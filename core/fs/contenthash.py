@@ -163,7 +163,7 @@ class ContentHasher:
         try:
             return clean, os.lstat(self._host(clean))
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise PathNotFoundError(f"checksum {path}: not found") from exc
+            raise PathNotFoundError(f"checksum {path}: not found", clean) from exc
 
     # -- selections ----------------------------------------------------------------------
     def _walk(self, path: str, st: os.stat_result) -> list[tuple[str, os.stat_result]]:

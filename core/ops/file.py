@@ -299,7 +299,7 @@ def _compute_checksum(
                     )
                 )
             except PathNotFoundError as exc:
-                why = f"{go_quote(path)}: not found"
+                why = f"{go_quote(exc.path or path)}: not found"
                 if not local:
                     why = _missing_parent(os.fspath(root), path) or why
                 raise FileOpError(

@@ -100,3 +100,17 @@ def test_image_of_no_layers_has_created_null() -> None:
     )
     assert "created" in doc and doc["created"] is None
     assert doc["rootfs"] == {"type": "layers", "diff_ids": None}
+
+
+def test_checksum_of_dangling_followed_link_names_its_target(tmp_path: Path) -> None:
+    """BuildKit's cache-key error names the followed path ("/nowhere": not found), not the
+    link (bkdiff copy-dangling-follow)."""
+    import pytest
+
+    from bkcore.fs.contenthash import ContentHasher
+    from bkcore.fs.errors import PathNotFoundError
+
+    (tmp_path / "dangling").symlink_to("nowhere")
+    with pytest.raises(PathNotFoundError) as info:
+        ContentHasher(str(tmp_path)).checksum("/dangling", follow_links=True)
+    assert info.value.path == "/nowhere"

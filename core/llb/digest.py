@@ -80,6 +80,7 @@ def marshal(msg: betterproto.Message) -> bytes:
 # Each message class is compiled once into a tuple of field plans in field-number order.
 
 _PLACEHOLDER: Final[Any] = betterproto.PLACEHOLDER
+_raw_get: Final = object.__getattribute__  # an instance's __dict__ past betterproto
 _MASK64: Final = (1 << 64) - 1
 _VARINT_TYPES: Final = frozenset(
     {"enum", "bool", "int32", "int64", "uint32", "uint64", "sint32", "sint64"}
@@ -101,6 +102,9 @@ _SMALL: Final = tuple(bytes((i,)) for i in range(128))
 _K_SCALAR: Final = 0
 _K_MESSAGE: Final = 1
 _K_MAP: Final = 2
+_K_STRING: Final = 3  # fast paths of the common scalars (a list takes the general path)
+_K_INT: Final = 4  # int32/int64/uint32/uint64/enum: the value is the varint
+_INT_TYPES: Final = frozenset({"enum", "int32", "int64", "uint32", "uint64"})
 
 
 def _varint(value: int) -> bytes:
@@ -167,6 +171,7 @@ class _Plan(NamedTuple):
     key: bytes  # tag of a single value
     packed_key: bytes  # tag of a packed repeated field / a length-delimited value
     map_types: tuple[str, str] | None
+    map_keys: tuple[bytes, bytes]  # tags of a map entry's key and value
 
 
 _PLANS: dict[type, tuple[_Plan, ...]] = {}
@@ -180,8 +185,11 @@ def _plan(cls: type) -> tuple[_Plan, ...]:
         if field.wraps:
             raise TypeError(f"{cls.__name__}.{name}: wrapper types are not supported")
         ptype = field.proto_type
-        kind = _K_MAP if ptype == "map" else _K_MESSAGE if ptype == "message" else _K_SCALAR
-        wire = 2 if kind != _K_SCALAR else _wire_type(ptype)
+        kind = {"map": _K_MAP, "message": _K_MESSAGE, "string": _K_STRING}.get(ptype, _K_SCALAR)
+        if ptype in _INT_TYPES:
+            kind = _K_INT
+        wire = 2 if kind in (_K_MAP, _K_MESSAGE) else _wire_type(ptype)
+        ktype, vtype = field.map_types or ("string", "string")
         plans.append(
             _Plan(
                 name,
@@ -193,6 +201,7 @@ def _plan(cls: type) -> tuple[_Plan, ...]:
                 _key(field.number, wire),
                 _key(field.number, 2),
                 field.map_types,
+                (_key(1, _wire_type(ktype)), _key(2, _wire_type(vtype))),
             )
         )
     _PLANS[cls] = result = tuple(plans)
@@ -204,7 +213,7 @@ def _encode(msg: betterproto.Message) -> bytes:
     plans = _PLANS.get(cls)
     if plans is None:
         plans = _plan(cls)
-    values = object.__getattribute__(msg, "__dict__")
+    values = _raw_get(msg, "__dict__")
     parts: list[bytes] = []
     add = parts.append
     for p in plans:
@@ -227,19 +236,28 @@ def _encode(msg: betterproto.Message) -> bytes:
         if value is None:  # proto3 `optional` left unset
             continue
         kind = p.kind
-        if kind == _K_MESSAGE:
+        if kind == _K_STRING and value.__class__ is str:
+            if value or p.optional:
+                data = value.encode("utf-8")
+                n = len(data)
+                add(p.key + (_SMALL[n] if n < 128 else _varint(n)) + data)
+        elif kind == _K_INT and not isinstance(value, list):
+            number = int(value)
+            if number or p.optional:
+                add(p.key + (_SMALL[number] if 0 <= number < 128 else _varint(number)))
+        elif kind == _K_MESSAGE:
             if isinstance(value, list):
                 for item in value:  # repeated message elements are always written
                     body = _encode(item)
                     add(p.key + _varint(len(body)) + body)
                 continue
             body = _encode(value)
-            if body or p.force or object.__getattribute__(value, "__dict__")["_serialized_on_wire"]:
+            if body or p.force or _raw_get(value, "__dict__")["_serialized_on_wire"]:
                 add(p.key + _varint(len(body)) + body)
         elif kind == _K_MAP:
             assert p.map_types is not None
             ktype, vtype = p.map_types
-            kkey, vkey = _key(1, _wire_type(ktype)), _key(2, _wire_type(vtype))
+            kkey, vkey = p.map_keys
             for k in sorted(value):  # Go sorts by key; both key and value always written
                 v = value[k]
                 if vtype == "message":

@@ -23,6 +23,10 @@ M = TypeVar("M", bound=betterproto.Message)
 _PLACEHOLDER: Final[Any] = betterproto.PLACEHOLDER
 
 
+_new: Final = object.__new__
+_raw_get: Final = object.__getattribute__
+
+
 def _dict_of(obj: object) -> dict[str, Any]:
     """``obj.__dict__`` without betterproto's ``__getattribute__`` (a Python-level call)."""
     return cast(dict[str, Any], object.__getattribute__(obj, "__dict__"))
@@ -75,8 +79,8 @@ def make(cls: type[M], /, **fields: Any) -> M:
     spec = _SPECS.get(cls)
     if spec is None:
         spec = _spec(cls)
-    obj = object.__new__(cls)
-    values = _dict_of(obj)
+    obj = _new(cls)
+    values: dict[str, Any] = _raw_get(obj, "__dict__")
     values.update(spec.template)
     groups = dict(spec.groups)
     if fields:
@@ -85,9 +89,11 @@ def make(cls: type[M], /, **fields: Any) -> M:
             raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
         values.update(fields)
         optional = spec.optional
-        values["_serialized_on_wire"] = any(
-            _given(name, value, optional) for name, value in fields.items()
-        )
+        if optional:
+            given = any(_given(name, value, optional) for name, value in fields.items())
+        else:  # some field was given a value (not PLACEHOLDER)
+            given = list(fields.values()).count(_PLACEHOLDER) < len(fields)
+        values["_serialized_on_wire"] = given
         for name, group in spec.members:  # __post_init__'s order: the last member given wins
             if name in fields and _given(name, fields[name], optional):
                 groups[group] = name

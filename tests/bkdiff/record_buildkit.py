@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -89,11 +90,32 @@ def record(name: str, case: dict[str, Any], buildctl: str, addr: str, rootfs: Pa
         return result
 
 
+def check(case: dict[str, Any], got: dict[str, Any], want: dict[str, Any]) -> str:
+    """What differs between a result and the recording (ignoring the case's differences)."""
+    if "error" in want:
+        if got.get("error", {}).get("exit") != want["error"]["exit"]:
+            return f"exit {got.get('error')} vs recorded {want['error']}"
+        return ""
+    ignores = list((case.get("differences") or {}).get("ignore", ()))
+    out = []
+    for kind, expected in want["outputs"].items():
+        a = B.apply_ignores(expected, ignores)
+        b = B.apply_ignores(got["outputs"][kind], ignores)
+        if a != b:
+            out.append(f"type={kind} (- recorded, + this builder):\n{B.diff_text(a, b)}")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--buildctl", default=os.environ.get("BUILDCTL", "buildctl"))
     ap.add_argument("--addr", default=os.environ.get("BUILDKIT_HOST", ""))
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with expected/ instead of writing it (e.g. buildctl against bkcore daemon)",
+    )
     args = ap.parse_args()
     if not args.addr:
         ap.error("--addr (or $BUILDKIT_HOST) is required: start a buildkitd v0.11.6 first")
@@ -115,7 +137,14 @@ def main() -> int:
                 failed += 1
                 print(f"FAIL {exc}", file=sys.stderr)
                 continue
-            B.expected_path(n).write_text(B.dump(data))
+            if args.check:
+                problem = check(cases[n], data, json.loads(B.expected_path(n).read_text()))
+                if problem:
+                    failed += 1
+                    print(f"DIFF {n}\n{problem}")
+                    continue
+            else:
+                B.expected_path(n).write_text(B.dump(data))
             print(f"ok   {n}")
     return 1 if failed else 0
 

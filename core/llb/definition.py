@@ -175,7 +175,7 @@ def marshal(
             stack.extend((o.vertex, False) for o in reversed(vertex.inputs()))
             continue
         done = vertex.marshal(ctx)
-        data = go_marshal(done.op)
+        data = done.data if done.data is not None else go_marshal(done.op)
         dgst = op_digest(data)
         digests[id(vertex)] = dgst
         keepalive.append(vertex)

@@ -52,7 +52,7 @@ class _DefinedOp(Vertex):
         return self.digest
 
     def marshal(self, ctx: MarshalContext) -> Marshalled:
-        return Marshalled(pb.Op().parse(self._data), self._meta, self._caps)
+        return Marshalled(pb.Op().parse(self._data), self._meta, self._caps, data=self._data)
 
 
 def _meta_of(md: pb.OpMetadata | None) -> tuple[OpMeta, frozenset[str]]:

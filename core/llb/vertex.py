@@ -203,11 +203,16 @@ class InputTable:
 
 @dataclass(frozen=True, slots=True)
 class Marshalled:
-    """One vertex as pb: the op body, its metadata and caps."""
+    """One vertex as pb: the op body, its metadata and caps.
+
+    ``data``, when given, is the op's serialized form to write as is (an op taken from a
+    received Definition keeps its bytes and digest; ``op`` is then its decoded form).
+    """
 
     op: pb.Op
     meta: OpMeta
     caps: frozenset[str]
+    data: bytes | None = None
 
 
 class Vertex(abc.ABC):

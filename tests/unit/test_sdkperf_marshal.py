@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from bkcore import llb
-from bkcore.llb import execop, fileop, mergediff, sourceop
+from bkcore.llb import execop, fileop, mergediff, pb, sourceop
+from bkcore.llb.digest import op_digest
 
 CHAIN_2000_SHA256 = "07d24ec01ba20c19838ece2abffe424f3db238e582bc2fffc5bb2d39f217e5c7"
 CHAIN_2000_TERMINAL = "sha256:956172ab61020941f609a889e584f8d4a8117b327f5399b27f3a4867da355186"
@@ -170,3 +171,18 @@ def test_a_shared_subgraph_is_marshalled_once_however_many_parents(
     assert calls["FileOp.marshal"] == 301
     op = defn.op(defn.head or "")
     assert len(op.inputs) == 300  # each part once
+
+
+def test_ops_taken_from_a_definition_are_written_as_received() -> None:
+    # an unknown field (15, varint) before the known ones: a decode + re-encode would move it
+    # to the end and change the op's digest, and with it every cache key built on it
+    source = chain(3).marshal(platform=PLATFORM, local_unique_id=UNIQUE)
+    first = b"\x78\x01" + source.ops[0]
+    base = pb.Definition(
+        def_=[first, bytes(pb.Op(inputs=[pb.Input(digest=op_digest(first), index=0)]))]
+    )
+    state = llb.from_definition(bytes(base)).file(llb.mkdir("/on-top"))
+    defn = state.marshal(platform=PLATFORM)
+    assert defn.ops[0] == first
+    assert defn.digests[0] == op_digest(first)
+    assert defn.op(defn.digests[1]).inputs[0].digest == op_digest(first)

@@ -277,6 +277,87 @@ class _OutboxClosed(Exception):
     """A send after the stream's scope ended."""
 
 
+class _Inbox:
+    """The receiving half of one inner gRPC stream.
+
+    Takes each received DATA frame from grpclib's stream buffer whole (acknowledging it for
+    flow control, as grpclib does) and cuts every gRPC message it holds in one pass, instead
+    of two buffer reads per message (for 10,000 STAT packets in a few frames, most of the
+    cost of receiving them). ``recv`` returns the next decoded message, ``None`` at the end of
+    the stream; a stream that ends inside a message is a protocol error.
+    """
+
+    __slots__ = ("_buf", "_codec", "_grpc", "_pending", "_pos", "_type")
+
+    def __init__(self, grpc_stream: Any, codec: Any, recv_type: Any) -> None:
+        self._grpc = grpc_stream
+        self._codec = codec
+        self._type = recv_type
+        self._buf = bytearray()
+        self._pos = 0
+        self._pending: deque[Any] = deque()
+
+    def _cut(self) -> None:
+        """Decode every complete message in the buffer into ``_pending``."""
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        decode, rtype, pending = self._codec.decode, self._type, self._pending
+        while end - pos >= 5:
+            n = int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if buf[pos] or n > MAX_MESSAGE_SIZE:
+                # refused before its bytes are buffered (grpclib would wait for all of them)
+                from grpclib.const import Status as GStatus
+                from grpclib.exceptions import GRPCError
+
+                if buf[pos]:
+                    raise GRPCError(GStatus.INTERNAL, "compressed messages are not supported")
+                raise GRPCError(
+                    GStatus.RESOURCE_EXHAUSTED,
+                    f"received message of {n} bytes exceeds the limit of {MAX_MESSAGE_SIZE}",
+                )
+            if end - pos - 5 < n:
+                break
+            pending.append(decode(bytes(buf[pos + 5 : pos + 5 + n]), rtype))
+            pos += 5 + n
+        if pos == end:
+            buf.clear()
+            pos = 0
+        elif pos > 1 << 20:
+            del buf[:pos]
+            pos = 0
+        self._pos = pos
+
+    async def _fill(self) -> bool:
+        """Append the next received frame's data; False at the end of the stream."""
+        h2buf = self._grpc._stream.buffer
+        if h2buf._acked_size:  # read by grpclib before the inbox took over
+            while h2buf._acked:
+                self._buf += h2buf._acked.popleft().data
+            h2buf._acked_size = 0
+            return True
+        while True:
+            if h2buf._eof and h2buf._unacked.empty():
+                return False
+            data, size, ack = await h2buf._unacked.get()
+            if ack:
+                h2buf._ack_callback(ack)
+            if size:
+                self._buf += data
+                return True
+            # an empty DATA frame, or the end-of-stream marker: check again
+
+    async def recv(self) -> Any | None:
+        pending = self._pending
+        while not pending:
+            if not await self._fill():
+                if len(self._buf) > self._pos:
+                    from grpclib.exceptions import ProtocolError
+
+                    raise ProtocolError("stream ended inside a message")
+                return None
+            self._cut()
+        return pending.popleft()
+
+
 # -- the tunnel ------------------------------------------------------------------------------
 
 _REPR_PATCHED = False
@@ -455,6 +536,7 @@ class _WireServerStream:
         self._stream = stream
         self._metadata = _from_grpclib(stream.metadata)
         self.outbox = _Outbox(stream, stream._codec, self._start)
+        self._inbox = _Inbox(stream, stream._codec, stream._recv_type)
 
     async def _start(self) -> None:
         if not self._stream._send_initial_metadata_done:
@@ -465,7 +547,7 @@ class _WireServerStream:
         return self._metadata
 
     async def recv(self) -> Any | None:
-        return await self._stream.recv_message()
+        return await self._inbox.recv()
 
     async def send(self, message: Any) -> None:
         await self.outbox.send(message)
@@ -690,6 +772,7 @@ class _WireClientStream:
         self._draining = False
         # the outer Control.Session stream has one sender of large chunks: no outbox
         self._outbox = _Outbox(stream, stream._codec) if coalesce else None
+        self._inbox = _Inbox(stream, stream._codec, stream._recv_type) if coalesce else None
 
     async def send(self, message: Any) -> None:
         if self._done:
@@ -718,7 +801,10 @@ class _WireClientStream:
         from grpclib.stream import recv_message
 
         st = self._stream
-        msg = await recv_message(st._stream, st._codec, st._recv_type)
+        if self._inbox is not None:
+            msg = await self._inbox.recv()
+        else:
+            msg = await recv_message(st._stream, st._codec, st._recv_type)
         if msg is not None:
             return msg
         self._done = True
@@ -738,7 +824,7 @@ class _WireClientStream:
         if self._draining:
             return await self._drain()
         try:
-            msg = await self._stream.recv_message()
+            msg = await self._recv()
             if msg is None:
                 self._done = True
                 if not self._ended and not getattr(self._stream, "_end_done", False):
@@ -799,6 +885,15 @@ class _WireClientStream:
                 raise _call_error(exc, self._method, self._sid, self._stream) from exc
         except _transport_errors() as exc:
             raise _call_error(exc, self._method, self._sid, self._stream) from exc
+
+    async def _recv(self) -> Any | None:
+        if self._inbox is None:
+            return await self._stream.recv_message()
+        st = self._stream
+        if not st._recv_initial_metadata_done:
+            await st.recv_initial_metadata()  # raises the status of a trailers-only answer
+        with st._wrapper:  # a reset of the stream or the connection interrupts the wait
+            return await self._inbox.recv()
 
     async def end(self) -> None:
         from grpclib.exceptions import StreamTerminatedError

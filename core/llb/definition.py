@@ -33,13 +33,14 @@ class Definition:
     ``bytes(defn)`` / ``defn.to_bytes()`` give the exact bytes the Go client would send.
     """
 
-    __slots__ = ("_bytes", "_digests", "_ops", "_pb")
+    __slots__ = ("_bytes", "_digests", "_index", "_ops", "_pb")
 
     def __init__(self, message: pb.Definition) -> None:
         self._pb = message
         self._ops = tuple(bytes(b) for b in message.def_)
         self._digests = tuple(op_digest(b) for b in self._ops)
         self._bytes = go_marshal(message)
+        self._index: dict[str, bytes] | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Definition) and other._bytes == self._bytes
@@ -90,10 +91,9 @@ class Definition:
 
     def op(self, digest: str) -> pb.Op:
         """The decoded op with this digest (``KeyError`` if it is not in the definition)."""
-        for d, b in zip(self._digests, self._ops, strict=True):
-            if d == digest:
-                return pb.Op().parse(b)
-        raise KeyError(digest)
+        if self._index is None:
+            self._index = dict(zip(self._digests, self._ops, strict=True))
+        return pb.Op().parse(self._index[digest])
 
     @property
     def metadata(self) -> Mapping[str, pb.OpMetadata]:

@@ -618,7 +618,8 @@ class ControlServicer:
                     stream.close()
         except BaseExceptionGroup as group:
             failure = group.exceptions[0]
-            raise failure from None
+            # not "from None": that would drop the failed step's error (exit code, vertex)
+            raise failure from failure.__cause__
         except BaseException as exc:
             failure = exc
             raise
@@ -626,7 +627,10 @@ class ControlServicer:
             if self.history is not None:
                 done = failure is None
                 self.history.finish_solve(
-                    ref, dict(response.exporter_response) if done else None, error=failure
+                    ref,
+                    dict(response.exporter_response) if done else None,
+                    error=failure,
+                    events=job.events,
                 )
             if task is not None:
                 self._builds.discard(task)

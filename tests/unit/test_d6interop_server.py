@@ -242,3 +242,43 @@ def test_metadata_vertex_completes_with_its_start_time() -> None:
     first, last = events[0], events[-1]
     assert first.digest == last.digest and first.completed is None
     assert last.completed is not None and last.started == first.started
+
+
+def test_failed_solve_keeps_the_failed_steps_error_for_the_wire() -> None:
+    """A Control.Solve whose build fails with a located Dockerfile error keeps its cause
+    (the ExecError) on the way out, so the status has buildkitd's message and the
+    ExitMessage detail (it was raised 'from None', which dropped both)."""
+    from pathlib import Path
+
+    from bkcore import llb
+    from bkcore.api.pb import control as cpb
+    from bkcore.api.pb import status as rpc
+    from bkcore.api.server import ControlServicer, DaemonSettings
+    from bkcore.errors import ExecError, FrontendError
+
+    digest = "sha256:" + "cd" * 32
+    cause = ExecError(["/bin/sh", "-c", "exit 5"], 5, digest=digest, description="[1/2] RUN")
+    located = FrontendError(f"{cause.description}: {cause.message}", "Dockerfile", 2)
+    located.digest = digest  # type: ignore[attr-defined]
+
+    class Controller:
+        async def build(self, options: Any, **kwargs: Any) -> Any:
+            raise located from cause
+
+    servicer = ControlServicer(Controller(), DaemonSettings(root=Path("/nonexistent")))  # type: ignore[arg-type]
+    definition = llb.scratch().file(llb.mkfile("/f", 0o644, b"x")).marshal().to_pb()
+    request = cpb.SolveRequest(ref="r1", definition=definition)
+
+    async def main() -> BaseException:
+        try:
+            await servicer.solve(request)
+        except BaseException as exc:
+            return exc
+        raise AssertionError("the build did not fail")
+
+    err = asyncio.run(main())
+    assert err is located and err.__cause__ is cause
+    _, message, details_bin = apierr.to_status(err)
+    assert message == 'process "/bin/sh -c exit 5" did not complete successfully: exit code: 5'
+    urls = [d.type_url for d in rpc.Status().parse(details_bin).details]
+    assert apierr.EXIT_MESSAGE in urls and apierr.VERTEX in urls

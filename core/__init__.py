@@ -98,3 +98,149 @@ class _DeferredDateutilParser(type(_sys)):  # type: ignore[misc]
 
 if "betterproto" not in _sys.modules:
     _sys.meta_path.insert(0, _BetterprotoImports)  # type: ignore[arg-type]
+
+
+class _DataclassCode:
+    """A bytecode cache for the methods :mod:`dataclasses` generates.
+
+    Python 3.11's ``@dataclass`` writes ``__init__``, ``__repr__``, ``__eq__``, ... of every
+    class as source text and compiles each with ``exec``: a build process defines ~250
+    dataclasses (LLB and protobuf messages, Dockerfile instructions, ...) and compiled ~700
+    such functions, ~100 ms of CPU in every ``bkcore`` process -- a fifth of a cached build's.
+    Python caches the bytecode of modules in ``__pycache__``, not of these texts.
+
+    :meth:`install` gives the ``dataclasses`` module its own ``exec`` (a module global that
+    shadows the builtin for ``dataclasses`` only): a source text is compiled once, the code
+    object kept in ``__pycache__/dataclass-functions.<tag>-<hexversion>.marshal`` beside
+    bkcore's own bytecode (under ``sys.pycache_prefix`` when set) and reused by later
+    processes. The key is the exact text and the code object is what ``exec`` would have
+    compiled from it, so the generated methods are the same; the file name carries the
+    interpreter version, so bytecode is never shared between versions. Like Python's own
+    bytecode cache, the file is written only when bytecode writing is allowed (not under
+    ``PYTHONDONTWRITEBYTECODE``), atomically (temp file + rename) at exit when the process
+    compiled new texts; an unreadable or damaged file means compiling as before.
+    ``BKCORE_NO_CODE_CACHE=1`` turns it off.
+    """
+
+    #: More texts than this (definitions that changed over time) and the file is rewritten
+    #: with only the texts the current process used.
+    MAX_ENTRIES = 4096
+
+    codes: "dict[str, object] | None" = None  # text -> code object, loaded on first use
+    used: "set[str]" = set()
+    compiled_new = False
+
+    @staticmethod
+    def path() -> str:
+        """The cache file for this interpreter, beside bkcore's ``__pycache__`` bytecode."""
+        import os
+
+        package = os.path.dirname(os.path.abspath(__file__))
+        tag = f"{_sys.implementation.cache_tag}-{_sys.hexversion:x}"
+        name = f"dataclass-functions.{tag}.marshal"
+        if _sys.pycache_prefix:
+            return os.path.join(_sys.pycache_prefix, package.lstrip(os.sep), name)
+        return os.path.join(package, "__pycache__", name)
+
+    @classmethod
+    def load(cls) -> "dict[str, object]":
+        import marshal
+
+        try:
+            with open(cls.path(), "rb") as fh:
+                loaded = marshal.load(fh)
+        except (OSError, EOFError, ValueError, TypeError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    @staticmethod
+    def exec(source: object, globals: object = None, locals: object = None, /) -> None:
+        """``exec`` for the dataclasses module: the same, string sources compiled once."""
+        cache = _DataclassCode
+        if globals is None:  # exec's defaults: the caller's namespaces
+            frame = _sys._getframe(1)
+            globals = frame.f_globals
+            locals = frame.f_locals if locals is None else locals
+        if isinstance(source, str):
+            if cache.codes is None:
+                cache.codes = cache.load()
+            code = cache.codes.get(source)
+            if code is None:
+                code = compile(source, "<string>", "exec", dont_inherit=True)
+                cache.codes[source] = code
+                cache.compiled_new = True
+            cache.used.add(source)
+            source = code
+        exec(source, globals, locals)  # type: ignore[arg-type]
+
+    @classmethod
+    def save(cls) -> None:
+        """Write the cache if this process compiled new texts (at exit; errors ignored)."""
+        codes = cls.codes
+        if not cls.compiled_new or codes is None or _sys.dont_write_bytecode:
+            return
+        import marshal
+        import os
+
+        keep = codes if len(codes) <= cls.MAX_ENTRIES else {t: codes[t] for t in cls.used}
+        path = cls.path()
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as fh:
+                marshal.dump(keep, fh)
+            os.replace(tmp, path)
+        except (OSError, ValueError):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
+        """Meta-path finder: patch ``dataclasses`` when it is first imported."""
+        if name != "dataclasses":
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PatchingLoader(spec.loader)  # type: ignore[assignment]
+        return spec
+
+    @classmethod
+    def install(cls) -> None:
+        """Patch ``dataclasses`` now if it is imported, else when it is; save at exit."""
+        import os
+
+        if os.environ.get("BKCORE_NO_CODE_CACHE"):
+            return
+        import atexit
+
+        atexit.register(cls.save)
+        module = _sys.modules.get("dataclasses")
+        if module is not None:
+            module.exec = cls.exec  # type: ignore[attr-defined]
+        else:
+            _sys.meta_path.insert(0, cls)  # type: ignore[arg-type]
+
+
+class _PatchingLoader:
+    """The dataclasses module's loader, giving the module its cached ``exec`` once run."""
+
+    def __init__(self, loader: object) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: object) -> object:
+        return self._loader.create_module(spec)  # type: ignore[attr-defined]
+
+    def exec_module(self, module: object) -> None:
+        self._loader.exec_module(module)  # type: ignore[attr-defined]
+        module.exec = _DataclassCode.exec  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:  # get_source, get_filename, ... for tools
+        return getattr(self._loader, name)
+
+
+_DataclassCode.install()

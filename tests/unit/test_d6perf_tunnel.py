@@ -5,6 +5,7 @@ the outer connection accept 1 MiB frames."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import struct
@@ -208,3 +209,64 @@ def test_outbox_bounds_what_it_holds_and_reports_write_errors() -> None:
     held, writes = asyncio.run(main())
     assert held <= _OUTBOX_HIGH + len(bytes(big)) + 5
     assert len(writes) == 2
+
+
+class FakeRecvStream:
+    """A grpclib stream as the inbox sees it: ``_stream.buffer`` is grpclib's own Buffer."""
+
+    def __init__(self) -> None:
+        from grpclib.protocol import Buffer
+
+        self.acked: list[int] = []
+        self._stream = type("S", (), {})()
+        self._stream.buffer = Buffer(self.acked.append)
+
+
+def test_inbox_cuts_messages_across_frames_and_acks_each_frame() -> None:
+    from bkcore.session.grpc_transport import _Inbox, _make_codec
+
+    packets = [Packet(PacketType.DATA, id=i, data=os.urandom(i * 37 % 5000)) for i in range(300)]
+    wire = b"".join(grpc_framed(p) for p in packets)
+    cuts = [0, 3, 4, 5, 1000, 1001, 77_000, len(wire) - 2, len(wire)]  # frames of any size
+
+    async def main() -> list[Any]:
+        fake = FakeRecvStream()
+        buf = fake._stream.buffer
+        for a, b in itertools.pairwise(cuts):
+            buf.add(wire[a:b], b - a)
+        buf.add(b"", 0)  # an empty DATA frame is not the end
+        buf.eof()
+        inbox = _Inbox(fake, _make_codec(), Packet)
+        got = []
+        while (msg := await inbox.recv()) is not None:
+            got.append(msg)
+        assert sum(fake.acked) == len(wire)
+        return got
+
+    assert asyncio.run(main()) == packets
+
+
+def test_inbox_refuses_an_oversized_message_before_its_bytes_arrive() -> None:
+    import pytest
+    from grpclib.const import Status as GStatus
+    from grpclib.exceptions import GRPCError
+
+    from bkcore.session.grpc_transport import MAX_MESSAGE_SIZE, _Inbox, _make_codec
+
+    async def main() -> None:
+        fake = FakeRecvStream()
+        head = b"\x00" + struct.pack(">I", MAX_MESSAGE_SIZE + 1) + b"x" * 100
+        fake._stream.buffer.add(head, len(head))  # the rest never comes
+        inbox = _Inbox(fake, _make_codec(), Packet)
+        with pytest.raises(GRPCError) as info:
+            await inbox.recv()
+        assert info.value.status == GStatus.RESOURCE_EXHAUSTED
+
+        fake = FakeRecvStream()
+        cut = grpc_framed(Packet(PacketType.DATA, id=1, data=b"abc"))[:-1]
+        fake._stream.buffer.add(cut, len(cut))
+        fake._stream.buffer.eof()
+        with pytest.raises(Exception, match="ended inside a message"):
+            await _Inbox(fake, _make_codec(), Packet).recv()
+
+    asyncio.run(main())

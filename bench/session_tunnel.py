@@ -3,7 +3,8 @@
 In one invocation, on the same generated tree (default 10,000 files / 100 MB), each row
 timed ``--rounds`` times alternating the transports so background load hits both alike:
 
-* first sync of the whole tree (FileSync DiffCopy: STATs, REQs, 32 KiB DATA chunks);
+* first sync of the whole tree (FileSync DiffCopy: STATs, REQs, 32 KiB DATA chunks), also
+  as MB/s and files/s (per wall second and per CPU second of the process);
 * a one-file incremental re-sync;
 * a 64 MiB file export through FileSend (raw BytesMessage chunks of 1 MiB);
 * 1,000 sequential unary Health/Check calls.
@@ -145,6 +146,16 @@ def main() -> None:
             print(
                 f"{row:22} {a[0]:8.3f} / {a[1]:7.3f} {b[0]:8.3f} / {b[1]:7.3f} "
                 f"{b[0] / a[0] if a[0] else float('nan'):6.2f}x"
+            )
+        total = sum(p.stat().st_size for p in paths)
+        first = rows["first sync"]
+        print(f"first sync throughput (median wall; {total / 1e6:.1f} MB, {len(paths)} files):")
+        for name, times in first.items():
+            wall = statistics.median(w for w, _ in times)
+            cpu = statistics.median(c for _, c in times)
+            print(
+                f"  {name:12} {total / 1e6 / wall:8.1f} MB/s {len(paths) / wall:9.0f} files/s"
+                f"   per CPU second: {total / 1e6 / cpu:8.1f} MB/s {len(paths) / cpu:9.0f} files/s"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

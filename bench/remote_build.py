@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -33,13 +34,29 @@ from pathlib import Path
 ENV = dict(os.environ)
 
 
-def run(cmd: list[str]) -> float:
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds of a running process (all threads), from /proc."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(cmd: list[str], daemon_pid: int | None = None) -> tuple[float, float]:
+    """Wall seconds of ``cmd`` and the CPU seconds it cost: its own, plus the daemon's
+    during the run (the machine is shared: CPU time is the steadier figure)."""
+    c0, d0 = children_cpu(), process_cpu(daemon_pid)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, check=False, env=ENV)
     took = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode()}")
-    return took
+    return took, children_cpu() - c0 + process_cpu(daemon_pid) - d0
 
 
 def main() -> None:
@@ -86,14 +103,15 @@ def main() -> None:
             "embedded": [*base, "--root", str(tmp / "eroot")],
         }
 
-        def build(name: str) -> float:
+        def build(name: str) -> tuple[float, float]:
             out = tmp / f"out-{name}"
             shutil.rmtree(out, ignore_errors=True)
-            return run(builders[name] + ["build", "--progress", "plain", "-o", str(out), str(ctx)])
+            argv = builders[name] + ["build", "--progress", "plain", "-o", str(out), str(ctx)]
+            return run(argv, daemon.pid if name == "remote" and daemon is not None else None)
 
         for name in builders:
             build(name)  # untimed warm-up
-        rows: dict[str, dict[str, list[float]]] = {"cached": {}, "edit 1 file": {}}
+        rows: dict[str, dict[str, list[tuple[float, float]]]] = {"cached": {}, "edit 1 file": {}}
         for row in rows:
             for n in range(args.runs):
                 for name in builders:  # interleaved
@@ -101,13 +119,21 @@ def main() -> None:
                         (ctx / "d" / "f0.txt").write_text(f"edited {name} {n} {time.time()}\n")
                     rows[row].setdefault(name, []).append(build(name))
         print(f"{args.files} files + 8 MB, {args.runs} runs, load {os.getloadavg()[0]:.2f}")
-        print(f"{'row':<14}{'remote med/min':>18}{'embedded med/min':>20}{'ratio':>8}")
+        print("wall s (median/min) and CPU s (median; remote = client + daemon)")
+        print(
+            f"{'row':<14}{'remote wall':>16}{'embedded wall':>16}{'ratio':>7}"
+            f"{'remote cpu':>12}{'embedded cpu':>14}{'ratio':>7}"
+        )
         for row, times in rows.items():
-            r, e = times["remote"], times["embedded"]
+            r = [w for w, _ in times["remote"]]
+            e = [w for w, _ in times["embedded"]]
+            rc = statistics.median(c for _, c in times["remote"])
+            ec = statistics.median(c for _, c in times["embedded"])
             print(
-                f"{row:<14}{statistics.median(r):>10.3f}/{min(r):.3f}"
-                f"{statistics.median(e):>12.3f}/{min(e):.3f}"
-                f"{statistics.median(r) / statistics.median(e):>8.2f}"
+                f"{row:<14}{statistics.median(r):>9.3f}/{min(r):.3f}"
+                f"{statistics.median(e):>10.3f}/{min(e):.3f}"
+                f"{statistics.median(r) / statistics.median(e):>7.2f}"
+                f"{rc:>12.3f}{ec:>14.3f}{rc / ec:>7.2f}"
             )
     finally:
         if daemon is not None and daemon.poll() is None:

@@ -122,32 +122,36 @@ class _DataclassCode:
     ``BKCORE_NO_CODE_CACHE=1`` turns it off.
     """
 
-    #: More texts than this (definitions that changed over time) and the file is rewritten
-    #: with only the texts the current process used.
-    MAX_ENTRIES = 4096
+    #: More texts than this in a module's file (definitions that changed over time) and the
+    #: file is rewritten with only the texts the current process used.
+    MAX_ENTRIES = 1024
 
-    codes: "dict[str, object] | None" = None  # text -> code object, loaded on first use
-    used: "set[str]" = set()
-    compiled_new = False
+    # module name -> {text -> code object}; one file per module that defines dataclasses,
+    # read when that module first defines one (a process reads only what it uses)
+    codes: "dict[str, dict[str, object]]" = {}
+    used: "dict[str, set[str]]" = {}
+    changed: "set[str]" = set()
 
     @staticmethod
-    def path() -> str:
-        """The cache file for this interpreter, beside bkcore's ``__pycache__`` bytecode."""
+    def path(module: str) -> str:
+        """The cache file of ``module``'s dataclasses, beside bkcore's ``__pycache__``."""
         import os
 
         package = os.path.dirname(os.path.abspath(__file__))
         tag = f"{_sys.implementation.cache_tag}-{_sys.hexversion:x}"
-        name = f"dataclass-functions.{tag}.marshal"
+        folder = f"dataclass-functions.{tag}"
         if _sys.pycache_prefix:
-            return os.path.join(_sys.pycache_prefix, package.lstrip(os.sep), name)
-        return os.path.join(package, "__pycache__", name)
+            folder = os.path.join(_sys.pycache_prefix, package.lstrip(os.sep), folder)
+        else:
+            folder = os.path.join(package, "__pycache__", folder)
+        return os.path.join(folder, f"{module}.marshal")
 
     @classmethod
-    def load(cls) -> "dict[str, object]":
+    def load(cls, module: str) -> "dict[str, object]":
         import marshal
 
         try:
-            with open(cls.path(), "rb") as fh:
+            with open(cls.path(module), "rb") as fh:
                 loaded = marshal.load(fh)
         except (OSError, EOFError, ValueError, TypeError):
             return {}
@@ -162,39 +166,47 @@ class _DataclassCode:
             globals = frame.f_globals
             locals = frame.f_locals if locals is None else locals
         if isinstance(source, str):
-            if cache.codes is None:
-                cache.codes = cache.load()
-            code = cache.codes.get(source)
+            # dataclasses passes the defining module's namespace as globals
+            name = globals.get("__name__") if isinstance(globals, dict) else None
+            module = name if isinstance(name, str) and _safe_module_name(name) else "_"
+            codes = cache.codes.get(module)
+            if codes is None:
+                codes = cache.codes[module] = cache.load(module)
+                cache.used[module] = set()
+            code = codes.get(source)
             if code is None:
                 code = compile(source, "<string>", "exec", dont_inherit=True)
-                cache.codes[source] = code
-                cache.compiled_new = True
-            cache.used.add(source)
+                codes[source] = code
+                cache.changed.add(module)
+            cache.used[module].add(source)
             source = code
         exec(source, globals, locals)  # type: ignore[arg-type]
 
     @classmethod
     def save(cls) -> None:
-        """Write the cache if this process compiled new texts (at exit; errors ignored)."""
-        codes = cls.codes
-        if not cls.compiled_new or codes is None or _sys.dont_write_bytecode:
+        """Write the files of modules that compiled new texts (at exit; errors ignored)."""
+        if _sys.dont_write_bytecode:
             return
         import marshal
         import os
 
-        keep = codes if len(codes) <= cls.MAX_ENTRIES else {t: codes[t] for t in cls.used}
-        path = cls.path()
-        tmp = f"{path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "wb") as fh:
-                marshal.dump(keep, fh)
-            os.replace(tmp, path)
-        except (OSError, ValueError):
+        for module in sorted(cls.changed):
+            codes = cls.codes[module]
+            if len(codes) > cls.MAX_ENTRIES:
+                codes = {text: codes[text] for text in cls.used[module]}
+            path = cls.path(module)
+            tmp = f"{path}.{os.getpid()}.tmp"
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(tmp, "wb") as fh:
+                    marshal.dump(codes, fh)
+                os.replace(tmp, path)
+            except (OSError, ValueError):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        cls.changed.clear()
 
     @classmethod
     def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
@@ -224,6 +236,11 @@ class _DataclassCode:
             module.exec = cls.exec  # type: ignore[attr-defined]
         else:
             _sys.meta_path.insert(0, cls)  # type: ignore[arg-type]
+
+
+def _safe_module_name(name: str) -> bool:
+    """A module name usable as a file name (dotted identifiers)."""
+    return bool(name) and name.replace(".", "").replace("_", "").isalnum() and name.isascii()
 
 
 class _PatchingLoader:

@@ -30,9 +30,9 @@ except FrozenInstanceError:
     frozen = True
 print(json.dumps({
     "equal": a == b, "repr": repr(a), "frozen": frozen, "hash": hash(a) == hash(b),
-    "compiled_new": cache.compiled_new,
+    "compiled_new": "__main__" in cache.changed,
     "patched": getattr(sys.modules["dataclasses"], "exec", None) == cache.exec,
-    "path": cache.path(),
+    "path": cache.path("__main__"),
 }))
 """
 

@@ -56,7 +56,7 @@ def bkcore_command() -> list[str]:
     script = Path(sys.executable).with_name("bkcore")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "bkcore.cli.main"]
+    return [sys.executable, "-m", "bkcore"]
 
 
 class Sample:
@@ -263,7 +263,7 @@ class BuildRows:
 
 
 def slowest_imports(argv: list[str], count: int = 12) -> list[tuple[int, str]]:
-    python = [sys.executable, "-X", "importtime", "-m", "bkcore.cli.main", *argv[1:]]
+    python = [sys.executable, "-X", "importtime", "-m", "bkcore", *argv[1:]]
     result = subprocess.run(python, capture_output=True, text=True, check=True, env=ENV)
     rows = []
     for line in result.stderr.splitlines():

@@ -2,6 +2,6 @@
 
 import sys
 
-from bkcore.cli.main import main
+from bkcore._startup import main
 
 sys.exit(main())

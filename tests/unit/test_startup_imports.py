@@ -31,8 +31,8 @@ def dump():
     with open(out, "w") as fh:  # None entries are recorded absences (httpx's blocked CLI)
         json.dump(sorted(k for k, v in sys.modules.items() if v is not None), fh)
 atexit.register(dump)
-from bkcore.cli.main import main
-sys.exit(main(sys.argv[1:]))
+from bkcore._startup import main  # what the bkcore console script runs
+sys.exit(main())
 """
 
 
@@ -112,7 +112,7 @@ def test_betterproto_through_bkcore_skips_importlib_metadata() -> None:
         result: list[object] = json.loads(out.stdout)
         return result
 
-    assert probe("import bkcore") == [expected, False]
+    assert probe("import bkcore._startup as s; s.install()") == [expected, False]
     # Control: betterproto alone reads its version through importlib.metadata.
     assert probe("") == [expected, True]
 
@@ -121,7 +121,8 @@ DATEUTIL_PROBE = """
 import json, sys
 from dataclasses import dataclass
 from datetime import datetime
-import bkcore
+import bkcore._startup
+bkcore._startup.install()
 import betterproto
 
 before = sorted(m for m in ("dateutil.parser", "decimal", "six") if m in sys.modules)
@@ -151,10 +152,32 @@ def test_betterproto_through_bkcore_imports_dateutil_parser_on_first_use() -> No
         "real_module": True,
         "parse": "2020-05-06T00:00:00",
     }
-    # Control: betterproto alone imports dateutil.parser (and decimal) at once.
-    code = "import sys, betterproto; print('dateutil.parser' in sys.modules)"
+    # Control: betterproto (even after a plain `import bkcore`) imports dateutil.parser at once.
+    code = "import sys, bkcore, betterproto; print('dateutil.parser' in sys.modules)"
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert plain.stdout.strip() == "True"
+
+
+def test_plain_import_of_bkcore_or_the_sdk_installs_no_hooks() -> None:
+    code = (
+        "import sys; import bkcore; from bkcore import llb; import dataclasses, betterproto; "
+        "ours = [f for f in sys.meta_path if 'bkcore' in getattr(f, '__module__', '')]; "
+        "print(ours == [], hasattr(dataclasses, 'exec'), 'importlib.metadata' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "False", "True"], out.stderr
+
+
+def test_hooks_can_be_turned_off() -> None:
+    code = "import bkcore._startup as s, sys; print(s.install(), len(sys.meta_path))"
+    env = {**os.environ, "BKCORE_NO_STARTUP_HOOKS": "1"}
+    plain = subprocess.run(
+        [sys.executable, "-c", "import sys; print(False, len(sys.meta_path))"],
+        capture_output=True,
+        text=True,
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout == plain.stdout, out.stderr
 
 
 def test_runc_worker_recover_with_nothing_left_starts_nothing(tmp_path: Path) -> None:

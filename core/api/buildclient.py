@@ -22,10 +22,11 @@ snippet).
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import string
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["build_id", "remote_build", "solve_request", "status_to_events"]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+#: The client's variable an embedded build's image exporters read (see :func:`solve_request`).
+EPOCH_ENV = "SOURCE_DATE_EPOCH"
+EPOCH_ATTR = "source-date-epoch"
+EPOCH_ENV_EXPORTERS = frozenset({"image", "oci", "docker"})
 #: How long a finished Solve waits for the rest of its Status stream (the daemon ends it when
 #: the job ends, right after the Solve's reply).
 FOLLOW_GRACE = 5.0
@@ -113,8 +118,20 @@ def client_session(options: BuildOptions, plugins: BkPluginManager) -> Session:
     return session
 
 
-def solve_request(options: BuildOptions, ref: str, session_id: str) -> cpb.SolveRequest:
-    """``Control.Solve`` in the direct form for ``options`` (definition already checked)."""
+def solve_request(
+    options: BuildOptions,
+    ref: str,
+    session_id: str,
+    environ: Mapping[str, str] | None = None,
+) -> cpb.SolveRequest:
+    """``Control.Solve`` in the direct form for ``options`` (definition already checked).
+
+    ``SOURCE_DATE_EPOCH`` in the client's environment (``environ``, default ``os.environ``)
+    is what an embedded build's image exporters fall back on (the engine is the client
+    there); through a daemon it travels as the ``source-date-epoch`` attr of an image-type
+    exporter (``image``, ``oci``, ``docker``) unless the attr or the
+    ``build-arg:SOURCE_DATE_EPOCH`` frontend option is given. Other exporters ignore the
+    variable in embedded builds, so they do not get it here either."""
     from bkcore.api.pb import control as cpb
     from bkcore.llb import pb
     from bkcore.llb.digest import present
@@ -143,7 +160,16 @@ def solve_request(options: BuildOptions, ref: str, session_id: str) -> cpb.Solve
     if options.outputs:
         output = options.outputs[0]
         request.exporter = output.type
-        request.exporter_attrs = dict(output.attrs)
+        attrs = dict(output.attrs)
+        epoch = (os.environ if environ is None else environ).get(EPOCH_ENV, "")
+        if (
+            epoch
+            and output.type in EPOCH_ENV_EXPORTERS
+            and EPOCH_ATTR not in attrs
+            and f"build-arg:{EPOCH_ENV}" not in options.frontend_opts
+        ):
+            attrs[EPOCH_ATTR] = epoch
+        request.exporter_attrs = attrs
     return request
 
 

@@ -8,6 +8,10 @@ and differences from the harness's report. bkcore is called exactly as the harne
 ``bkcore build --frontend dockerfile.v0 --local context=... --local dockerfile=...
 --output type=local|oci ...``.
 
+Every case runs twice (issue 6): ``[embedded-NNN...]`` with ``bkcore --root ROOT`` and
+``[daemon-NNN...]`` with ``bkcore --addr`` of a ``bkcore daemon`` started for the session on
+its own root (stopped with SIGTERM at the end: it must exit 0 leaving no container or mount).
+
 The cases name ``127.0.0.1:5000/testbase:latest`` literally, so the registry must answer on
 port 5000: the ``testbase_registry`` fixture starts Debian's docker-registry there when the
 port is free; when a registry already answers there it is used as is. Either way
@@ -26,9 +30,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -169,11 +175,70 @@ def testbase_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
                 proc.wait()
 
 
-@pytest.fixture(scope="session")
-def bkcore_command(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The BKCORE command run.py calls: this interpreter's bkcore on one state root."""
-    root = tmp_path_factory.mktemp("bkcore-conformance-root")
-    return f"{sys.executable} -m bkcore --root {root}"
+def _start_daemon(root: Path) -> tuple[subprocess.Popen[bytes], Path, str]:
+    """``bkcore --root ROOT daemon`` on a socket in a short new directory (a unix socket
+    path must fit in 108 bytes); returns the process, that directory and the address."""
+    sock_dir = Path(tempfile.mkdtemp(prefix="bkd-", dir="/tmp"))
+    address = f"unix://{sock_dir}/bk.sock"
+    log = sock_dir / "daemon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bkcore", "--root", str(root), "daemon", "--addr", address],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while b"listening on" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            text = log.read_text(errors="replace")[-3000:]
+            shutil.rmtree(sock_dir, ignore_errors=True)
+            pytest.fail(f"bkcore daemon did not start ({proc.returncode}): {text}")
+        time.sleep(0.02)
+    return proc, sock_dir, address
+
+
+def _mounts_below(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    points = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+@pytest.fixture(scope="session", params=["embedded", "daemon"])
+def bkcore_command(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The BKCORE command run.py calls: this interpreter's bkcore on one state root, embedded
+    (``--root``) or through a ``bkcore daemon`` on that root (``--addr``), which must exit 0
+    on SIGTERM afterwards leaving no runc container and no mount under its root."""
+    root = tmp_path_factory.mktemp(f"bkcore-conformance-{request.param}")
+    if request.param == "embedded":
+        yield f"{sys.executable} -m bkcore --root {root}"
+        return
+    proc, sock_dir, address = _start_daemon(root)
+    try:
+        yield f"{sys.executable} -m bkcore --addr {address}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+        log = (sock_dir / "daemon.log").read_text(errors="replace")[-3000:]
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    assert code == 0, f"bkcore daemon exited {code}: {log}"
+    runc_state = root / "runc" / "runc"
+    if runc_state.is_dir():
+        listed = subprocess.run(
+            ["runc", "--root", str(runc_state), "list", "-q"], capture_output=True, text=True
+        )
+        assert listed.stdout.split() == [], f"runc containers left: {listed.stdout}"
+    assert _mounts_below(root) == []
 
 
 def test_cases_are_present() -> None:

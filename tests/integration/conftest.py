@@ -6,6 +6,17 @@ and returns a :class:`BuildRun` with the parsed progress. ``bk.base()`` is a bus
 rootfs made by ``scripts/make-rootfs`` once per session and sent as the local source
 ``rootfs``.
 
+Build modes (issue 6): ``bk`` and ``bkcli`` are parametrized ``[embedded]``/``[daemon]``. In
+daemon mode each state root gets its own ``bkcore --root ROOT daemon --addr unix://SOCK``
+(started on first use, one per test: a daemon starts in ~0.5 s, and a fresh root per test keeps
+cache assertions independent) and the client argv says ``--addr`` instead of ``--root``. At
+teardown every daemon is stopped with SIGTERM and must exit 0 leaving no runc container and
+no mount under its root. ``bk.cli(root)`` / ``bkcli(root, plugins=..., env=...)`` give the
+``python -m bkcore --root|--addr ...`` prefix of any other command (``du``, ``prune``, a
+Dockerfile build). Settings the engine reads from its environment (``DAEMON_ENV``: registry
+configuration, CA files, ``PYTHONPATH`` of test plugins) are given to the daemon; a build whose
+env changes them restarts that root's daemon.
+
 Servers and images (helpers in ``imagefixtures.py``, importable as ``imagefixtures`` once this
 conftest is loaded): ``registry`` (Debian's docker-registry on a free loopback port),
 ``auth_registry`` (htpasswd basic auth), ``token_registry`` (``auth: token:`` behind a token
@@ -43,6 +54,12 @@ BUSYBOX = "/bin/busybox"
 ROOTFS_LOCAL = "rootfs"
 #: Upper bound for one ``bkcore build`` in these tests (a hang fails instead of blocking).
 BUILD_TIMEOUT = 180.0
+#: The two ways every build test runs: an embedded engine, or a daemon started here.
+BUILD_MODES = ("embedded", "daemon")
+#: Environment the engine (not the client) reads: in daemon mode the daemon gets these.
+DAEMON_ENV = ("BKCORE_REGISTRY_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR", "PYTHONPATH")
+#: Upper bound for a daemon to start listening or to stop after SIGTERM.
+DAEMON_TIMEOUT = 60.0
 
 
 def build_requirements() -> str:
@@ -54,6 +71,197 @@ def build_requirements() -> str:
     if not os.path.exists(BUSYBOX):
         return "busybox-static (/bin/busybox) not installed"
     return ""
+
+
+def client_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a client process: ours plus ``env``, never a stray BKCORE_HOST."""
+    merged = {**os.environ, **(env or {})}
+    merged.pop("BKCORE_HOST", None)
+    return merged
+
+
+def runc_containers(root: Path) -> list[str]:
+    """Containers runc knows under a state root (every ``runc`` state dir beside ``bundles``)."""
+    found: list[str] = []
+    if not root.exists():
+        return found
+    for state in root.rglob("runc"):
+        if state.is_dir() and (state.parent / "bundles").is_dir():
+            proc = subprocess.run(
+                ["runc", "--root", str(state), "list", "-q"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            found += proc.stdout.split()
+    return found
+
+
+def mounts_below(root: Path) -> list[str]:
+    """Mount points at or below ``root`` (from /proc/self/mountinfo)."""
+    prefix = str(root.resolve())
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    out = []
+    for line in lines:
+        point = line.split()[4]
+        if point == prefix or point.startswith(prefix + "/"):
+            out.append(point)
+    return out
+
+
+class Daemon:
+    """One ``bkcore --root ROOT daemon --addr unix://SOCK`` subprocess."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        plugins: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        import tempfile
+
+        self.root = root
+        self.plugins = tuple(plugins)
+        self.env = dict(env or {})
+        self.args = tuple(args)
+        # a short directory: a unix socket path must fit in 108 bytes
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="bkd-", dir="/tmp"))
+        self.address = f"unix://{self.sock_dir}/bk.sock"
+        self.log = self.sock_dir / "daemon.log"
+        argv = [sys.executable, "-m", "bkcore", "--root", str(root)]
+        for plugin in self.plugins:
+            argv += ["--plugin", plugin]
+        argv += ["daemon", "--addr", self.address, *self.args]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=client_env(self.env),
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + DAEMON_TIMEOUT
+        while b"listening on" not in self.log.read_bytes():
+            if self.proc.poll() is not None:
+                text = self.log_text()
+                shutil.rmtree(self.sock_dir, ignore_errors=True)
+                raise AssertionError(f"daemon exited ({self.proc.returncode}): {text}")
+            if time.monotonic() > deadline:
+                self._kill()
+                raise AssertionError(f"daemon did not start: {self.log_text()}")
+            time.sleep(0.02)
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def stop(self) -> list[str]:
+        """SIGTERM the daemon; return what is wrong (exit status, leftovers), empty if clean."""
+        problems: list[str] = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(DAEMON_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            problems.append(f"daemon on {self.root} ignored SIGTERM for {DAEMON_TIMEOUT} s")
+            code = None
+        log = self.log_text()
+        if code is None:
+            self._kill()
+        else:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
+        if code not in (0, None):
+            problems.append(f"daemon on {self.root} exited {code}: {log}")
+        left = runc_containers(self.root)
+        if left:
+            problems.append(f"daemon on {self.root} left runc containers {left}")
+        mounted = mounts_below(self.root)
+        if mounted:
+            problems.append(f"daemon on {self.root} left mounts {mounted}")
+        return problems
+
+
+class Engines:
+    """Where the ``bkcore`` commands of one test go: ``--root ROOT`` (embedded) or the
+    ``--addr`` of a daemon on ROOT, started on first use (daemon mode)."""
+
+    def __init__(self, mode: str) -> None:
+        assert mode in BUILD_MODES, mode
+        self.mode = mode
+        self.daemons: dict[Path, Daemon] = {}
+
+    @property
+    def daemon_mode(self) -> bool:
+        return self.mode == "daemon"
+
+    def daemon(
+        self,
+        root: Path,
+        *,
+        plugins: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        daemon_args: Sequence[str] = (),
+    ) -> Daemon:
+        """The daemon serving ``root`` with these plugins, engine settings and ``bkcore
+        daemon`` options (a running one with others is stopped first; the root is kept)."""
+        wanted = {k: v for k, v in client_env(env).items() if k in DAEMON_ENV}
+        have = {k: v for k, v in os.environ.items() if k in DAEMON_ENV}
+        settings = {k: v for k, v in wanted.items() if have.get(k) != v}
+        running = self.daemons.get(root)
+        if running is not None:
+            same = (tuple(plugins), settings, tuple(daemon_args))
+            if (running.plugins, running.env, running.args) == same:
+                if running.proc.poll() is None:
+                    return running
+            self.daemons.pop(root)
+            problems = running.stop()
+            assert not problems, "\n".join(problems)
+        started = Daemon(root, plugins=plugins, env=settings, args=daemon_args)
+        self.daemons[root] = started
+        return started
+
+    def prefix(
+        self,
+        root: Path,
+        *,
+        plugins: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        daemon_args: Sequence[str] = (),
+    ) -> list[str]:
+        """``python -m bkcore`` and the option choosing the engine (and ``--plugin``s);
+        ``daemon_args`` are options of ``bkcore daemon`` (used in daemon mode only)."""
+        argv = [sys.executable, "-m", "bkcore"]
+        if self.daemon_mode:
+            daemon = self.daemon(root, plugins=plugins, env=env, daemon_args=daemon_args)
+            argv += ["--addr", daemon.address]
+        else:
+            argv += ["--root", str(root)]
+        for plugin in plugins:
+            argv += ["--plugin", plugin]
+        return argv
+
+    __call__ = prefix
+
+    def close(self) -> list[str]:
+        """Stop every daemon; what went wrong (empty when all exited cleanly)."""
+        problems: list[str] = []
+        while self.daemons:
+            _, daemon = self.daemons.popitem()
+            problems += daemon.stop()
+        return problems
 
 
 @dataclass
@@ -123,13 +331,24 @@ class BuildRun:
 
 
 class Builder:
-    """Runs ``bkcore build`` subprocesses on one state root (``self.root``)."""
+    """Runs ``bkcore build`` subprocesses on one state root (``self.root``), embedded or
+    through a daemon on that root (``self.mode``)."""
 
-    def __init__(self, root: Path, rootfs: Path, tmp: Path) -> None:
+    def __init__(self, root: Path, rootfs: Path, tmp: Path, engines: Engines | None = None) -> None:
         self.root = root
         self.rootfs_dir = rootfs
         self.tmp = tmp
+        self.engines = engines or Engines("embedded")
         self._started: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def mode(self) -> str:
+        """``embedded`` or ``daemon``."""
+        return self.engines.mode
+
+    def cli(self, root: Path | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+        """``python -m bkcore --root ROOT`` or ``... --addr`` of ROOT's daemon."""
+        return self.engines.prefix(root or self.root, env=env)
 
     # -- graphs ---------------------------------------------------------------------------
 
@@ -174,9 +393,9 @@ class Builder:
         no_cache: bool = False,
         root: Path | None = None,
         progress: str = "rawjson",
+        env: Mapping[str, str] | None = None,
     ) -> list[str]:
-        argv = [sys.executable, "-m", "bkcore", "--root", str(root or self.root), "build"]
-        argv += ["--progress", progress]
+        argv = [*self.cli(root, env=env), "build", "--progress", progress]
         all_locals = {ROOTFS_LOCAL: str(self.rootfs_dir), **(locals or {})}
         for name, path in all_locals.items():
             argv += ["--local", f"{name}={path}"]
@@ -201,12 +420,12 @@ class Builder:
         **options: Any,
     ) -> BuildRun:
         """Build ``graph`` (an ``llb.State`` or Definition bytes); see :meth:`argv`."""
-        argv = self.argv(**options)
+        argv = self.argv(env=env, **options)
         proc = subprocess.run(
             argv,
             input=self.definition(graph),
             capture_output=True,
-            env={**os.environ, **(env or {})},
+            env=client_env(env),
             timeout=BUILD_TIMEOUT,
             check=False,
             cwd=self.tmp,
@@ -228,6 +447,7 @@ class Builder:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=self.tmp,
+                env=client_env(),
                 start_new_session=True,
             )
         self._started.append(proc)
@@ -261,6 +481,44 @@ class Builder:
                     pass
                 proc.communicate(timeout=60)
 
+    def close(self) -> list[str]:
+        """Kill background builds, stop the daemons; the problems found (empty if clean)."""
+        self.kill_leftovers()
+        return self.engines.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``build_mode`` (through ``bk`` or ``bkcli``) runs ``[embedded]`` and
+    ``[daemon]``; ``@pytest.mark.embedded_only("why")`` keeps one to ``[embedded]``."""
+    if "build_mode" not in metafunc.fixturenames:
+        return
+    modes = BUILD_MODES
+    marker = metafunc.definition.get_closest_marker("embedded_only")
+    if marker is not None:
+        assert marker.args and str(marker.args[0]).strip(), "embedded_only needs its reason"
+        modes = ("embedded",)
+    metafunc.parametrize("build_mode", modes, indirect=True)
+
+
+@pytest.fixture
+def build_mode(request: pytest.FixtureRequest) -> str:
+    """``embedded`` or ``daemon`` (parametrized by :func:`pytest_generate_tests`)."""
+    mode: str = request.param
+    return mode
+
+
+@pytest.fixture
+def bkcli(build_mode: str) -> Iterator[Engines]:
+    """``bkcli(root, plugins=(), env=None, daemon_args=())`` -> the ``python -m bkcore
+    --root|--addr ...`` prefix of a command on state root ``root`` (``daemon_args``: options
+    of ``bkcore daemon``); daemons are stopped and checked at teardown."""
+    engines = Engines(build_mode)
+    try:
+        yield engines
+    finally:
+        problems = engines.close()
+    assert not problems, "\n".join(problems)
+
 
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -275,15 +533,16 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def bk(busybox_rootfs: Path, tmp_path: Path) -> Iterator[Builder]:
-    """A :class:`Builder` on a fresh state root under ``tmp_path``."""
+def bk(busybox_rootfs: Path, tmp_path: Path, build_mode: str) -> Iterator[Builder]:
+    """A :class:`Builder` on a fresh state root under ``tmp_path``, in both build modes."""
     work = tmp_path / "work"
     work.mkdir()
-    builder = Builder(tmp_path / "state", busybox_rootfs, work)
+    builder = Builder(tmp_path / "state", busybox_rootfs, work, Engines(build_mode))
     try:
         yield builder
     finally:
-        builder.kill_leftovers()
+        problems = builder.close()
+    assert not problems, "\n".join(problems)
 
 
 # -- registries, test images, git daemon, HTTP server (helpers in imagefixtures.py) -----------

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,9 +48,19 @@ class Run:
         self.stderr = proc.stderr.decode(errors="replace")
 
 
-def _build(tmp_path: Path, rootfs: Path, definition: bytes, *allow: str) -> Run:
+DAEMON_ALLOWS = (
+    "--allow-insecure-entitlement",
+    "network.host",
+    "--allow-insecure-entitlement",
+    "security.insecure",
+)
+
+
+def _build(bkcli: Any, tmp_path: Path, rootfs: Path, definition: bytes, *allow: str) -> Run:
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "bkcore", "--root", str(tmp_path / "state"), "build"]
+    # a daemon allows both (as buildkitd --allow-insecure-entitlement): the client's --allow
+    # is what decides here, in both modes
+    argv = [*bkcli(tmp_path / "state", daemon_args=DAEMON_ALLOWS), "build"]
     argv += ["--local", f"base={rootfs}", "--output", f"type=local,dest={out}"]
     argv += ["--progress", "plain"]
     for name in allow:
@@ -76,44 +86,52 @@ def _assert_refused(proc: Run, entitlement: str, tmp: Path) -> None:
 
 
 def test_sandboxed_step_sees_only_loopback_and_cannot_mount(
-    tmp_path: Path, busybox_rootfs: Path
+    bkcli: Any, tmp_path: Path, busybox_rootfs: Path
 ) -> None:
     # The baseline the probes below are measured against, with both entitlements granted:
     # a step that asks for neither mode stays sandboxed.
     proc = _build(
-        tmp_path, busybox_rootfs, _graph(BOTH_PROBES), "network.host", "security.insecure"
+        bkcli, tmp_path, busybox_rootfs, _graph(BOTH_PROBES), "network.host", "security.insecure"
     )
     assert proc.returncode == 0, proc.stderr
     assert _report(tmp_path) == ["lo", "refused"]
 
 
-def test_host_network_needs_allow_network_host(tmp_path: Path, busybox_rootfs: Path) -> None:
+def test_host_network_needs_allow_network_host(
+    bkcli: Any, tmp_path: Path, busybox_rootfs: Path
+) -> None:
     definition = _graph(NET_PROBE, network=llb.NetMode.HOST)
-    _assert_refused(_build(tmp_path, busybox_rootfs, definition), "network.host", tmp_path)
-    other = _build(tmp_path, busybox_rootfs, definition, "security.insecure")
+    _assert_refused(_build(bkcli, tmp_path, busybox_rootfs, definition), "network.host", tmp_path)
+    other = _build(bkcli, tmp_path, busybox_rootfs, definition, "security.insecure")
     _assert_refused(other, "network.host", tmp_path)
 
-    granted = _build(tmp_path, busybox_rootfs, definition, "network.host")
+    granted = _build(bkcli, tmp_path, busybox_rootfs, definition, "network.host")
     assert granted.returncode == 0, granted.stderr
     seen = _report(tmp_path)
     assert sorted(seen) == sorted(os.listdir("/sys/class/net"))
     assert len(seen) > 1 and "lo" in seen
 
 
-def test_insecure_needs_allow_security_insecure(tmp_path: Path, busybox_rootfs: Path) -> None:
+def test_insecure_needs_allow_security_insecure(
+    bkcli: Any, tmp_path: Path, busybox_rootfs: Path
+) -> None:
     definition = _graph(MOUNT_PROBE, security=llb.SecurityMode.INSECURE)
-    _assert_refused(_build(tmp_path, busybox_rootfs, definition), "security.insecure", tmp_path)
-    other = _build(tmp_path, busybox_rootfs, definition, "network.host")
+    _assert_refused(
+        _build(bkcli, tmp_path, busybox_rootfs, definition), "security.insecure", tmp_path
+    )
+    other = _build(bkcli, tmp_path, busybox_rootfs, definition, "network.host")
     _assert_refused(other, "security.insecure", tmp_path)
 
-    granted = _build(tmp_path, busybox_rootfs, definition, "security.insecure")
+    granted = _build(bkcli, tmp_path, busybox_rootfs, definition, "security.insecure")
     assert granted.returncode == 0, granted.stderr
     assert _report(tmp_path) == ["mounted"]
 
 
-def test_a_step_needing_both_gets_them_from_two_flags(tmp_path: Path, busybox_rootfs: Path) -> None:
+def test_a_step_needing_both_gets_them_from_two_flags(
+    bkcli: Any, tmp_path: Path, busybox_rootfs: Path
+) -> None:
     definition = _graph(BOTH_PROBES, network=llb.NetMode.HOST, security=llb.SecurityMode.INSECURE)
-    proc = _build(tmp_path, busybox_rootfs, definition, "network.host", "security.insecure")
+    proc = _build(bkcli, tmp_path, busybox_rootfs, definition, "network.host", "security.insecure")
     assert proc.returncode == 0, proc.stderr
     seen = _report(tmp_path)
     assert seen[-1] == "mounted"
@@ -121,7 +139,7 @@ def test_a_step_needing_both_gets_them_from_two_flags(tmp_path: Path, busybox_ro
 
 
 def test_a_cached_step_is_still_refused_without_the_entitlement(
-    tmp_path: Path, busybox_rootfs: Path
+    bkcli: Any, tmp_path: Path, busybox_rootfs: Path
 ) -> None:
     # The rootfs is a content-keyed copy of the local base, so the step is cached across
     # builds; the entitlement check must run before the cache is consulted.
@@ -129,9 +147,9 @@ def test_a_cached_step_is_still_refused_without_the_entitlement(
     out = llb.bind("/out", llb.scratch())
     step = base.sh(NET_PROBE, mounts=[out], network=llb.NetMode.HOST)
     definition = step.get_mount("/out").marshal().to_bytes()
-    granted = _build(tmp_path, busybox_rootfs, definition, "network.host")
+    granted = _build(bkcli, tmp_path, busybox_rootfs, definition, "network.host")
     assert granted.returncode == 0, granted.stderr
-    again = _build(tmp_path, busybox_rootfs, definition, "network.host")
+    again = _build(bkcli, tmp_path, busybox_rootfs, definition, "network.host")
     assert again.returncode == 0 and "CACHED" in again.stderr, again.stderr
     shutil.rmtree(tmp_path / "out")
-    _assert_refused(_build(tmp_path, busybox_rootfs, definition), "network.host", tmp_path)
+    _assert_refused(_build(bkcli, tmp_path, busybox_rootfs, definition), "network.host", tmp_path)

@@ -80,6 +80,9 @@ def test_two_processes_build_on_one_root_at_the_same_time(bk: Any, tmp_path: Pat
     assert run.cached()["step one"] and run.cached()["step two"]
 
 
+# embedded only: it drives the embedded Controller API in this process (no CLI, no daemon);
+# test_d6load_clients covers a shared vertex across daemon clients
+@pytest.mark.embedded_only("drives bkcore.controller.Controller in the test process")
 def test_concurrent_builds_in_one_process_share_a_vertex(bk: Any, tmp_path: Path) -> None:
     """Two builds in one controller: their common step runs once, seen by both.
 

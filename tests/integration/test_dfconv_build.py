@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 class DfBuild:
-    def __init__(self, tmp: Path, registry: Any, images: Any) -> None:
+    def __init__(self, tmp: Path, registry: Any, images: Any, bkcli: Any) -> None:
         self.tmp = tmp
+        self.bkcli = bkcli
         self.registry = registry
         self.images = images
         self.count = 0
@@ -49,7 +49,7 @@ class DfBuild:
         dest = self.tmp / f"out{self.count}"
         out = f"type=local,dest={dest}" if output == "local" else f"type=oci,dest={dest}.tar"
         argv = [
-            sys.executable, "-m", "bkcore", "--root", str(self.tmp / "root"), "build",
+            *self.bkcli(self.tmp / "root"), "build",
             "--frontend", "dockerfile.v0", "--local", f"context={ctx}",
             "--local", f"dockerfile={ctx}", *opts, "--output", out,
         ]  # fmt: skip
@@ -83,10 +83,10 @@ class DfBuild:
 
 
 @pytest.fixture
-def df(tmp_path: Path, registry: Any, images: Any, busybox_rootfs: Path) -> DfBuild:
+def df(tmp_path: Path, registry: Any, images: Any, busybox_rootfs: Path, bkcli: Any) -> DfBuild:
     if os.geteuid() != 0:
         pytest.skip("runc builds need root")
-    return DfBuild(tmp_path, registry, images)
+    return DfBuild(tmp_path, registry, images, bkcli)
 
 
 GRAPH = """\

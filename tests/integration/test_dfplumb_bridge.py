@@ -11,9 +11,9 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,10 +171,12 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(plug)}
 
 
-def run(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    bkcli: Any, tmp_path: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
     argv = [
-        sys.executable, "-m", "bkcore", "--root", str(tmp_path / "root"),
-        "--plugin", "bkt_plumb", "build", "--progress", "rawjson",
+        *bkcli(tmp_path / "root", plugins=["bkt_plumb"], env=env),
+        "build", "--progress", "rawjson",
         "--local", f"src={tmp_path / 'src'}", *args,
     ]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, check=False)
@@ -192,11 +194,11 @@ def warnings_of(stderr: str) -> list[tuple[str, list[str]]]:
 
 
 def test_nested_frontend_reads_files_inside_the_ref_and_warns(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], bkcli: Any
 ) -> None:
     out = tmp_path / "out"
     proc = run(
-        tmp_path, env, "--frontend", "nest.v0", "--opt", "greeting=hi",
+        bkcli, tmp_path, env, "--frontend", "nest.v0", "--opt", "greeting=hi",
         "--output", f"type=local,dest={out}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -221,10 +223,12 @@ def test_nested_frontend_reads_files_inside_the_ref_and_warns(
     assert ("line 3: echo warning nested-hi", ["d1"]) in warnings_of(proc.stderr)
 
 
-def test_result_metadata_reaches_the_exporters(tmp_path: Path, env: dict[str, str]) -> None:
+def test_result_metadata_reaches_the_exporters(
+    tmp_path: Path, env: dict[str, str], bkcli: Any
+) -> None:
     dump = tmp_path / "meta.json"
     proc = run(
-        tmp_path, env, "--frontend", "echo.v0", "--opt", "greeting=x",
+        bkcli, tmp_path, env, "--frontend", "echo.v0", "--opt", "greeting=x",
         "--output", f"type=metadump,dest={dump}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -233,10 +237,12 @@ def test_result_metadata_reaches_the_exporters(tmp_path: Path, env: dict[str, st
     assert doc["refs"] == [] and doc["result"] is True
 
 
-def test_multi_platform_refs_reach_the_exporters(tmp_path: Path, env: dict[str, str]) -> None:
+def test_multi_platform_refs_reach_the_exporters(
+    tmp_path: Path, env: dict[str, str], bkcli: Any
+) -> None:
     dump = tmp_path / "meta.json"
     proc = run(
-        tmp_path, env, "--frontend", "echo.v0", "--opt", "platform=linux/amd64,linux/arm64",
+        bkcli, tmp_path, env, "--frontend", "echo.v0", "--opt", "platform=linux/amd64,linux/arm64",
         "--output", f"type=metadump,dest={dump}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -251,13 +257,13 @@ def test_multi_platform_refs_reach_the_exporters(tmp_path: Path, env: dict[str, 
 
 
 def test_frontend_error_is_one_line_then_detail_and_output_untouched(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], bkcli: Any
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep").write_text("old")
     proc = run(
-        tmp_path, env, "--frontend", "echo.v0", "--opt", "fail=unknown instruction: FORM",
+        bkcli, tmp_path, env, "--frontend", "echo.v0", "--opt", "fail=unknown instruction: FORM",
         "--output", f"type=local,dest={out}",
     )  # fmt: skip
     assert proc.returncode == 1
@@ -272,18 +278,18 @@ def test_frontend_error_is_one_line_then_detail_and_output_untouched(
 
 
 def test_unknown_frontend_and_endless_nesting_fail_clearly(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], bkcli: Any
 ) -> None:
-    proc = run(tmp_path, env, "--frontend", "nope.v0")
+    proc = run(bkcli, tmp_path, env, "--frontend", "nope.v0")
     assert proc.returncode == 1
     assert "error: unknown frontend 'nope.v0' (known: " in proc.stderr
-    loop = run(tmp_path, env, "--frontend", "loop.v0")
+    loop = run(bkcli, tmp_path, env, "--frontend", "loop.v0")
     assert loop.returncode == 1
     assert "nested more than 16 deep" in loop.stderr
 
 
 def test_nested_dockerfile_frontend_with_an_input_context(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], bkcli: Any
 ) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -291,7 +297,7 @@ def test_nested_dockerfile_frontend_with_an_input_context(
     (ctx / "Dockerfile").write_text("FROM base\nCOPY a.txt .\n")
     dump = tmp_path / "meta.json"
     proc = run(
-        tmp_path, env, "--frontend", "wrapdf.v0", "--local", f"context={ctx}",
+        bkcli, tmp_path, env, "--frontend", "wrapdf.v0", "--local", f"context={ctx}",
         "--local", f"dockerfile={ctx}", "--output", f"type=metadump,dest={dump}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -50,8 +50,9 @@ META_PLUGIN = textwrap.dedent(
 
 
 class Cli:
-    def __init__(self, tmp: Path, rootfs: Path) -> None:
+    def __init__(self, tmp: Path, rootfs: Path, bkcli: Any) -> None:
         self.tmp = tmp
+        self.bkcli = bkcli
         self.rootfs = rootfs
         plug = tmp / "plug"
         plug.mkdir()
@@ -60,8 +61,8 @@ class Cli:
 
     def build(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         argv = [
-            sys.executable, "-m", "bkcore", "--root", str(self.tmp / "root"),
-            "--plugin", "bkt_meta", "build", "--progress", "rawjson", *args,
+            *self.bkcli(self.tmp / "root", plugins=["bkt_meta"], env=self.env),
+            "build", "--progress", "rawjson", *args,
         ]  # fmt: skip
         return subprocess.run(
             argv,
@@ -78,8 +79,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, busybox_rootfs: Path) -> Cli:
-    return Cli(tmp_path, busybox_rootfs)
+def cli(tmp_path: Path, busybox_rootfs: Path, bkcli: Any) -> Cli:
+    return Cli(tmp_path, busybox_rootfs, bkcli)
 
 
 def text_lines(stderr: str) -> list[str]:

@@ -14,7 +14,6 @@ import hashlib
 import io
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,22 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+#: A daemon allows both (as ``buildkitd --allow-insecure-entitlement``): the client's
+#: ``--allow`` decides, in both modes.
+DAEMON_ALLOWS = (
+    "--allow-insecure-entitlement",
+    "network.host",
+    "--allow-insecure-entitlement",
+    "security.insecure",
+)
+
+
 class Df:
     """Runs ``bkcore build --frontend dockerfile.v0`` on a context directory made per build."""
 
-    def __init__(self, tmp: Path, base: str) -> None:
+    def __init__(self, tmp: Path, base: str, bkcli: Any) -> None:
         self.tmp = tmp
+        self.bkcli = bkcli
         self.base = base
         self.count = 0
 
@@ -48,7 +58,7 @@ class Df:
                 path.write_text(content)
         dest = self.tmp / f"out{self.count}"
         argv = [
-            sys.executable, "-m", "bkcore", "--root", str(self.tmp / "root"), "build",
+            *self.bkcli(self.tmp / "root", daemon_args=DAEMON_ALLOWS), "build",
             "--frontend", "dockerfile.v0", "--local", f"context={ctx}",
             "--local", f"dockerfile={ctx}", *opts, "--output", f"type=local,dest={dest}",
         ]  # fmt: skip
@@ -72,11 +82,11 @@ class Df:
 
 
 @pytest.fixture
-def df(tmp_path: Path, registry: Any, images: Any, busybox_rootfs: Path) -> Df:
+def df(tmp_path: Path, registry: Any, images: Any, busybox_rootfs: Path, bkcli: Any) -> Df:
     if os.geteuid() != 0:
         pytest.skip("runc builds need root")
     ref = images.push(registry, "busybox:latest", images.busybox_image())
-    return Df(tmp_path, ref)
+    return Df(tmp_path, ref, bkcli)
 
 
 def tar_bytes(files: dict[str, bytes]) -> bytes:

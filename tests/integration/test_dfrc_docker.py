@@ -84,13 +84,13 @@ def _text(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_matches_docker_buildkit(name: str, testbase: str, tmp_path: Path) -> None:
+def test_matches_docker_buildkit(name: str, testbase: str, tmp_path: Path, bkcli: Any) -> None:
     rec = _recorder()
     ctx = tmp_path / "ctx"
     rec.prepare_context(DATA / "cases" / name, ctx)
     dest = tmp_path / "out"
     argv = [
-        sys.executable, "-m", "bkcore", "--root", str(tmp_path / "root"), "build",
+        *bkcli(tmp_path / "root"), "build",
         "--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local",
         f"dockerfile={ctx}", *rec.case_options(DATA / "cases" / name, ctx),
         "--output", f"type=local,dest={dest}",

@@ -16,6 +16,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,11 +147,11 @@ def example_llb(name: str, **env: str) -> bytes:
 
 
 def bkcore_build(
-    llb_bytes: bytes, store: Path, dest: Path, locals_: dict[str, Path], *extra: str
+    bkcli: Any, llb_bytes: bytes, store: Path, dest: Path, locals_: dict[str, Path], *extra: str
 ) -> None:
     if shutil.which("runc") is None:  # pragma: no cover - depends on the machine
         pytest.skip("runc is not installed")
-    args = [sys.executable, "-m", "bkcore", "build", "--root", str(store), "--progress", "plain"]
+    args = [*bkcli(store), "build", "--progress", "plain"]
     for name, path in locals_.items():
         args += ["--local", f"{name}={path}"]
     args += ["--output", f"type=local,dest={dest}", *extra]
@@ -159,9 +160,18 @@ def bkcore_build(
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One bkcore state directory shared by the builds of this module."""
-    return tmp_path_factory.mktemp("store")
+def stores() -> dict[str, Path]:
+    return {}
+
+
+@pytest.fixture
+def store(
+    stores: dict[str, Path], build_mode: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """One bkcore state directory shared by the builds of this module (one per build mode)."""
+    if build_mode not in stores:
+        stores[build_mode] = tmp_path_factory.mktemp(f"store-{build_mode}")
+    return stores[build_mode]
 
 
 def tree_of(root: Path) -> set[str]:
@@ -169,11 +179,11 @@ def tree_of(root: Path) -> set[str]:
 
 
 def test_multistage_builds_and_is_cached_across_processes(
-    rootfs: Path, store: Path, tmp_path: Path
+    bkcli: Any, rootfs: Path, store: Path, tmp_path: Path
 ) -> None:
     data = example_llb("multistage")
     out = tmp_path / "out"
-    bkcore_build(data, store, out, {"base": rootfs})
+    bkcore_build(bkcli, data, store, out, {"base": rootfs})
     assert tree_of(out) == {"dist", "dist/site.tar.gz", "dist/SHA256SUMS", "dist/README"}
     archive = (out / "dist" / "site.tar.gz").read_bytes()
     digest = hashlib.sha256(archive).hexdigest()
@@ -197,15 +207,15 @@ def test_multistage_builds_and_is_cached_across_processes(
     # process a second later means the steps came from the cache, --no-cache runs them again
     time.sleep(1.1)
     again = tmp_path / "again"
-    bkcore_build(example_llb("multistage"), store, again, {"base": rootfs})
+    bkcore_build(bkcli, example_llb("multistage"), store, again, {"base": rootfs})
     assert (again / "dist" / "site.tar.gz").read_bytes() == archive
     fresh = tmp_path / "fresh"
-    bkcore_build(example_llb("multistage"), store, fresh, {"base": rootfs}, "--no-cache")
+    bkcore_build(bkcli, example_llb("multistage"), store, fresh, {"base": rootfs}, "--no-cache")
     assert (fresh / "dist" / "site.tar.gz").read_bytes() != archive
 
 
 def test_dockerfile_example_builds_on_the_rootfs_as_a_named_context(
-    rootfs: Path, store: Path, tmp_path: Path
+    bkcli: Any, rootfs: Path, store: Path, tmp_path: Path
 ) -> None:
     """examples/dockerfile (what scripts/demo builds): `busybox` replaced by the rootfs through
     `--opt context:busybox=local:rootfs`; a heredoc RUN with a cache mount, then scratch."""
@@ -215,17 +225,17 @@ def test_dockerfile_example_builds_on_the_rootfs_as_a_named_context(
         "--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local",
         f"dockerfile={ctx}", "--opt", "context:busybox=local:rootfs",
     ]  # fmt: skip
-    bkcore_build(b"", store, out, {"rootfs": rootfs}, *frontend)
+    bkcore_build(bkcli, b"", store, out, {"rootfs": rootfs}, *frontend)
     assert tree_of(out) == {"shout.txt", "info.txt"}
     assert (out / "shout.txt").read_text() == (ctx / "hello.txt").read_text().upper()
     assert (out / "info.txt").read_text() == "built by root in /src\n"
 
 
 def test_merge_diff_keeps_only_what_the_command_added(
-    rootfs: Path, store: Path, tmp_path: Path
+    bkcli: Any, rootfs: Path, store: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    bkcore_build(example_llb("merge_diff"), store, out, {"base": rootfs})
+    bkcore_build(bkcli, example_llb("merge_diff"), store, out, {"base": rootfs})
     assert tree_of(out) == {
         "opt",
         "opt/tool",
@@ -240,7 +250,9 @@ def test_merge_diff_keeps_only_what_the_command_added(
     assert (out / "etc" / "tool" / "config").stat().st_mode & 0o777 == 0o644
 
 
-def test_local_source_manifest_lists_the_context(rootfs: Path, store: Path, tmp_path: Path) -> None:
+def test_local_source_manifest_lists_the_context(
+    bkcli: Any, rootfs: Path, store: Path, tmp_path: Path
+) -> None:
     context = tmp_path / "context"
     files = {
         "main.c": b"int main(void) { return 0; }\n",
@@ -254,7 +266,9 @@ def test_local_source_manifest_lists_the_context(rootfs: Path, store: Path, tmp_
     (context / ".git").mkdir()
     (context / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     out = tmp_path / "out"
-    bkcore_build(example_llb("local_source"), store, out, {"base": rootfs, "context": context})
+    bkcore_build(
+        bkcli, example_llb("local_source"), store, out, {"base": rootfs, "context": context}
+    )
     assert tree_of(out) == {"manifest.txt", "count.txt"}
     expected = sorted(
         f"{hashlib.sha256(content).hexdigest()}  ./{rel}" for rel, content in files.items()
@@ -267,14 +281,14 @@ def test_local_source_manifest_lists_the_context(rootfs: Path, store: Path, tmp_
 
 
 def test_readme_example_runs_a_step_as_the_rootfs_user(
-    rootfs: Path, store: Path, tmp_path: Path
+    bkcli: Any, rootfs: Path, store: Path, tmp_path: Path
 ) -> None:
     # the README's SDK example: a user from the rootfs's /etc/passwd, cwd, env and a copy
     script = tmp_path / "hello.py"
     script.write_text(README_EXAMPLE)
     data = subprocess.run([sys.executable, str(script)], capture_output=True, check=True).stdout
     out = tmp_path / "out"
-    bkcore_build(data, store, out, {"base": rootfs})
+    bkcore_build(bkcli, data, store, out, {"base": rootfs})
     assert tree_of(out) == {"greeting.txt"}
     assert (out / "greeting.txt").read_text() == "hello from user (uid 1000) in /tmp\n"
 
@@ -366,12 +380,12 @@ def git_daemon(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def test_git_source_reports_on_the_checkout(
-    rootfs: Path, store: Path, tmp_path: Path, git_daemon: tuple[str, dict[str, bytes]]
+    bkcli: Any, rootfs: Path, store: Path, tmp_path: Path, git_daemon: tuple[str, dict[str, bytes]]
 ) -> None:
     url, files = git_daemon
     data = example_llb("git_source", BKCORE_GIT_REPO=url, BKCORE_GIT_REF="main")
     out = tmp_path / "out"
-    bkcore_build(data, store, out, {"base": rootfs})
+    bkcore_build(bkcli, data, store, out, {"base": rootfs})
     assert tree_of(out) == {"report.txt", "README.md"}
     assert (out / "README.md").read_bytes() == files["README.md"]
     assert (out / "report.txt").read_text().splitlines() == [

@@ -6,8 +6,8 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,15 +58,13 @@ def make_rootfs(path: Path) -> None:
         (path / "bin" / applet).symlink_to("busybox")
 
 
-def build(tmp_path: Path, agent: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+def build(
+    bkcli: Any, tmp_path: Path, agent: str, *extra: str
+) -> subprocess.CompletedProcess[bytes]:
     secret_file = tmp_path / "tok.txt"
     secret_file.write_bytes(SECRET)
     cmd = [
-        sys.executable,
-        "-m",
-        "bkcore",
-        "--root",
-        str(tmp_path / "root"),
+        *bkcli(tmp_path / "root"),
         "build",
         *extra,
         "--local",
@@ -83,14 +81,14 @@ def build(tmp_path: Path, agent: str, *extra: str) -> subprocess.CompletedProces
     return subprocess.run(cmd, input=definition(), capture_output=True, timeout=120, cwd=REPO)
 
 
-def test_secrets_ssh_and_cache_mounts_through_the_cli(tmp_path: Path) -> None:
+def test_secrets_ssh_and_cache_mounts_through_the_cli(bkcli: Any, tmp_path: Path) -> None:
     make_rootfs(tmp_path / "rootfs")
     agent = str(tmp_path / "agent.sock")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(agent)
     listener.listen()
     try:
-        first = build(tmp_path, agent)
+        first = build(bkcli, tmp_path, agent)
         assert first.returncode == 0, first.stderr.decode()
         report = (tmp_path / "out" / "report").read_text().split("\n")
         assert report[:5] == [
@@ -102,7 +100,7 @@ def test_secrets_ssh_and_cache_mounts_through_the_cli(tmp_path: Path) -> None:
         ]
         assert b"step-output-line" in first.stderr
         assert SECRET not in first.stderr + first.stdout
-        fresh = build(tmp_path, agent, "--no-cache")
+        fresh = build(bkcli, tmp_path, agent, "--no-cache")
         assert fresh.returncode == 0, fresh.stderr.decode()
         assert (tmp_path / "out" / "report").read_text().split("\n")[4] == "1"
     finally:

@@ -12,12 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,9 +137,9 @@ class Built:
     statuses: list[str]  # status ids, in order of first appearance
 
 
-def build(state: llb.State, root: Path, out: Path, *extra: str) -> Built:
+def build(bkcli: Any, state: llb.State, root: Path, out: Path, *extra: str) -> Built:
     data = state.marshal().to_bytes()
-    args = [sys.executable, "-m", "bkcore", "build", "--root", str(root), "--progress", "rawjson",
+    args = [*bkcli(root), "build", "--progress", "rawjson",
             "--output", f"type=local,dest={out}", *extra]  # fmt: skip
     proc = subprocess.run(args, input=data, capture_output=True, timeout=120)
     cached: dict[str, bool] = {}
@@ -185,10 +185,10 @@ V2 = {
 }
 
 
-def test_branch_tag_and_commit_over_git_daemon(remote: Remote, tmp_path: Path) -> None:
+def test_branch_tag_and_commit_over_git_daemon(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     root = tmp_path / "state"
     out = tmp_path / "branch"
-    built = build(llb.git(remote.url, "main"), root, out)
+    built = build(bkcli, llb.git(remote.url, "main"), root, out)
     assert built.ok, built.stderr
     assert files(out) == V2
     assert not (out / ".git").exists()
@@ -197,7 +197,7 @@ def test_branch_tag_and_commit_over_git_daemon(remote: Remote, tmp_path: Path) -
     assert os.access(out / "src" / "b.txt", os.X_OK) and not os.access(out / "README.md", os.X_OK)
 
     tag = tmp_path / "tag"
-    built = build(llb.git(remote.url, "v1"), root, tag)
+    built = build(bkcli, llb.git(remote.url, "v1"), root, tag)
     assert built.ok, built.stderr
     assert files(tag) == {"README.md": "# v1\n", "src/a.txt": "alpha\n"}
 
@@ -205,22 +205,22 @@ def test_branch_tag_and_commit_over_git_daemon(remote: Remote, tmp_path: Path) -
     # with the daemon's repository gone.
     shutil.rmtree(remote.bare)
     by_commit = tmp_path / "commit"
-    built = build(llb.git(remote.url, remote.v1), root, by_commit)
+    built = build(bkcli, llb.git(remote.url, remote.v1), root, by_commit)
     assert built.ok, built.stderr
     assert the_git_vertex(built) is True
     assert files(by_commit) == files(tag)
 
 
-def test_commit_not_fetched_yet_is_fetched(remote: Remote, tmp_path: Path) -> None:
+def test_commit_not_fetched_yet_is_fetched(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    built = build(llb.git(remote.url, remote.v1), tmp_path / "state", out)
+    built = build(bkcli, llb.git(remote.url, remote.v1), tmp_path / "state", out)
     assert built.ok, built.stderr
     assert files(out) == {"README.md": "# v1\n", "src/a.txt": "alpha\n"}
 
 
-def test_keepgitdir_keeps_a_working_repository(remote: Remote, tmp_path: Path) -> None:
+def test_keepgitdir_keeps_a_working_repository(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    built = build(llb.git(remote.url, "main", keep_git_dir=True), tmp_path / "state", out)
+    built = build(bkcli, llb.git(remote.url, "main", keep_git_dir=True), tmp_path / "state", out)
     assert built.ok, built.stderr
     assert (out / ".git").is_dir()
     assert git("rev-parse", "HEAD", cwd=out) == remote.main
@@ -230,44 +230,44 @@ def test_keepgitdir_keeps_a_working_repository(remote: Remote, tmp_path: Path) -
     assert files(out) == V2
 
 
-def test_subdir_checks_out_only_that_directory(remote: Remote, tmp_path: Path) -> None:
+def test_subdir_checks_out_only_that_directory(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     root = tmp_path / "state"
     out = tmp_path / "out"
-    built = build(llb.git(remote.url, "main:src"), root, out)
+    built = build(bkcli, llb.git(remote.url, "main:src"), root, out)
     assert built.ok, built.stderr
     assert files(out) == {"a.txt": "alpha\n", "b.txt": "beta\n", "deep/c.txt": "gamma\n",
                           "link": "-> a.txt"}  # fmt: skip
-    missing = build(llb.git(remote.url, "main:nope"), root, tmp_path / "missing")
+    missing = build(bkcli, llb.git(remote.url, "main:nope"), root, tmp_path / "missing")
     assert not missing.ok
     assert f"{remote.url}#main:nope: subdirectory 'nope' not found" in missing.stderr
 
 
-def test_cache_key_follows_the_commit(remote: Remote, tmp_path: Path) -> None:
+def test_cache_key_follows_the_commit(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     root = tmp_path / "state"
-    first = build(llb.git(remote.url, "main"), root, tmp_path / "1")
+    first = build(bkcli, llb.git(remote.url, "main"), root, tmp_path / "1")
     assert first.ok, first.stderr
     assert the_git_vertex(first) is False
-    second = build(llb.git(remote.url, "main"), root, tmp_path / "2")
+    second = build(bkcli, llb.git(remote.url, "main"), root, tmp_path / "2")
     assert second.ok, second.stderr
     assert the_git_vertex(second) is True
     assert files(tmp_path / "2") == V2
 
     new = remote.commit({"README.md": "# v3\n"}, "three")
-    third = build(llb.git(remote.url, "main"), root, tmp_path / "3")
+    third = build(bkcli, llb.git(remote.url, "main"), root, tmp_path / "3")
     assert third.ok, third.stderr
     assert the_git_vertex(third) is False
     assert (tmp_path / "3" / "README.md").read_text() == "# v3\n"
     # the same commit named by its id: same key, cached
-    fourth = build(llb.git(remote.url, new), root, tmp_path / "4")
+    fourth = build(bkcli, llb.git(remote.url, new), root, tmp_path / "4")
     assert fourth.ok, fourth.stderr
     assert the_git_vertex(fourth) is True
     # the old commit is still cached under its own key
-    fifth = build(llb.git(remote.url, remote.main), root, tmp_path / "5")
+    fifth = build(bkcli, llb.git(remote.url, remote.main), root, tmp_path / "5")
     assert the_git_vertex(fifth) is True
     assert files(tmp_path / "5") == V2
 
 
-def test_file_transport_with_a_submodule(remote: Remote, tmp_path: Path) -> None:
+def test_file_transport_with_a_submodule(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     lib.mkdir()
     git("init", "-q", "-b", "main", str(lib), cwd=tmp_path)
@@ -279,7 +279,7 @@ def test_file_transport_with_a_submodule(remote: Remote, tmp_path: Path) -> None
     remote.commit({}, "add submodule")
     url = f"file://{remote.bare}"
     out = tmp_path / "out"
-    built = build(git_state("localhost/example.git#main", url), tmp_path / "state", out)
+    built = build(bkcli, git_state("localhost/example.git#main", url), tmp_path / "state", out)
     assert built.ok, built.stderr
     got = files(out)
     assert got["vendor/lib/lib.txt"] == "library\n"
@@ -287,21 +287,23 @@ def test_file_transport_with_a_submodule(remote: Remote, tmp_path: Path) -> None
     assert not (out / ".git").exists() and not (out / "vendor" / "lib" / ".git").exists()
 
 
-def test_option_like_ref_or_url_is_refused(remote: Remote, tmp_path: Path) -> None:
+def test_option_like_ref_or_url_is_refused(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     root = tmp_path / "state"
-    bad = build(llb.git(remote.url, f"--upload-pack=touch {marker}"), root, tmp_path / "o")
+    bad = build(bkcli, llb.git(remote.url, f"--upload-pack=touch {marker}"), root, tmp_path / "o")
     assert not bad.ok
     assert "looks like an option" in bad.stderr
-    bad_url = build(git_state("x/y#main", f"--upload-pack=touch {marker}"), root, tmp_path / "p")
+    bad_url = build(
+        bkcli, git_state("x/y#main", f"--upload-pack=touch {marker}"), root, tmp_path / "p"
+    )
     assert not bad_url.ok
     assert "looks like an option" in bad_url.stderr
     assert not marker.exists()
     assert not (root / "git" / "remotes").exists()
 
 
-def test_missing_ref_is_one_clear_line(remote: Remote, tmp_path: Path) -> None:
-    built = build(llb.git(remote.url, "nope"), tmp_path / "state", tmp_path / "o")
+def test_missing_ref_is_one_clear_line(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
+    built = build(bkcli, llb.git(remote.url, "nope"), tmp_path / "state", tmp_path / "o")
     assert not built.ok
     assert f"{remote.url}#nope: ref not found" in built.stderr
     assert not (tmp_path / "o").exists()
@@ -319,7 +321,9 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_auth_token_secret_becomes_a_header_only_in_gits_environment(tmp_path: Path) -> None:
+def test_auth_token_secret_becomes_a_header_only_in_gits_environment(
+    bkcli: Any, tmp_path: Path
+) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -330,7 +334,7 @@ def test_auth_token_secret_becomes_a_header_only_in_gits_environment(tmp_path: P
         secret = tmp_path / "token"
         secret.write_text(token + "\n")
         root = tmp_path / "state"
-        with_token = build(llb.git(url, "main"), root, tmp_path / "o",
+        with_token = build(bkcli, llb.git(url, "main"), root, tmp_path / "o",
                            "--secret", f"id=GIT_AUTH_TOKEN,src={secret}")  # fmt: skip
         assert not with_token.ok
         expected = "basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
@@ -342,14 +346,14 @@ def test_auth_token_secret_becomes_a_header_only_in_gits_environment(tmp_path: P
         _Recorder.seen = []
         header = tmp_path / "header"
         header.write_text("bearer h3ad3r-value")
-        with_header = build(llb.git(url, "main"), root, tmp_path / "q",
+        with_header = build(bkcli, llb.git(url, "main"), root, tmp_path / "q",
                             "--secret", f"id=GIT_AUTH_TOKEN,src={secret}",
                             "--secret", f"id=GIT_AUTH_HEADER,src={header}")  # fmt: skip
         assert not with_header.ok
         assert _Recorder.seen and set(_Recorder.seen) == {"bearer h3ad3r-value"}
         assert "h3ad3r" not in with_header.stderr
         _Recorder.seen = []
-        without = build(llb.git(url, "main"), root, tmp_path / "p")
+        without = build(bkcli, llb.git(url, "main"), root, tmp_path / "p")
         assert not without.ok
         assert _Recorder.seen and all(h is None for h in _Recorder.seen)
     finally:
@@ -357,7 +361,9 @@ def test_auth_token_secret_becomes_a_header_only_in_gits_environment(tmp_path: P
         server.server_close()
 
 
-def test_file_submodule_of_a_network_remote_is_refused(remote: Remote, tmp_path: Path) -> None:
+def test_file_submodule_of_a_network_remote_is_refused(
+    bkcli: Any, remote: Remote, tmp_path: Path
+) -> None:
     lib = tmp_path / "lib"
     lib.mkdir()
     git("init", "-q", "-b", "main", str(lib), cwd=tmp_path)
@@ -367,30 +373,28 @@ def test_file_submodule_of_a_network_remote_is_refused(remote: Remote, tmp_path:
     git("-c", "protocol.file.allow=always", "submodule", "add", "-q", f"file://{lib}", "lib",
         cwd=remote.work)  # fmt: skip
     remote.commit({}, "add a host-local submodule")
-    built = build(llb.git(remote.url, "main"), tmp_path / "state", tmp_path / "o")
+    built = build(bkcli, llb.git(remote.url, "main"), tmp_path / "state", tmp_path / "o")
     assert not built.ok
     assert f"{remote.url}#main: submodule update failed" in built.stderr
     assert not (tmp_path / "o").exists()
 
 
-def test_ssh_remote_without_a_forwarded_agent_fails_clearly(tmp_path: Path) -> None:
-    built = build(llb.git("git@127.0.0.1:org/repo.git", "main"), tmp_path / "s", tmp_path / "o")
+def test_ssh_remote_without_a_forwarded_agent_fails_clearly(bkcli: Any, tmp_path: Path) -> None:
+    built = build(
+        bkcli, llb.git("git@127.0.0.1:org/repo.git", "main"), tmp_path / "s", tmp_path / "o"
+    )
     assert not built.ok
     assert "git://127.0.0.1/org/repo.git#main: ssh agent 'default' unavailable" in built.stderr
 
 
-def test_two_processes_fetch_one_remote_at_once(remote: Remote, tmp_path: Path) -> None:
+def test_two_processes_fetch_one_remote_at_once(bkcli: Any, remote: Remote, tmp_path: Path) -> None:
     root = tmp_path / "state"
     data = llb.git(remote.url, "main").marshal().to_bytes()
     procs = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "bkcore",
+                *bkcli(root),
                 "build",
-                "--root",
-                str(root),
                 "--progress",
                 "plain",
                 "--output",

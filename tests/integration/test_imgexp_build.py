@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -198,7 +197,7 @@ def test_push_then_pull_back_and_run(bk: Any, registry: Any, base: tuple[str, st
     history = config["history"]
     assert [h["created_by"] for h in history[1:]] == [
         "mkdir /app",
-        "exec /bin/sh -c echo hi > /hello && touch /app/x",
+        "mount / from exec /bin/sh -c echo hi > /hello && touch /app/x",
     ]
     assert {h["comment"] for h in history} == {"buildkit.exporter.image.v0"}
     assert len(config["rootfs"]["diff_ids"]) == 3
@@ -212,6 +211,8 @@ def test_push_then_pull_back_and_run(bk: Any, registry: Any, base: tuple[str, st
     assert (out / "app").read_text() == "x\n"
 
 
+# embedded only: it reads run_build's in-process response (the CLI prints no response keys)
+@pytest.mark.embedded_only("calls bkcore.controller.run_build in the test process")
 def test_image_response_and_second_repository(
     bk: Any, registry: Any, base: tuple[str, str]
 ) -> None:
@@ -454,7 +455,7 @@ def test_dockerfile_config_reaches_the_pushed_image(
     context.mkdir()
     (context / "Dockerfile").write_text(DOCKERFILE.format(base=base[0]))
     name = f"{registry.host}/team/df:v1"
-    argv = [sys.executable, "-m", "bkcore", "--root", str(bk.root), "build", "--progress"]
+    argv = [*bk.cli(), "build", "--progress"]
     argv += ["plain", "--output", f"type=image,name={name},push=true", str(context)]
     proc = subprocess.run(argv, capture_output=True, timeout=180, check=False, cwd=bk.tmp)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]

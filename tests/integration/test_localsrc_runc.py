@@ -8,9 +8,9 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,14 +43,12 @@ def _definition() -> bytes:
     return work.get_mount("/work").marshal(platform="linux/amd64").to_bytes()
 
 
-def _build(tmp: Path, context: Path, *output: str) -> subprocess.CompletedProcess[bytes]:
+def _build(
+    bkcli: Any, tmp: Path, context: Path, *output: str
+) -> subprocess.CompletedProcess[bytes]:
     cmd = [
-        sys.executable,
-        "-m",
-        "bkcore",
+        *bkcli(tmp / "state"),
         "build",
-        "--root",
-        str(tmp / "state"),
         "--progress",
         "plain",
         "--local",
@@ -77,7 +75,7 @@ def tmp(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_context_reaches_the_container_and_the_client_output(tmp: Path) -> None:
+def test_context_reaches_the_container_and_the_client_output(bkcli: Any, tmp: Path) -> None:
     context = tmp / "ctx"
     context.mkdir()
     (context / "a.txt").write_text("hello from the client\n")
@@ -86,7 +84,7 @@ def test_context_reaches_the_container_and_the_client_output(tmp: Path) -> None:
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier build")
 
-    _build(tmp, context, "type=local", f"dest={out}")
+    _build(bkcli, tmp, context, "type=local", f"dest={out}")
     assert sorted(os.listdir(out)) == ["owners.txt", "result.txt"]  # replaced, not merged
     assert (out / "result.txt").read_text() == "hello from the client\n"
     # the client sends owners as 0/0 (like buildctl), so builds never depend on them
@@ -98,7 +96,7 @@ def test_context_reaches_the_container_and_the_client_output(tmp: Path) -> None:
     st = os.stat(context / "a.txt")
     (context / "a.txt").write_text("HELLO FROM THE CLIENT\n")
     os.utime(context / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
-    done = _build(tmp, context, "type=tar", "dest=-")
+    done = _build(bkcli, tmp, context, "type=tar", "dest=-")
     with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tf:
         member = tf.extractfile("result.txt")
         assert member is not None and member.read() == b"HELLO FROM THE CLIENT\n"
@@ -107,19 +105,15 @@ def test_context_reaches_the_container_and_the_client_output(tmp: Path) -> None:
     assert (out / "result.txt").read_text() == "hello from the client\n"
 
 
-def test_failed_build_leaves_the_output_directory_alone(tmp: Path) -> None:
+def test_failed_build_leaves_the_output_directory_alone(bkcli: Any, tmp: Path) -> None:
     context = tmp / "ctx"
     context.mkdir()  # no a.txt: `cat` fails in the container
     out = tmp / "out"
     out.mkdir()
     (out / "keep.txt").write_text("previous")
     cmd = [
-        sys.executable,
-        "-m",
-        "bkcore",
+        *bkcli(tmp / "state"),
         "build",
-        "--root",
-        str(tmp / "state"),
         "--progress",
         "plain",
         "--local",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bkcore.errors import BkError, ExportError, SessionError
-from bkcore.progress import VertexEvent
+from bkcore.progress import StatusEvent, VertexEvent
 from bkcore.threads import entered_in_thread
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClientExport",
+    "ExportVertex",
     "client_export",
     "client_of",
     "exporting",
@@ -55,14 +56,56 @@ def client_of(ctx: ExportContext, what: str) -> Caller:
     return caller
 
 
+@dataclass(frozen=True, slots=True)
+class ExportVertex:
+    """The vertex of an export, for the sub-task statuses shown inside it (as BuildKit's
+    exporters: ``copying files 353B``, ``exporting layers``, ``pushing manifest for ...``)."""
+
+    progress: ProgressStream
+    digest: str
+
+    def status(
+        self,
+        name: str,
+        *,
+        current: int = 0,
+        started: float | None = None,
+        completed: float | None = None,
+    ) -> StatusEvent:
+        """Write the latest state of sub-task ``name`` of this vertex."""
+        event = StatusEvent(
+            id=name,
+            vertex=self.digest,
+            name=name,
+            current=current,
+            timestamp=time.time(),
+            started=started,
+            completed=completed,
+        )
+        self.progress.write(event)
+        return event
+
+    @asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[None]:
+        """Sub-task ``name``: started when the block is entered, completed when it is left
+        (also on error, as BuildKit's ``progress.OneOff``)."""
+        started = time.time()
+        self.status(name, started=started)
+        try:
+            yield
+        finally:
+            self.status(name, started=started, completed=time.time())
+
+
 @asynccontextmanager
-async def exporting(progress: ProgressStream, name: str) -> AsyncIterator[None]:
-    """Show the export as its own vertex: started, then completed or failed."""
+async def exporting(progress: ProgressStream, name: str) -> AsyncIterator[ExportVertex]:
+    """Show the export as its own vertex: started, then completed or failed. The block gets
+    the vertex, to show sub-task statuses in it."""
     digest = "sha256:" + hashlib.sha256(secrets.token_bytes(16)).hexdigest()
     started = time.time()
     progress.write(VertexEvent(digest, name, started=started))
     try:
-        yield
+        yield ExportVertex(progress, digest)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, Exception) else "canceled"
         progress.write(
@@ -95,6 +138,8 @@ class ClientExport:
     epoch: int | None  #: ``source-date-epoch`` in seconds, if set
     #: A multi-platform result's views by directory name (``linux_amd64``); else empty.
     platform_roots: Mapping[str, Path] = field(default_factory=dict)
+    #: The export's vertex (for sub-task statuses); None outside :func:`client_export`.
+    vertex: ExportVertex | None = None
 
     @property
     def tree(self) -> str | dict[str, str]:
@@ -124,7 +169,7 @@ async def client_export(
     epoch = source_date_epoch(attrs)
     caller = client_of(ctx, output)
     refs = dict(ctx.refs)
-    async with exporting(ctx.progress, name):
+    async with exporting(ctx.progress, name) as vertex:
         try:
             async with AsyncExitStack() as stack:
                 roots: dict[str, Path] = {}
@@ -134,6 +179,6 @@ async def client_export(
                         raise ExportError(f"{output}: two platforms export to {dirname}/")
                     roots[dirname] = await stack.enter_async_context(viewed(ctx, refs[platform]))
                 root = await stack.enter_async_context(viewed(ctx, None if refs else result))
-                yield ClientExport(root, caller, epoch, roots)
+                yield ClientExport(root, caller, epoch, roots, vertex)
         except (SessionError, OSError) as exc:
             raise as_export_error(name, exc) from exc

@@ -11,6 +11,7 @@ multi-platform result goes into one subdirectory per platform (``linux_amd64/``)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["LocalExporter"]
 
 VERTEX_NAME = "exporting to client directory"
+#: The status inside the vertex counting the bytes sent (BuildKit's wording).
+STATUS = "copying files"
 
 
 class LocalExporter:
@@ -38,8 +41,15 @@ class LocalExporter:
         ) as out:
             mod_time_ns = None if out.epoch is None else out.epoch * 1_000_000_000
             tree = out.tree
+            assert out.vertex is not None
+            started = time.time()
+            out.vertex.status(STATUS, started=started)
             if isinstance(tree, str):
-                await send_dir_to_client(out.caller, tree, mod_time_ns=mod_time_ns)
+                stats = await send_dir_to_client(out.caller, tree, mod_time_ns=mod_time_ns)
             else:  # a multi-platform result: one subdirectory per platform
-                await send_dirs_to_client(out.caller, tree, mod_time_ns=mod_time_ns)
+                stats = await send_dirs_to_client(out.caller, tree, mod_time_ns=mod_time_ns)
+            # BuildKit's "copying files 353B": the file bytes sent, shown when done
+            out.vertex.status(
+                STATUS, current=stats.bytes_sent, started=started, completed=time.time()
+            )
         return {}

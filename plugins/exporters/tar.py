@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TarExporter", "tar_chunks"]
 
-VERTEX_NAME = "sending tarball"
+VERTEX_NAME = "exporting to client tarball"
+#: The status inside the vertex while the archive is sent (BuildKit's wording).
+STATUS = "sending tarball"
 CHUNK = 1 << 20
 _BLOCK = tarfile.BLOCKSIZE
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -263,9 +265,11 @@ class TarExporter:
         async with client_export(
             ctx, result, attrs, output="output type=tar", name=VERTEX_NAME
         ) as out:
+            assert out.vertex is not None
             chunks = _in_thread(tar_chunks(out.tree, epoch=out.epoch))
             try:
-                await send_file_to_client(out.caller, chunks)
+                async with out.vertex.step(STATUS):
+                    await send_file_to_client(out.caller, chunks)
             finally:
                 await chunks.aclose()
         return {}

@@ -128,7 +128,7 @@ def test_export_writes_the_client_file_atomically(tmp_path: Path) -> None:
     assert dest.read_bytes() == _archive(root)
     assert sorted(os.listdir(dest.parent)) == ["result.tar"]  # no temp file left
     events = [e for e in reader.read_nowait() if isinstance(e, VertexEvent)]
-    assert [e.name for e in events] == ["sending tarball", "sending tarball"]
+    assert [e.name for e in events] == ["exporting to client tarball"] * 2
     assert events[-1].completed and not events[-1].error
 
 

@@ -12,13 +12,14 @@ carries ``containerimage.digest``, ``containerimage.config.digest``,
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 from bkcore.errors import ExportError
 from bkcore.plugins.exporters.common import exporting
 from bkcore.plugins.exporters.imagecommon import (
     META_BUILDINFO,
+    BuiltImage,
     build_image,
     descriptor_b64,
     parse_bool,
@@ -27,21 +28,28 @@ from bkcore.plugins.exporters.imagecommon import (
 
 if TYPE_CHECKING:
     from bkcore.exporter import ExportContext
+    from bkcore.plugins.exporters.common import ExportVertex
     from bkcore.registry_client import CredentialsCallback
     from bkcore.solver.types import Result
 
-__all__ = ["ImageExporter", "response"]
+__all__ = ["VERTEX_NAME", "ImageExporter", "built_with_statuses", "response"]
+
+#: The vertex of an image export (BuildKit's name); pushes show as statuses inside it.
+VERTEX_NAME = "exporting to image"
 
 
 def response(
     ctx: ExportContext, image: object, names: list[str], buildinfo: bool
 ) -> dict[str, str]:
-    from bkcore.plugins.exporters.imagecommon import BuiltImage
+    from bkcore.registry_client import Descriptor
 
     assert isinstance(image, BuiltImage)
+    top = image.top
+    if not image.is_index:  # a single manifest's descriptor carries its platform (BuildKit)
+        top = Descriptor(top.media_type, top.digest, top.size, image.images[0].descriptor.platform)
     out = {
         "containerimage.digest": image.top.digest,
-        "containerimage.descriptor": descriptor_b64(image.top),
+        "containerimage.descriptor": descriptor_b64(top),
     }
     if not image.is_index:
         out["containerimage.config.digest"] = image.images[0].config.digest
@@ -82,10 +90,30 @@ class ImageExporter:
         if push and not opts.names:
             raise ExportError("output type=image: push=true needs name=NAME")
         targets = [parse_push_name(n, by_digest=by_digest) for n in opts.names] if push else []
-        async with exporting(ctx.progress, "exporting to image"):
-            image = await build_image(ctx, result, opts)
-        credentials = _session_credentials(ctx)
-        for ref in targets:
-            async with exporting(ctx.progress, f"pushing {ref}"):
-                await push_image(image, ref, insecure=insecure, credentials=credentials)
+        async with exporting(ctx.progress, VERTEX_NAME) as vertex:
+            image = await built_with_statuses(vertex, build_image(ctx, result, opts))
+            credentials = _session_credentials(ctx)
+            for ref in targets:
+                await push_image(
+                    image, ref, insecure=insecure, credentials=credentials, step=vertex.step
+                )
         return response(ctx, image, opts.names, opts.buildinfo)
+
+
+async def built_with_statuses(vertex: ExportVertex, building: Awaitable[BuiltImage]) -> BuiltImage:
+    """Await ``building`` inside BuildKit's statuses of the "exporting to image" vertex:
+    ``exporting layers`` while the image is made, then ``exporting manifest sha256:..`` and
+    ``exporting config sha256:..`` per platform and ``exporting manifest list sha256:..`` for
+    an index. (The manifest and config blobs are written with the layers, in one thread per
+    platform; their statuses are shown complete when that work is done.)"""
+    async with vertex.step("exporting layers"):
+        image = await building
+    for part in image.images:
+        async with vertex.step(f"exporting manifest {part.descriptor.digest}"):
+            pass
+        async with vertex.step(f"exporting config {part.config.digest}"):
+            pass
+    if image.is_index:
+        async with vertex.step(f"exporting manifest list {image.top.digest}"):
+            pass
+    return image

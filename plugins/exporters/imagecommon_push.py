@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,40 +116,59 @@ async def push_image(
     *,
     insecure: bool = False,
     credentials: CredentialsCallback | None = None,
+    step: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
 ) -> dict[str, str]:
     """Push ``image`` to ``ref`` (tagged, or by digest when ``ref`` has no tag).
 
     ``credentials`` answers a registry's challenge (the client session's Auth service).
+    ``step(name)`` frames the two phases as BuildKit's progress statuses: ``pushing layers``
+    and ``pushing manifest for NAME:TAG@DIGEST`` (``NAME`` alone when pushed by digest).
     Returns digest -> ``exists``/``mounted``/``uploaded`` of the blobs. Errors are one
     :class:`ExportError` line naming the reference."""
     from bkcore.layers.blobcache import LayerBlobCache
 
     cache = LayerBlobCache(image.store.content) if image.store is not None else None
+    phase = step if step is not None else _no_step
+    manifests = (
+        f"pushing manifest for {ref}@{image.top.digest}"
+        if ref.tag
+        else f"pushing manifest for {ref}"
+    )
     try:
         async with _client(ref, insecure, credentials) as client:
-            outcomes = await _push_blobs(client, ref, image, image.layer_sources())
+            async with phase("pushing layers"):
+                outcomes = await _push_blobs(client, ref, image, image.layer_sources())
             if cache is not None:
                 for layer in (x for part in image.images for x in part.layers):
                     await asyncio.to_thread(
                         cache.add_source, layer.digest, ref.domain, ref.repository
                     )
-            if image.is_index:
-                for child in image.images:
-                    await client.put_manifest(
-                        ref, child.manifest, child.descriptor.media_type, child.descriptor.digest
-                    )
-            tag = ref.tag
-            if tag is None:
-                await client.put_manifest(
-                    ref, image.top_bytes, image.top.media_type, image.top.digest
-                )
-            elif not await _tag_matches(client, ref, image.top.digest):
-                await client.put_manifest(ref, image.top_bytes, image.top.media_type, tag)
+            async with phase(manifests):
+                await _push_manifests(client, ref, image)
     except (SourceError, SessionError) as exc:
         raise ExportError(f"push failed: {exc}") from exc
     except OSError as exc:
         raise ExportError(f"push to {ref} failed: {exc}") from exc
     return outcomes
+
+
+@asynccontextmanager
+async def _no_step(name: str) -> AsyncIterator[None]:
+    yield
+
+
+async def _push_manifests(client: RegistryClient, ref: ImageReference, image: BuiltImage) -> None:
+    """Children before the index, the tag last (not re-sent when it already matches)."""
+    if image.is_index:
+        for child in image.images:
+            await client.put_manifest(
+                ref, child.manifest, child.descriptor.media_type, child.descriptor.digest
+            )
+    tag = ref.tag
+    if tag is None:
+        await client.put_manifest(ref, image.top_bytes, image.top.media_type, image.top.digest)
+    elif not await _tag_matches(client, ref, image.top.digest):
+        await client.put_manifest(ref, image.top_bytes, image.top.media_type, tag)
 
 
 _MANIFEST_TYPES = frozenset(

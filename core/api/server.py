@@ -132,6 +132,7 @@ def usage_record(record: Record) -> cpb.UsageRecord:
         record_type=record.type,
         shared=not record.in_use and not record.reclaimable,
         parents=[record.parent] if record.parent else [],
+        usage_count=record.usage_count,
     )
     if record.last_used:
         out.last_used_at = timestamp(record.last_used)

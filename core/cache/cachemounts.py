@@ -38,6 +38,7 @@ class CacheMountInfo:
     path: Path
     created_at: float
     last_used: float
+    usage_count: int = 0  #: acquisitions so far (BuildKit's UsageCount)
 
 
 class CacheMounts:
@@ -130,7 +131,10 @@ class CacheMounts:
         num, fd = got
         try:
             with self.db.tx() as c:
-                c.execute("UPDATE cache_mounts SET last_used=? WHERE num=?", (time.time(), num))
+                c.execute(
+                    "UPDATE cache_mounts SET last_used=?, usage_count=usage_count+1 WHERE num=?",
+                    (time.time(), num),
+                )
             yield self._data(num)
         finally:
             os.close(fd)  # releases the flock
@@ -176,7 +180,12 @@ class CacheMounts:
         rows = self.db.query("SELECT * FROM cache_mounts ORDER BY num")
         return [
             CacheMountInfo(
-                int(r["num"]), r["id"], self._data(int(r["num"])), r["created_at"], r["last_used"]
+                int(r["num"]),
+                r["id"],
+                self._data(int(r["num"])),
+                r["created_at"],
+                r["last_used"],
+                int(r["usage_count"]),
             )
             for r in rows
         ]

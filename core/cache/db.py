@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created_at REAL NOT NULL,
     last_used REAL NOT NULL,
     description TEXT NOT NULL DEFAULT '',
+    usage_count INTEGER NOT NULL DEFAULT 0,
     pid INTEGER,
     pid_start TEXT
 );
@@ -87,10 +88,18 @@ CREATE TABLE IF NOT EXISTS cache_mounts (
     num INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
     created_at REAL NOT NULL,
-    last_used REAL NOT NULL
+    last_used REAL NOT NULL,
+    usage_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cache_mounts_id ON cache_mounts(id);
 """
+
+#: Columns added after databases were first written: (table, column, declaration), added to
+#: an older database when it is opened.
+_ADDED_COLUMNS = (
+    ("snapshots", "usage_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_mounts", "usage_count", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class Database:
@@ -120,6 +129,10 @@ class Database:
                 "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            for table, column, decl in _ADDED_COLUMNS:
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:  # a database made before the column existed
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

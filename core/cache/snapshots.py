@@ -66,6 +66,9 @@ class SnapshotInfo:
     created_at: float
     last_used: float
     description: str
+    #: How many times the snapshot was used (viewed, or the base of a new snapshot): BuildKit's
+    #: UsageCount, bumped together with ``last_used``.
+    usage_count: int = 0
 
 
 def detect_driver(root: Path) -> str:
@@ -195,7 +198,10 @@ class SnapshotStore:
                 c.execute(
                     "INSERT INTO snapshot_deps(snapshot, dep) VALUES (?,?)", (snapshot_id, dep)
                 )
-                c.execute("UPDATE snapshots SET last_used=? WHERE id=?", (now, dep))
+                c.execute(
+                    "UPDATE snapshots SET last_used=?, usage_count=usage_count+1 WHERE id=?",
+                    (now, dep),
+                )
         return snapshot_id, num
 
     def _finish(self, snapshot_id: str, num: int, extra: dict[str, object] | None = None) -> None:
@@ -383,7 +389,10 @@ class SnapshotStore:
         """A read-only directory showing the committed snapshot while the block runs."""
         info = self._committed(snapshot_id)
         with self.db.tx() as c:
-            c.execute("UPDATE snapshots SET last_used=? WHERE id=?", (time.time(), snapshot_id))
+            c.execute(
+                "UPDATE snapshots SET last_used=?, usage_count=usage_count+1 WHERE id=?",
+                (time.time(), snapshot_id),
+            )
         with self._view_layers(list(info.layers)) as path:
             yield path
 
@@ -609,4 +618,5 @@ def _info(row: sqlite3.Row) -> SnapshotInfo:
         created_at=float(row["created_at"]),
         last_used=float(row["last_used"]),
         description=row["description"],
+        usage_count=int(row["usage_count"]),
     )

@@ -42,6 +42,7 @@ class UsageRecord:
     last_used: float
     description: str
     parent: str | None = None
+    usage_count: int = 0  #: times used (snapshots, cache mounts; BuildKit's UsageCount)
 
 
 class CacheStore:
@@ -111,6 +112,7 @@ class CacheStore:
                     last_used=s.last_used,
                     description=s.description,
                     parent=s.parent,
+                    usage_count=s.usage_count,
                 )
             )
         for r in self.db.query("SELECT * FROM blobs ORDER BY digest"):
@@ -135,6 +137,7 @@ class CacheStore:
                     in_use=self.cache_mounts.in_use(m.num),
                     last_used=m.last_used,
                     description=f"cache mount {m.id}",
+                    usage_count=m.usage_count,
                 )
             )
         for c in self.local_copies.all():

@@ -165,6 +165,7 @@ def to_record(u: cpb.UsageRecord) -> Record:
         created_at=_ts(u.created_at),
         description=u.description,
         parent=(u.parents[0] if u.parents else u.parent) or None,
+        usage_count=u.usage_count,
     )
 
 

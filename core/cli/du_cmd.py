@@ -51,6 +51,7 @@ class Record:
     created_at: float | None
     description: str
     parent: str | None
+    usage_count: int = 0  #: BuildKit's UsageCount (``buildctl du -v``: "Usage count")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +115,7 @@ def collect(store: CacheStore) -> list[Record]:
                 created_at=created,
                 description=u.description,
                 parent=u.parent,
+                usage_count=u.usage_count,
             )
         )
     out.sort(key=lambda r: (-r.size, r.id))
@@ -198,6 +200,7 @@ def render_blocks(records: Iterable[Record], now: float | None = None) -> str:
         ]
         if r.description:
             fields.append(("Description", r.description))
+        fields.append(("Usage count", str(r.usage_count)))
         if r.last_used:
             fields.append(("Last used", _ago(r.last_used, now)))
         fields.append(("Type", r.type))

@@ -9,7 +9,9 @@ per command. ``--importtime`` also prints the slowest imports of ``bkcore plugin
 
 Build rows (``--builds``; root and runc needed): the cached build of ``examples/dockerfile``
 with ``--opt context:busybox=local:rootfs --local rootfs=DIR`` (a busybox rootfs from
-``scripts/make-rootfs``) and ``--output type=local``:
+``scripts/make-rootfs``) and ``--output type=local``. "Cached" as BuildKit caches it: a local
+source is keyed by its session, so WORKDIR, COPY and RUN of the first stage run again on every
+build (buildkitd v0.11.6 does the same) and the final stage's COPY is cached by content.
 
 * ``build embedded``: ``bkcore --root R build ...`` as a fresh process, beside its anchor
   ``same build, warm process``: the same build repeated inside one Python process that has

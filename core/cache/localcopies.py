@@ -7,6 +7,7 @@ lists and prunes them)::
     local/<id>/index.json       the sync's content index
     local/<id>/lock             flock'ed while a sync and commit run; holds the description
     local/<id>/last-snapshot    the snapshot last committed from the copy
+    local/<id>/uses             how many times the copy was locked for a sync (du's UsageCount)
     local/content/<identity>    tree identity -> snapshot id (shared by every copy)
 
 Lock protocol: a user holds an exclusive ``flock`` on ``lock`` (:func:`lock_copy`), which
@@ -46,6 +47,7 @@ LOCAL_DIR = "local"
 CONTENT_DIR = "content"
 INDEX = "index.json"
 LOCK = "lock"
+USES = "uses"
 _TRASH = ".trash-"
 _COPY_NAME = re.compile(r"[0-9a-f]{32}")
 _POLL = 0.05
@@ -89,10 +91,25 @@ def _try_lock(base: Path, description: bytes) -> int | None:
                 continue
             os.ftruncate(fd, 0)
             os.pwrite(fd, description, 0)  # also marks the copy used now (mtime)
+            _count_use(base)
         except BaseException:
             os.close(fd)
             raise
         return fd
+
+
+def _uses(base: Path) -> int:
+    try:
+        return int((base / USES).read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _count_use(base: Path) -> None:
+    """One more use of the copy (called with its lock held): temp file + rename."""
+    tmp = base / f"{USES}.tmp"
+    tmp.write_text(str(_uses(base) + 1))
+    os.replace(tmp, base / USES)
 
 
 def _close_got(fut: asyncio.Future[int | None]) -> None:
@@ -136,6 +153,7 @@ class LocalCopyInfo:
     in_use: bool
     last_used: float
     description: str
+    usage_count: int = 0  #: syncs that used the copy (BuildKit's UsageCount)
 
 
 def _mtime(path: Path) -> float:
@@ -203,6 +221,7 @@ class LocalCopies:
             in_use=self.in_use(name),
             last_used=max(_mtime(lock), _mtime(base / INDEX)),
             description=description or "local source",
+            usage_count=_uses(base),
         )
 
     def all(self) -> list[LocalCopyInfo]:

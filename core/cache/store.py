@@ -149,6 +149,7 @@ class CacheStore:
                     in_use=c.in_use,
                     last_used=c.last_used,
                     description=c.description,
+                    usage_count=c.usage_count,
                 )
             )
         return out

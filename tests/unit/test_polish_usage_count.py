@@ -88,3 +88,22 @@ def test_a_database_from_before_the_column_gets_it(tmp_path: Path) -> None:
         assert [m.usage_count for m in store.cache_mounts.all()] == [1]
     finally:
         store.close()
+
+
+def test_local_source_copies_count_each_sync(tmp_path: Path) -> None:
+    from bkcore.cache.localcopies import copy_dir_for, lock_copy
+
+    base = copy_dir_for(tmp_path, "context", "", "key")
+
+    async def syncs(n: int) -> None:
+        for _ in range(n):
+            async with lock_copy(base, "local source for context"):
+                (base / "tree").mkdir(exist_ok=True)
+
+    asyncio.run(syncs(4))
+    store = CacheStore.open(tmp_path, COPY)
+    try:
+        (record,) = [r for r in collect(store) if r.type == "source.local"]
+    finally:
+        store.close()
+    assert record.usage_count == 4 and record.description == "local source for context"

@@ -256,7 +256,65 @@ class Stat:
 
     @classmethod
     def FromString(cls, data: bytes | memoryview) -> Stat:
+        return cls._decode(bytes(data), 0, len(data))
+
+    @classmethod
+    def _decode(cls, data: bytes, pos: int, end: int) -> Stat:
+        """Decode ``data[pos:end]``; one-byte keys and varints (nearly all of a listing)
+        are read inline, anything else as :meth:`_decode_slow` does."""
         s = cls()
+        while pos < end:
+            key = data[pos]
+            if key >= 0x80:
+                return cls._decode_slow(data[pos:end], s)
+            pos += 1
+            wire = key & 7
+            if wire == 0:
+                value = data[pos] if pos < end else 0x80
+                if value < 0x80:
+                    pos += 1
+                else:
+                    value, pos = _read_varint(data, pos)
+                    if pos > end:
+                        raise ValueError("truncated field")
+                field = key >> 3
+                if field == 2:
+                    s.mode = value & 0xFFFFFFFF
+                elif field == 3:
+                    s.uid = value & 0xFFFFFFFF
+                elif field == 4:
+                    s.gid = value & 0xFFFFFFFF
+                elif field == 5:
+                    s.size = _signed(value)
+                elif field == 6:
+                    s.mod_time = _signed(value)
+                elif field == 8:
+                    s.devmajor = _signed(value)
+                elif field == 9:
+                    s.devminor = _signed(value)
+            elif wire == 2 and key != 0x52:  # 0x52: field 10 (xattrs), rare
+                n = data[pos] if pos < end else 0x80
+                if n < 0x80:
+                    pos += 1
+                else:
+                    n, pos = _read_varint(data, pos)
+                if pos + n > end:
+                    raise ValueError("truncated field")
+                field = key >> 3
+                if field == 1:
+                    s.path = data[pos : pos + n].decode("utf-8", "surrogateescape")
+                elif field == 7:
+                    s.linkname = data[pos : pos + n].decode("utf-8", "surrogateescape")
+                pos += n
+            else:
+                return cls._decode_slow(data[pos - 1 : end], s)
+        return s
+
+    @classmethod
+    def _decode_slow(cls, data: bytes | memoryview, s: Stat | None = None) -> Stat:
+        """The general decoder, continuing ``s`` (fields decoded so far) if given."""
+        if s is None:
+            s = cls()
         for field, wire, value in _fields(data):
             if wire == 2:
                 if field == 1:
@@ -336,7 +394,43 @@ class Packet:
 
     @classmethod
     def FromString(cls, data: bytes | memoryview) -> Packet:
+        data = bytes(data)
         p = cls()
+        pos, end = 0, len(data)
+        while pos < end:
+            key = data[pos]
+            pos += 1
+            if key == 0x08 or key == 0x18:  # type, id: varints
+                value = data[pos] if pos < end else 0x80
+                if value < 0x80:
+                    pos += 1
+                else:
+                    value, pos = _read_varint(data, pos)
+                    if pos > end:
+                        raise ValueError("truncated field")
+                if key == 0x08:
+                    p.type = value
+                else:
+                    p.id = value & 0xFFFFFFFF
+            elif key == 0x12 or key == 0x22:  # stat, data: length-delimited
+                n = data[pos] if pos < end else 0x80
+                if n < 0x80:
+                    pos += 1
+                else:
+                    n, pos = _read_varint(data, pos)
+                if pos + n > end:
+                    raise ValueError("truncated field")
+                if key == 0x12:
+                    p.stat = Stat._decode(data, pos, pos + n)
+                else:
+                    p.data = data[pos : pos + n]
+                pos += n
+            else:  # other fields (unknown to this version, or multi-byte keys)
+                return cls._decode_slow(data[pos - 1 :], p)
+        return p
+
+    @classmethod
+    def _decode_slow(cls, data: bytes | memoryview, p: Packet) -> Packet:
         for field, wire, value in _fields(data):
             if field == 1 and wire == 0:
                 p.type = value

@@ -197,7 +197,7 @@ class _Setup:
             if data is None:
                 if env.optional:
                     continue
-                raise SolveError(f"secret {env.id} not found")
+                raise SolveError(f"secret {env.id}: not found")  # buildkitd's wording
             self.out.env.append(f"{env.name}={os.fsdecode(data)}")
 
     async def _drop_cache_ids(self, ids: set[str]) -> None:
@@ -357,7 +357,7 @@ class _Setup:
         if data is None:
             if opt.optional:
                 return
-            raise SolveError(f"secret {opt.id} not found")
+            raise SolveError(f"secret {opt.id}: not found")  # buildkitd's wording
 
         def write() -> str:
             if self.secret_dir is None:

@@ -469,7 +469,7 @@ def test_secrets_mounted_from_tmpfs_and_never_stored(tmp_path: Path) -> None:
                 mount_type=pb.MountType.SECRET,
                 secret_opt=present(pb.SecretOpt(id="missing")),
             )
-            with pytest.raises(SolveError, match="secret missing not found"):
+            with pytest.raises(SolveError, match="secret missing: not found"):
                 await h.run(h.adapter([root_mount(), required], sh("true")), [base])
         store_root = tmp_path / "store"
         for secret_value in (value.decode(), "envsecret"):

@@ -74,3 +74,15 @@ def test_du_verbose_prints_usage_counts(bk: Any, tmp_path: Path) -> None:
     )
     counts = [int(c) for c in re.findall(r"^Usage count: +(\d+)$", proc.stdout, re.M)]
     assert counts and max(counts) >= 2, proc.stdout
+
+
+def test_missing_secret_is_worded_as_buildkitd(bk: Any, tmp_path: Path) -> None:
+    # buildkitd v0.11.6 (buildctl, RUN --mount=type=secret,id=x,required): "secret x: not found"
+    step = bk.base().sh("cat /run/secrets/x", mounts=[llb.secret("/run/secrets/x", id="x")])
+    argv = bk.argv(progress="plain", out=tmp_path / "out")
+    proc = subprocess.run(
+        argv, input=bk.definition(step), capture_output=True, timeout=180, cwd=bk.tmp
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0
+    assert "secret x: not found" in err, err

@@ -31,7 +31,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,9 @@ class DaemonConfig:
     max_parallelism: int | None = None
     gc_policy: tuple[GCPolicy, ...] = ()
     registries: str = ""
+    #: ``[registry."host"]`` tables of the config file (buildkitd.toml's spelling, same keys as
+    #: the hosts file); None when the file has none.
+    registry_hosts: Mapping[str, Any] | None = None
     entitlements: frozenset[str] = frozenset()
     #: ``gc = false`` turns garbage collection off; ``gckeepstorage`` (bytes, 0: 10% of the
     #: disk) caps BuildKit's default policies, used when no ``gcpolicy`` is configured.
@@ -229,7 +232,16 @@ class _Reader:
         )
 
 
-_TOP_KEYS = ("root", "debug", "registries", "insecure-entitlements", "grpc", "worker", "history")
+_TOP_KEYS = (
+    "root",
+    "debug",
+    "registries",
+    "registry",
+    "insecure-entitlements",
+    "grpc",
+    "worker",
+    "history",
+)
 _GRPC_KEYS = ("address", "uid", "gid", "tls")
 _WORKER_KEYS = ("name", "max-parallelism", "gc", "gckeepstorage", "gc-interval", "gcpolicy", "oci")
 _OCI_KEYS = ("enabled", "max-parallelism", "gc", "gckeepstorage", "gcpolicy")
@@ -272,6 +284,22 @@ def load_config(path: Path | None, *, root: str | None = None) -> DaemonConfig:
         out = replace(out, debug=r.typed(data, (), "debug", bool))
     if "registries" in data:
         out = replace(out, registries=r.typed(data, (), "registries", str))
+    if "registry" in data:
+        from bkcore.errors import SourceError
+        from bkcore.registry_client.hosts import parse_hosts
+
+        table = r.table(data, ("registry",))
+        if "registries" in data:
+            msg = "set either registries (a hosts file) or [registry] tables, not both"
+            raise r.error(("registry", next(iter(table), "")), msg)
+        hosts: dict[str, Any] = {}
+        for host, entry in table.items():
+            try:
+                hosts.update(parse_hosts({"registry": {host: entry}}, file))
+            except SourceError as exc:
+                message = str(exc).removeprefix(f"{file}: ")
+                raise r.error(("registry", host), message) from None
+        out = replace(out, registry_hosts=hosts)
     if "insecure-entitlements" in data:
         ents = r.typed(data, (), "insecure-entitlements", list)
         for e in ents:
@@ -484,6 +512,10 @@ async def serve(
         from bkcore.registry_client.hosts import CONFIG_ENV
 
         os.environ[CONFIG_ENV] = os.path.abspath(cfg.registries)
+    if cfg.registry_hosts is not None:
+        from bkcore.registry_client.hosts import set_process_hosts
+
+        set_process_hosts(cfg.registry_hosts)
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

@@ -25,7 +25,14 @@ from typing import Any
 
 from bkcore.errors import SourceError
 
-__all__ = ["CONFIG_ENV", "HostOptions", "config_path", "load_hosts", "parse_hosts"]
+__all__ = [
+    "CONFIG_ENV",
+    "HostOptions",
+    "config_path",
+    "load_hosts",
+    "parse_hosts",
+    "set_process_hosts",
+]
 
 #: Environment variable naming the hosts file (overrides the config dir's).
 CONFIG_ENV = "BKCORE_REGISTRY_CONFIG"
@@ -46,6 +53,17 @@ class HostOptions:
     insecure: bool = False
     ca_files: tuple[str, ...] = ()
     mirrors: tuple[str, ...] = ()
+
+
+#: Hosts set for the whole process (a daemon's ``[registry."host"]`` tables); they take the
+#: place of the hosts file. None: read the file.
+_process_hosts: dict[str, HostOptions] | None = None
+
+
+def set_process_hosts(hosts: Mapping[str, HostOptions] | None) -> None:
+    """Use ``hosts`` instead of the hosts file in this process (None: the file again)."""
+    global _process_hosts
+    _process_hosts = dict(hosts) if hosts is not None else None
 
 
 def config_path() -> Path:
@@ -107,7 +125,12 @@ def parse_hosts(doc: Mapping[str, Any], path: Path) -> dict[str, HostOptions]:
 
 
 def load_hosts(path: Path | None = None) -> dict[str, HostOptions]:
-    """Read the hosts file (:func:`config_path` by default); missing means no entries."""
+    """Read the hosts file (:func:`config_path` by default); missing means no entries.
+
+    Without ``path``, hosts set by :func:`set_process_hosts` come first.
+    """
+    if path is None and _process_hosts is not None:
+        return dict(_process_hosts)
     import tomllib
 
     target = path if path is not None else config_path()

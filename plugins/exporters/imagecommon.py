@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -279,7 +280,10 @@ def parse_time(text: str) -> int:
 
 
 def _ns(seconds: float) -> int:
-    return round(seconds * 1_000_000) * 1000
+    """Unix nanoseconds of a ``time.time()`` float, to the nanosecond (Go writes RFC3339Nano):
+    the whole seconds apart, so the fraction keeps the float's precision."""
+    whole = math.floor(seconds)
+    return whole * 1_000_000_000 + round((seconds - whole) * 1_000_000_000)
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -654,5 +658,8 @@ def descriptor_b64(desc: Descriptor, extra: Mapping[str, str] | None = None) -> 
     """``containerimage.descriptor``: base64 of the top descriptor's JSON."""
     doc = desc.to_json()
     if extra:
+        platform = doc.pop("platform", None)  # Go's field order: ..., annotations, platform
         doc["annotations"] = dict(sorted({**doc.get("annotations", {}), **extra}.items()))
+        if platform is not None:
+            doc["platform"] = platform
     return base64.b64encode(go_compact(doc).encode()).decode()

@@ -44,6 +44,7 @@ class TarballExporter:
     async def export(
         self, ctx: ExportContext, result: Result | None, attrs: Mapping[str, str]
     ) -> Mapping[str, str]:
+        from bkcore.plugins.exporters.image import built_with_statuses
         from bkcore.plugins.exporters.tar import _in_thread
         from bkcore.session.filesync import send_file_to_client
 
@@ -54,14 +55,16 @@ class TarballExporter:
         except Exception as exc:
             raise ExportError(f"output type={kind}: invalid name: {exc}") from None
         caller = client_of(ctx, f"output type={kind}")
-        async with exporting(ctx.progress, "exporting to image"):
-            image = await build_image(ctx, result, opts)
-        entries = archive_entries(image, opts.names, docker=self.docker, epoch=opts.epoch)
-        name = f"sending tarball ({kind})"
-        async with exporting(ctx.progress, name):
+        # BuildKit's one vertex "exporting to docker|oci image format": the image's statuses
+        # (exporting layers, manifest, config), then "sending tarball"
+        async with exporting(ctx.progress, f"exporting to {kind} image format") as vertex:
+            image = await built_with_statuses(vertex, build_image(ctx, result, opts))
+            entries = archive_entries(image, opts.names, docker=self.docker, epoch=opts.epoch)
+            name = "sending tarball"
             chunks = _in_thread(iter(archive_chunks(entries)))
             try:
-                await send_file_to_client(caller, chunks)
+                async with vertex.step(name):
+                    await send_file_to_client(caller, chunks)
             except (SessionError, OSError) as exc:
                 raise as_export_error(name, exc) from exc
             finally:

@@ -98,3 +98,26 @@ def test_step_completes_its_status_on_error() -> None:
     vertices = [e for e in events if isinstance(e, VertexEvent)]
     assert [s.completed is not None for s in statuses] == [False, True]
     assert vertices[-1].error == "gone"
+
+
+def test_docker_and_oci_tarballs_are_one_vertex_with_buildkits_statuses(tmp_path: Path) -> None:
+    from bkcore.plugins.exporters.docker import DockerExporter
+    from bkcore.plugins.exporters.oci import OCIExporter
+
+    for kind, exporter in (("docker", DockerExporter()), ("oci", OCIExporter())):
+        session = Session()
+        session.allow(FileSendTarget(file=str(tmp_path / f"{kind}.tar")))
+        ctx = _Ctx(tmp_path, session.caller())
+        reader = ctx.progress.subscribe()
+        out = asyncio.run(exporter.export(ctx, None, {"name": "x/y:z"}))  # type: ignore[arg-type]
+        assert (tmp_path / f"{kind}.tar").stat().st_size > 0
+        vertices, statuses = _events(ctx, reader)
+        assert {v.name for v in vertices} == {f"exporting to {kind} image format"}
+        done = [s.name for s in statuses if s.completed]
+        assert done == [
+            "exporting layers",
+            f"exporting manifest {out['containerimage.digest']}",
+            f"exporting config {out['containerimage.config.digest']}",
+            "sending tarball",
+        ]
+        assert {s.vertex for s in statuses} == {vertices[0].digest}

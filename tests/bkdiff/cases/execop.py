@@ -24,10 +24,10 @@ def _out(script: str, **kw: Any) -> Any:
 
     def graph(c: Any) -> Any:
         mounts = [c.llb.bind("/out", c.scratch())]
-        extra = kw.pop("mounts", None)
+        opts = dict(kw)  # a copy: the graph is built again for every output and mode
+        extra = opts.pop("mounts", None)
         if extra is not None:
             mounts += extra(c)
-        opts = dict(kw)
         base = c.base()
         for host, ip in opts.pop("extra_hosts", ()):
             base = base.with_extra_host(host, ip)

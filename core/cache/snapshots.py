@@ -384,6 +384,16 @@ class SnapshotStore:
 
     # -- reading -------------------------------------------------------------------------
 
+    def count_use(self, snapshot_id: str) -> None:
+        """One use of the committed snapshot that neither views nor builds on it (an image
+        export reading its layers): ``last_used`` and ``usage_count`` as :meth:`view` bumps."""
+        self._committed(snapshot_id)
+        with self.db.tx() as c:
+            c.execute(
+                "UPDATE snapshots SET last_used=?, usage_count=usage_count+1 WHERE id=?",
+                (time.time(), snapshot_id),
+            )
+
     @contextmanager
     def view(self, snapshot_id: str) -> Iterator[Path]:
         """A read-only directory showing the committed snapshot while the block runs."""

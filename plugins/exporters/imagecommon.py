@@ -573,6 +573,7 @@ def _one_platform(
 
     layers: list[LayerBlob] = []
     if store is not None and snapshot_id is not None:
+        store.snapshots.count_use(snapshot_id)  # du's UsageCount: the export uses the result
         cache = LayerBlobCache(store.content)
         layers = layer_chain(store.snapshots, cache, snapshot_id, opts.chain)
     config = image_config(config_meta, plat, layers, epoch=opts.epoch, buildinfo=buildinfo)

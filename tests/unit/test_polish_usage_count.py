@@ -107,3 +107,32 @@ def test_local_source_copies_count_each_sync(tmp_path: Path) -> None:
     finally:
         store.close()
     assert record.usage_count == 4 and record.description == "local source for context"
+
+
+def test_an_image_export_counts_one_use_of_the_result(tmp_path: Path) -> None:
+    from bkcore.cache.results import new_result
+    from bkcore.plugins.exporters.imagecommon import build_image, parse_options
+    from bkcore.progress import ProgressStream
+
+    class Ctx:
+        metadata: dict[str, bytes] = {}
+        refs: dict[str, object] = {}
+        progress = ProgressStream()
+        caller = None
+
+    store = CacheStore.open(tmp_path, COPY)
+    try:
+        top = _snap(store, None, "top")
+
+        async def export() -> None:
+            result = await new_result(store, top)
+            try:
+                opts = parse_options({}, {}, oci_default=False, environ={})
+                await build_image(Ctx(), result, opts)  # type: ignore[arg-type]
+            finally:
+                await result.release()
+
+        asyncio.run(export())
+        assert store.snapshots.get(top).usage_count == 1
+    finally:
+        store.close()

@@ -152,7 +152,8 @@ def build(bkcli: Any, state: llb.State, root: Path, out: Path, *extra: str) -> B
             if v.get("completed") and v.get("name"):
                 cached[v["name"]] = bool(v.get("cached"))
         for st in event.get("statuses", []):
-            if st["id"] not in statuses:
+            # the git source's statuses (not the local export's "copying files NB")
+            if st["id"] not in statuses and st["id"] != "copying files":
                 statuses.append(st["id"])
     return Built(proc.returncode == 0, proc.stderr.decode(errors="replace"), cached, statuses)
 

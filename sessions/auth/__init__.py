@@ -7,8 +7,9 @@ lazily (PEP 562) so loading the package's ``plugin`` module at start-up stays ch
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bkcore.lazy import module_getattr
 
 if TYPE_CHECKING:
     from bkcore.sessions.auth.dockerconfig import DockerConfig, config_dir
@@ -23,10 +24,4 @@ _WHERE = {
 __all__ = ["AuthProvider", "DockerConfig", "config_dir"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = module_getattr(globals(), _WHERE)

@@ -7,8 +7,9 @@ The protocol messages and the daemon side (``get_secret``, ``SecretNotFoundError
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bkcore.lazy import module_getattr
 
 if TYPE_CHECKING:
     from bkcore.sessions.secrets.provider import (
@@ -26,10 +27,4 @@ _WHERE = {
 __all__ = ["SecretSource", "SecretsProvider", "parse_secret_spec"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = module_getattr(globals(), _WHERE)

@@ -7,8 +7,9 @@ package's ``plugin`` module at start-up stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bkcore.lazy import module_getattr
 
 if TYPE_CHECKING:
     from bkcore.sessions.sshforward.agent import SSHProvider, parse_ssh_spec
@@ -21,10 +22,4 @@ _WHERE = {
 __all__ = ["SSHProvider", "parse_ssh_spec"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = module_getattr(globals(), _WHERE)

@@ -6,8 +6,9 @@ package at start-up imports nothing else (no asyncio).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bkcore.lazy import module_getattr
 
 if TYPE_CHECKING:
     from .executor import RuncExecutor
@@ -28,22 +29,16 @@ __all__ = [
 ]
 
 _WHERE = {
-    "DEFAULT_HOSTNAME": "types",
-    "DEFAULT_PATH": "types",
-    "MountSpec": "types",
-    "ProcessSpec": "types",
-    "Ulimit": "types",
-    "RuncExecutor": "executor",
-    "RuncWorker": "worker",
-    "check": "info",
-    "worker_info": "info",
+    "DEFAULT_HOSTNAME": ".types",
+    "DEFAULT_PATH": ".types",
+    "MountSpec": ".types",
+    "ProcessSpec": ".types",
+    "Ulimit": ".types",
+    "RuncExecutor": ".executor",
+    "RuncWorker": ".worker",
+    "check": ".info",
+    "worker_info": ".info",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = module_getattr(globals(), _WHERE)
